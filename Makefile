@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test` (README.md).
+# Both bootstrap .venv from requirements.lock (python3.10) the first time, then reuse it.
+
+VENV := .venv
+STAMP := $(VENV)/.installed
+# python3.10 from PATH, pyenv or the system, whichever actually runs 3.10.
+PY310 := $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 \
+	/usr/local/bin/python3.10 /usr/bin/python3.10; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && echo $$p && break; done)
+PYTHON := $(VENV)/bin/python
+PYTEST_ARGS ?=
+EXPERIMENT ?= default
+
+.PHONY: demo test install lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock setup.py
+	@test -n "$(PY310)" || { echo "python3.10 not found (needed: see README)"; exit 1; }
+	@echo "==> creating $(VENV) with $(PY310) and installing the locked stack (about 2-3 minutes)"
+	test -x $(PYTHON) || $(PY310) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade "pip==24.2" "setuptools==69.5.1" "wheel==0.44.0"
+	$(PYTHON) -m pip install --quiet -r requirements.lock
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hyperrec demo --experiment $(EXPERIMENT)
+
+test: $(STAMP)
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# Re-resolve the lock from the top-level pins (needs the package registry).
+lock:
+	rm -rf .venv-lock && $(PY310) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet "pip==24.2" "setuptools==69.5.1" "wheel==0.44.0"
+	.venv-lock/bin/pip install --quiet -r requirements.in
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^hyperrec' > requirements.lock
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

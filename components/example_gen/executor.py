@@ -1,0 +1,303 @@
+"""Beam executor of the multimodal ExampleGen (runs unchanged on Direct, Dataflow, Flink, Spark).
+
+Where data enters the pipeline. TFX's FileBasedExampleGen driver resolves the latest span
+(`span-{SPAN}/*.csv`) and fingerprints it, so a new span triggers a run; this executor then:
+
+1. reads the interactions of the latest span and the `window_spans - 1` spans before it, and
+   the catalogue snapshot (`items.csv`) of the latest span;
+2. normalises every item image once (images.py) and flags missing / corrupt ones;
+3. adds point-in-time user history (history.py) to every interaction;
+4. joins interactions with items (CoGroupByKey; an unknown item id is counted, not emitted);
+5. splits by time: the last `eval_days` of the window are `eval`, the rest `train` (never by
+   hash), marks items first seen after that cutoff as cold start, and writes the whole
+   catalogue as a third split, `catalog`, for the model to embed at export;
+6. counts what it read, flagged and dropped into `ingest_report.json` beside the splits and
+   into the Examples artifact's custom properties.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import os
+import re
+from typing import Any, Dict, Iterable, Iterator, List, Tuple
+
+import apache_beam as beam
+import tensorflow as tf
+from google.protobuf import json_format, struct_pb2
+from tfx.components.example_gen import base_example_gen_executor
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
+
+from components import features
+from components.example_gen import history, images
+
+REPORT_FILE = "ingest_report.json"
+ITEMS_FILE = "items.csv"
+INTERACTIONS_FILE = "interactions.csv"
+_SPAN_DIR = re.compile(r"^span-(\d+)$")
+
+
+# ---- configuration ---------------------------------------------------------------------------
+def encode_custom_config(values: Dict[str, Any]) -> example_gen_pb2.CustomConfig:
+    """Packs a plain dict (DataConfig as dict) into ExampleGen's CustomConfig proto."""
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(struct)
+    return config
+
+
+def decode_custom_config(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
+    raw = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+    if not raw:
+        return {}
+    config = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(raw, config)
+    struct = struct_pb2.Struct()
+    config.custom_config.Unpack(struct)
+    return json_format.MessageToDict(struct)
+
+
+def window_span_dirs(input_base: str, latest_span: int, window_spans: int) -> List[str]:
+    """The span folders of the rolling window: spans in (latest - K, latest], oldest first."""
+    found = {}
+    for name in tf.io.gfile.listdir(input_base):
+        match = _SPAN_DIR.match(name.rstrip("/"))
+        if match:
+            found[int(match.group(1))] = os.path.join(input_base, name.rstrip("/"))
+    first = latest_span - max(window_spans, 1) + 1
+    return [found[s] for s in sorted(found) if first <= s <= latest_span]
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+def read_csv_rows(path: str) -> Iterator[Dict[str, str]]:
+    """Rows of one CSV file as dicts (whole-file read: quoted fields may span lines)."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        text = f.read().decode("utf-8", errors="replace")
+    yield from csv.DictReader(io.StringIO(text, newline=""))
+
+
+def parse_timestamp(text: str) -> int:
+    """ISO-8601 (a trailing Z or an offset; naive means UTC) -> epoch seconds."""
+    text = text.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return int(parsed.timestamp())
+
+
+def parse_interaction(row: Dict[str, str]) -> Tuple[str, Any]:
+    """('ok', record) or ('error', reason) for one interactions.csv row."""
+    try:
+        user_id = (row.get("user_id") or "").strip()
+        item_id = (row.get("item_id") or "").strip()
+        event = (row.get("event") or "").strip()
+        if not user_id or not item_id:
+            return "error", "interaction_missing_id"
+        if event not in features.EVENTS:
+            return "error", "interaction_unknown_event"
+        timestamp = parse_timestamp(row.get("timestamp") or "")
+    except (ValueError, TypeError, OverflowError):
+        return "error", "interaction_bad_timestamp"
+    context = {c: (row.get(c) or "").strip() or features.UNKNOWN
+               for c in features.CONTEXT_COLUMNS}
+    return "ok", {"user_id": user_id, "item_id": item_id, "timestamp": timestamp,
+                  "event": event, **context}
+
+
+def parse_item(row: Dict[str, str], data_root: str, image_size: int) -> Tuple[str, Any]:
+    """('ok', (item_id, record)) with the normalised image, or ('error', reason)."""
+    item_id = (row.get("item_id") or "").strip()
+    if not item_id:
+        return "error", "item_missing_id"
+    try:
+        price = float(row.get("price") or "nan")
+        first_seen = parse_timestamp(row.get("first_seen") or "")
+    except (ValueError, TypeError, OverflowError):
+        return "error", "item_bad_value"
+    image_bytes, status = images.load_normalised_image(
+        data_root, (row.get("image") or "").strip(), image_size)
+    return "ok", (item_id, {
+        features.ITEM_ID: item_id,
+        features.TITLE: (row.get("title") or "").strip(),
+        features.DESCRIPTION: (row.get("description") or "").strip(),
+        features.CATEGORY: (row.get("category") or "").strip() or features.UNKNOWN,
+        features.PRICE: price,
+        features.IMAGE: image_bytes,
+        features.IMAGE_STATUS: status,
+        features.FIRST_SEEN: first_seen,
+    })
+
+
+# ---- tf.Example building -----------------------------------------------------------------------
+def _feature(value: Any) -> tf.train.Feature:
+    if isinstance(value, (list, tuple)):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[v.encode("utf-8") for v in value]))
+    if isinstance(value, bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+    if isinstance(value, str):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+    if isinstance(value, float):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def to_example(values: Dict[str, Any]) -> bytes:
+    return tf.train.Example(features=tf.train.Features(
+        feature={k: _feature(v) for k, v in values.items()})).SerializeToString()
+
+
+def catalog_example(item: Dict[str, Any], cutoff: int) -> bytes:
+    return to_example({**item, features.COLD_START: int(item[features.FIRST_SEEN] >= cutoff)})
+
+
+def interaction_examples(joined: Tuple[str, Dict[str, List[Any]]], cutoff: int
+                         ) -> Iterator[Tuple[str, Any]]:
+    """Joins one item's events with the item; yields (split, example) or ('count', name)."""
+    _, groups = joined
+    item_rows, events = groups["item"], groups["events"]
+    if not item_rows:
+        for _ in events:
+            yield "count", "interaction_unknown_item"
+        return
+    item = item_rows[0]
+    for record, past in events:
+        split = features.TRAIN_SPLIT if record["timestamp"] < cutoff else features.EVAL_SPLIT
+        yield split, to_example({
+            features.USER_ID: record["user_id"],
+            features.TIMESTAMP: record["timestamp"],
+            features.EVENT: record["event"],
+            features.LABEL: int(record["event"] in features.POSITIVE_EVENTS),
+            features.DEVICE: record["device"],
+            features.HISTORY: list(past),
+            **item,
+            features.COLD_START: int(item[features.FIRST_SEEN] >= cutoff),
+        })
+
+
+def user_history(grouped: Tuple[str, Iterable[Dict[str, Any]]], history_length: int
+                 ) -> Iterator[Tuple[str, Tuple[Dict[str, Any], List[str]]]]:
+    _, records = grouped
+    events = [(r["timestamp"], r["item_id"], r["event"], r) for r in records]
+    for (_, item_id, _, record), past in history.with_history(events, history_length):
+        yield item_id, (record, past)
+
+
+# ---- the executor ---------------------------------------------------------------------------
+class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+    """Joins interactions, catalogue and images into train / eval / catalog tf.Examples."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        raise NotImplementedError(
+            "hyperrec's ExampleGen reads several sources at once; see GenerateExamplesByBeam")
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        self._report_path = os.path.join(examples.uri, REPORT_FILE)
+        super().Do(input_dict, output_dict, exec_properties)
+        with tf.io.gfile.GFile(self._report_path) as f:
+            report = json.load(f)
+        for name, value in report.items():
+            examples.set_int_custom_property(name, int(value))
+
+    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
+                               ) -> Dict[str, beam.pvalue.PCollection]:
+        config = decode_custom_config(exec_properties)
+        image_size = int(config.get("image_size", 32))
+        history_length = int(config.get("history_length", 10))
+        eval_seconds = int(float(config.get("eval_days", 7.0)) * 86400)
+        input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
+        span = int(exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) or 0)
+        span_dirs = window_span_dirs(input_base, span, int(config.get("window_spans", 1)))
+        if not span_dirs:
+            raise ValueError(f"no span-N folders under {input_base} for span {span}")
+        interaction_files = [os.path.join(d, INTERACTIONS_FILE) for d in span_dirs
+                             if tf.io.gfile.exists(os.path.join(d, INTERACTIONS_FILE))]
+        items_file = os.path.join(span_dirs[-1], ITEMS_FILE)
+        if not tf.io.gfile.exists(items_file):
+            raise ValueError(f"the latest span has no catalogue snapshot: {items_file}")
+
+        items_parsed = (pipeline
+                        | "ItemFiles" >> beam.Create([items_file])
+                        | "ReadItems" >> beam.FlatMap(read_csv_rows)
+                        | "ParseItems" >> beam.Map(parse_item, input_base, image_size))
+        items = (items_parsed
+                 | "OkItems" >> beam.Filter(lambda r: r[0] == "ok")
+                 | "ItemKV" >> beam.Map(lambda r: r[1])
+                 # A duplicated item id keeps one deterministic row (the smallest).
+                 | "OneRowPerItem" >> beam.CombinePerKey(
+                     lambda rows: min(rows, key=lambda r: json.dumps(
+                         {k: str(v) for k, v in r.items()}, sort_keys=True))))
+
+        events_parsed = (pipeline
+                         | "InteractionFiles" >> beam.Create(interaction_files)
+                         | "ReadInteractions" >> beam.FlatMap(read_csv_rows)
+                         | "ParseInteractions" >> beam.Map(parse_interaction))
+        events = (events_parsed
+                  | "OkEvents" >> beam.Filter(lambda r: r[0] == "ok")
+                  | "EventRecords" >> beam.Map(lambda r: r[1]))
+
+        last_ts = (events
+                   | "Timestamps" >> beam.Map(lambda r: r["timestamp"])
+                   | "LastTimestamp" >> beam.CombineGlobally(lambda ts: max(ts, default=0)))
+        cutoff = beam.pvalue.AsSingleton(
+            last_ts | "Cutoff" >> beam.Map(lambda last: last - eval_seconds))
+
+        with_past = (events
+                     | "ByUser" >> beam.Map(lambda r: (r["user_id"], r))
+                     | "GroupByUser" >> beam.GroupByKey()
+                     | "PointInTimeHistory" >> beam.FlatMap(user_history, history_length))
+        joined = ({"item": items, "events": with_past}
+                  | "JoinItems" >> beam.CoGroupByKey()
+                  | "ToExamples" >> beam.FlatMap(interaction_examples, cutoff))
+
+        splits = joined | "BySplit" >> beam.Partition(
+            lambda kv, n: {features.TRAIN_SPLIT: 0, features.EVAL_SPLIT: 1}.get(kv[0], 2), 3)
+        catalog = (items
+                   | "CatalogExamples" >> beam.Map(lambda kv, c: catalog_example(kv[1], c),
+                                                   cutoff))
+
+        counts = (
+            (events_parsed | "ParseOutcome" >> beam.Map(
+                lambda r: "interaction_read" if r[0] == "ok" else r[1]),
+             items_parsed | "ItemOutcome" >> beam.Map(
+                 lambda r: f"image_{r[1][1][features.IMAGE_STATUS]}" if r[0] == "ok" else r[1]),
+             items | "ItemCount" >> beam.Map(lambda _: "catalog_items"),
+             splits[2] | "DroppedCount" >> beam.Map(lambda kv: kv[1]),
+             splits[0] | "TrainCount" >> beam.Map(lambda _: "train_examples"),
+             splits[1] | "EvalCount" >> beam.Map(lambda _: "eval_examples"))
+            | "AllCounts" >> beam.Flatten()
+            | "CountEach" >> beam.combiners.Count.PerElement()
+            | "AsDict" >> beam.combiners.ToDict())
+        _ = (counts
+             | "WithCutoff" >> beam.Map(lambda d, c: {**d, "cutoff_timestamp": c,
+                                                      "span": span,
+                                                      "window_first_span": _span_of(
+                                                          span_dirs[0])}, cutoff)
+             | "WriteReport" >> beam.Map(_write_report, self._report_path))
+
+        return {
+            features.TRAIN_SPLIT: splits[0] | "TrainValues" >> beam.Values(),
+            features.EVAL_SPLIT: splits[1] | "EvalValues" >> beam.Values(),
+            features.CATALOG_SPLIT: catalog,
+        }
+
+
+def _span_of(span_dir: str) -> int:
+    return int(_SPAN_DIR.match(os.path.basename(span_dir)).group(1))
+
+
+def _write_report(report: Dict[str, Any], path: str) -> None:
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump({k: report[k] for k in sorted(report)}, f, indent=1)

@@ -1,0 +1,204 @@
+"""Export of the trained two-tower model as a SavedModel with three RAW-feature signatures.
+
+Every signature takes raw features (tf.Example bytes or raw tensors) and applies the SAME
+Transform graph the Trainer used (the TFT Keras layer, tracked on the exported object so its
+vocabulary assets are saved), so serving needs no preprocessing of its own:
+
+- `serving_default`: examples (serialized tf.Example, no label) -> {"score"}: the ranking
+  probability. TFMA's Evaluator and TF Serving predict use it.
+- `recommend`: user id, recent history, device, timestamp, k -> top-k catalogue item ids and
+  their retrieval scores (cosine similarity), excluding items in the row's history. The
+  catalogue is embedded ONCE at export and stored as variables in the SavedModel.
+- `embed_items`: raw item features -> {"embedding"} (the item tower).
+
+Why a `tf.Module` root rather than the Keras model: the signatures are all the SavedModel has
+to offer (TFMA loads it as a generic TF model and calls `serving_default`), and the module
+keeps the serving-only state (catalogue, its id index, the TFT layer) off the trainable
+model. Only core TF ops are used (PNG decode, string regex/split, lookup tables), so the
+stock tensorflow/serving binary loads it.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Mapping, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import features
+from components import transform
+from components.model.two_tower import TwoTowerModel
+
+# ---- signature names and their input/output keys --------------------------------------------
+SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+RECOMMEND = "recommend"
+EMBED_ITEMS = "embed_items"
+EXAMPLES = "examples"  # serving_default input: serialized tf.Example
+SCORE = "score"  # serving_default output: ranking probability
+K = "k"  # recommend input: how many items per row (the batch uses the max)
+ITEM_IDS = "item_ids"  # recommend output
+SCORES = "scores"  # recommend output
+EMBEDDING = "embedding"  # embed_items output
+
+# A slot `recommend` cannot fill (k exceeds the unseen catalogue) gets id "" and this score;
+# finite so that REST/JSON clients can encode it (JSON has no -inf).
+EXCLUDED_SCORE = -1e9
+
+# Content that may legally be absent from a serving tf.Example (real catalogues have gaps).
+_OPTIONAL_CONTENT = (features.TITLE, features.DESCRIPTION, features.IMAGE)
+
+
+def serving_feature_spec(tft_output: tft.TFTransformOutput) -> Dict[str, Any]:
+    """The parsing spec of a serving tf.Example: the raw features the model reads.
+
+    Label and bookkeeping features (event, image status, first seen, cold start) are not
+    parsed, so serving requests need not carry them; missing title/description/image parse
+    as "" (masked by the model).
+    """
+    raw_spec = tft_output.raw_feature_spec()
+    spec = {}
+    for name in transform.QUERY_INPUTS + transform.ITEM_INPUTS:
+        feature_spec = raw_spec[name]
+        if (name in _OPTIONAL_CONTENT and isinstance(feature_spec, tf.io.FixedLenFeature)
+                and feature_spec.default_value is None):
+            # A scalar default is broadcast to the feature's shape by parse_example.
+            feature_spec = tf.io.FixedLenFeature(feature_spec.shape, feature_spec.dtype,
+                                                 default_value=b"")
+        spec[name] = feature_spec
+    return spec
+
+
+def _as_raw_feature(tensor: tf.Tensor, feature_spec: Any) -> Any:
+    """A [batch] (or [batch, n] for lists) signature input in the raw schema's layout.
+
+    Fixed-length features get the schema's per-example shape ([batch, 1] for scalars);
+    variable-length ones become a SparseTensor, dropping padding ("" or 0) entries.
+    """
+    if isinstance(feature_spec, tf.io.VarLenFeature):
+        return tf.sparse.from_dense(tf.cast(tensor, feature_spec.dtype))
+    tensor = tf.cast(tensor, feature_spec.dtype)
+    return tf.reshape(tensor, [-1] + list(feature_spec.shape))
+
+
+def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
+                  catalog_batches: Iterable[Mapping[str, Any]],
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """Embeds every catalogue item from its raw features with the trained item tower.
+
+    Only item features are fed to the TFT layer; it returns the item outputs alone (see
+    components/transform.py). Returns (item ids [C] bytes, embeddings [C, dim] float32).
+    """
+    ids, embeddings = [], []
+    for batch in catalog_batches:
+        raw = {name: batch[name] for name in transform.ITEM_INPUTS}
+        transformed = tft_layer(raw)
+        embeddings.append(model.item_tower(transformed, training=False).numpy())
+        ids.append(tf.reshape(batch[features.ITEM_ID], [-1]).numpy())
+    if not ids:
+        raise ValueError("the catalogue split is empty: nothing to recommend from")
+    return np.concatenate(ids), np.concatenate(embeddings).astype(np.float32)
+
+
+class ServingModule(tf.Module):
+    """What the SavedModel holds: model, TFT layer, catalogue, and the signature functions."""
+
+    def __init__(self, model: TwoTowerModel, tft_output: tft.TFTransformOutput,
+                 catalog_item_ids: np.ndarray, catalog_embeddings: np.ndarray) -> None:
+        super().__init__(name="hyperrec_serving")
+        if len(set(catalog_item_ids.tolist())) != len(catalog_item_ids):
+            raise ValueError("catalogue item ids must be unique")
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self._raw_spec = tft_output.raw_feature_spec()
+        self._serving_spec = serving_feature_spec(tft_output)
+        self.catalog_item_ids = tf.Variable(catalog_item_ids, trainable=False,
+                                            name="catalog_item_ids")
+        self.catalog_embeddings = tf.Variable(catalog_embeddings, trainable=False,
+                                              name="catalog_embeddings")
+        # item id -> catalogue row, to exclude history items by scatter in O(batch * history)
+        # rather than comparing every history id with every catalogue id.
+        self.catalog_index = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(catalog_item_ids, tf.string),
+                tf.range(len(catalog_item_ids), dtype=tf.int64)),
+            default_value=-1)
+
+    def _raw(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, Any]:
+        return {name: _as_raw_feature(value, self._raw_spec[name])
+                for name, value in inputs.items()}
+
+    def _query_embeddings(self, raw: Mapping[str, Any]) -> tf.Tensor:
+        return self.model.query_tower(self.tft_layer(raw), training=False)
+
+    def _item_embeddings(self, raw: Mapping[str, Any]) -> tf.Tensor:
+        return self.model.item_tower(self.tft_layer(raw), training=False)
+
+    def serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """serving_default: serialized tf.Examples -> ranking probability [batch]."""
+        transformed = self.tft_layer(tf.io.parse_example(examples, self._serving_spec))
+        query = self.model.query_tower(transformed, training=False)
+        item = self.model.item_tower(transformed, training=False)
+        logits = self.model.ranking.score_logits(query, item, training=False)
+        return {SCORE: tf.sigmoid(logits)}
+
+    def recommend(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """recommend: top max(k) catalogue items per row, history items excluded."""
+        history = inputs[features.HISTORY]
+        query = self._query_embeddings(
+            self._raw({name: inputs[name] for name in transform.QUERY_INPUTS}))
+        scores = tf.matmul(query, self.catalog_embeddings, transpose_b=True)  # [batch, C]
+
+        history_rows = self.catalog_index.lookup(history)  # -1: padding / not in catalogue
+        seen = history_rows >= 0
+        batch_rows = tf.broadcast_to(
+            tf.range(tf.shape(history, out_type=tf.int64)[0])[:, tf.newaxis],
+            tf.shape(history_rows, out_type=tf.int64))
+        seen_indices = tf.stack([tf.boolean_mask(batch_rows, seen),
+                                 tf.boolean_mask(history_rows, seen)], axis=1)
+        scores = tf.tensor_scatter_nd_update(
+            scores, seen_indices,
+            tf.fill([tf.shape(seen_indices)[0]], tf.constant(EXCLUDED_SCORE, scores.dtype)))
+
+        catalog_size = tf.shape(self.catalog_embeddings)[0]
+        k = tf.maximum(tf.minimum(tf.reduce_max(inputs[K]), catalog_size), 0)
+        top_scores, top_rows = tf.math.top_k(scores, k=k)
+        item_ids = tf.gather(self.catalog_item_ids, top_rows)
+        unfilled = top_scores <= EXCLUDED_SCORE
+        return {ITEM_IDS: tf.where(unfilled, tf.constant(""), item_ids),
+                SCORES: tf.where(unfilled, tf.constant(EXCLUDED_SCORE, top_scores.dtype),
+                                 top_scores)}
+
+    def embed_items(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """embed_items: raw item features -> item tower embedding [batch, dim]."""
+        return {EMBEDDING: self._item_embeddings(self._raw(inputs))}
+
+    def signatures(self) -> Dict[str, Any]:
+        """Concrete functions for tf.saved_model.save, inputs named by the TensorSpec names."""
+        def spec(name: str, dtype: tf.DType, shape: Tuple = (None,)) -> tf.TensorSpec:
+            return tf.TensorSpec(shape, dtype, name=name)
+
+        serve = tf.function(self.serve_examples).get_concrete_function(
+            spec(EXAMPLES, tf.string))
+        recommend = tf.function(self.recommend).get_concrete_function({
+            features.USER_ID: spec(features.USER_ID, tf.string),
+            features.HISTORY: spec(features.HISTORY, tf.string, (None, None)),
+            features.DEVICE: spec(features.DEVICE, tf.string),
+            features.TIMESTAMP: spec(features.TIMESTAMP, tf.int64),
+            K: spec(K, tf.int32),
+        })
+        item_dtypes = {features.PRICE: tf.float32}
+        embed = tf.function(self.embed_items).get_concrete_function({
+            name: spec(name, item_dtypes.get(name, tf.string))
+            for name in transform.ITEM_INPUTS})
+        return {SERVING_DEFAULT: serve, RECOMMEND: recommend, EMBED_ITEMS: embed}
+
+
+def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput,
+                         catalog_batches: Iterable[Mapping[str, Any]],
+                         serving_model_dir: str) -> ServingModule:
+    """Embeds the catalogue and writes the SavedModel with its three signatures."""
+    tft_layer = tft_output.transform_features_layer()
+    catalog_ids, catalog_embeddings = embed_catalog(model, tft_layer, catalog_batches)
+    module = ServingModule(model, tft_output, catalog_ids, catalog_embeddings)
+    tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
+    return module

@@ -1,0 +1,49 @@
+"""Ranking task: P(engaged | user, item, context) trained on impressions vs engagements.
+
+An MLP scores [query, item, query * item] (the towers' embeddings; the query carries the
+context) to a logit; the loss is binary cross-entropy on LABEL over every row of the batch.
+The exported `serving_default` signature returns sigmoid(logit) as "score".
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+import tensorflow as tf
+
+
+class RankingTask(tf.keras.layers.Layer):
+    """Owns the ranking head, its loss and its metrics (loss, AUC)."""
+
+    def __init__(self, hidden_units: Sequence[int], dropout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.dropout = dropout
+        self.hidden = [tf.keras.layers.Dense(u, activation="relu") for u in self.hidden_units]
+        self.hidden_dropout = tf.keras.layers.Dropout(dropout)
+        self.logit = tf.keras.layers.Dense(1)
+        self.loss_tracker = tf.keras.metrics.Mean(name="ranking_loss")
+        self.auc = tf.keras.metrics.AUC(name="auc")
+
+    def score_logits(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
+                     training: Optional[bool] = None) -> tf.Tensor:
+        """Ranking logits [batch] of each (query, item) row."""
+        hidden = tf.concat([query_embeddings, item_embeddings,
+                            query_embeddings * item_embeddings], axis=1)
+        for layer in self.hidden:
+            hidden = self.hidden_dropout(layer(hidden), training=training)
+        return tf.squeeze(self.logit(hidden), axis=1)
+
+    def call(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
+             labels: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
+        """Returns the mean binary cross-entropy of the batch and updates the metrics."""
+        logits = self.score_logits(query_embeddings, item_embeddings, training=training)
+        targets = tf.cast(tf.reshape(labels, [-1]), tf.float32)
+        loss = tf.reduce_mean(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
+        self.loss_tracker.update_state(loss)
+        self.auc.update_state(targets, tf.sigmoid(logits))
+        return loss
+
+    def get_config(self) -> Dict[str, Any]:
+        return {**super().get_config(), "hidden_units": list(self.hidden_units),
+                "dropout": self.dropout}

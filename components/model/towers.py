@@ -1,0 +1,208 @@
+"""The two towers: items (content + ids) and queries (user, recent history, context).
+
+Both map transformed features (see components/transform.py) to L2-normalised vectors of
+`embedding_dim`, so a dot product is a cosine similarity. Items are embedded from content
+(image, text, category, price) plus an optional item-id embedding, which lets the tower
+embed cold-start items from their content. Each missing modality is MASKED: its encoder
+output is replaced by a learned "missing" vector and the mask bit is an input of the fusion
+layer, so the tower never reads an all-zero encoding as real content. The query tower
+attends over the embeddings of the user's recent items, looked up in the item tower's
+item-id table (one shared table: history and candidate ids index the same vocabulary).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from components import transform
+from components.model.image_encoder import ImageEncoder, decode_png_batch
+from components.model.text_encoder import TextEncoder
+
+HOURS_PER_DAY = 24
+DAYS_PER_WEEK = 7
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabularySizes:
+    """Embedding table sizes (padding + vocabulary + OOV buckets) read from Transform."""
+
+    user: int
+    item: int
+    category: int
+    device: int
+    text: int
+
+
+def _fusion_mlp(hidden_units: int, output_dim: int, dropout: float,
+                name: str) -> tf.keras.Sequential:
+    return tf.keras.Sequential([
+        tf.keras.layers.Dense(hidden_units, activation="relu"),
+        tf.keras.layers.Dropout(dropout),
+        tf.keras.layers.Dense(output_dim),
+    ], name=name)
+
+
+class ItemTower(tf.keras.layers.Layer):
+    """Transformed item features -> L2-normalised item embedding [batch, embedding_dim]."""
+
+    def __init__(self, embedding_dim: int, id_embedding_dim: int, item_vocab_size: int,
+                 category_vocab_size: int, text_vocab_size: int, text_max_tokens: int,
+                 image_size: int, cnn_filters: Sequence[int], text_embedding_dim: int,
+                 text_heads: int, text_layers: int, text_ff_dim: int, dropout: float,
+                 use_item_id: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.embedding_dim = embedding_dim
+        self.id_embedding_dim = id_embedding_dim
+        self.item_vocab_size = item_vocab_size
+        self.category_vocab_size = category_vocab_size
+        self.text_vocab_size = text_vocab_size
+        self.text_max_tokens = text_max_tokens
+        self.image_size = image_size
+        self.cnn_filters = tuple(int(f) for f in cnn_filters)
+        self.text_embedding_dim = text_embedding_dim
+        self.text_heads = text_heads
+        self.text_layers = text_layers
+        self.text_ff_dim = text_ff_dim
+        self.dropout = dropout
+        self.use_item_id = use_item_id
+
+        self.item_id_embedding = tf.keras.layers.Embedding(
+            item_vocab_size, id_embedding_dim, name="item_id_embedding")
+        self.category_embedding = tf.keras.layers.Embedding(
+            category_vocab_size, id_embedding_dim, name="category_embedding")
+        self.image_encoder = ImageEncoder(self.cnn_filters, embedding_dim, name="image")
+        self.text_encoder = TextEncoder(text_vocab_size, text_max_tokens, text_embedding_dim,
+                                        text_heads, text_layers, text_ff_dim, dropout,
+                                        name="text")
+        self.fusion = _fusion_mlp(2 * embedding_dim, embedding_dim, dropout, "item_fusion")
+
+    def build(self, input_shape: Any) -> None:
+        # Learned stand-ins for an absent modality (see the module docstring).
+        self.missing_image = self.add_weight(
+            name="missing_image", shape=[self.embedding_dim], initializer="zeros")
+        self.missing_text = self.add_weight(
+            name="missing_text", shape=[self.text_embedding_dim], initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs: Mapping[str, tf.Tensor],
+             training: Optional[bool] = None) -> tf.Tensor:
+        pixels, image_mask = decode_png_batch(inputs[transform.IMAGE_XF], self.image_size)
+        image = self.image_encoder((pixels, image_mask))
+        image += (1.0 - image_mask)[:, tf.newaxis] * self.missing_image
+        text, text_mask = self.text_encoder(inputs[transform.TITLE_TOKENS_XF],
+                                            training=training)
+        text += (1.0 - text_mask)[:, tf.newaxis] * self.missing_text
+        parts = [image, text,
+                 self.category_embedding(tf.reshape(inputs[transform.CATEGORY_XF], [-1])),
+                 tf.reshape(tf.cast(inputs[transform.PRICE_XF], tf.float32), [-1, 1]),
+                 tf.stack([image_mask, text_mask], axis=1)]
+        if self.use_item_id:
+            parts.append(self.item_id_embedding(tf.reshape(inputs[transform.ITEM_ID_XF], [-1])))
+        fused = self.fusion(tf.concat(parts, axis=1), training=training)
+        return tf.math.l2_normalize(fused, axis=1)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {**super().get_config(), "embedding_dim": self.embedding_dim,
+                "id_embedding_dim": self.id_embedding_dim,
+                "item_vocab_size": self.item_vocab_size,
+                "category_vocab_size": self.category_vocab_size,
+                "text_vocab_size": self.text_vocab_size,
+                "text_max_tokens": self.text_max_tokens, "image_size": self.image_size,
+                "cnn_filters": list(self.cnn_filters),
+                "text_embedding_dim": self.text_embedding_dim,
+                "text_heads": self.text_heads, "text_layers": self.text_layers,
+                "text_ff_dim": self.text_ff_dim, "dropout": self.dropout,
+                "use_item_id": self.use_item_id}
+
+
+class HistoryAttention(tf.keras.layers.Layer):
+    """Attention pooling of history item embeddings, queried by the user's context.
+
+    Padding positions are masked out; a user with no history pools to zeros and the
+    returned flag (0/1 per row) tells the tower so (no NaN from an all-masked softmax).
+    """
+
+    def __init__(self, units: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = units
+        self.query_projection = tf.keras.layers.Dense(units, name="query")
+        self.key_projection = tf.keras.layers.Dense(units, name="key")
+
+    def call(self, context: tf.Tensor, history: tf.Tensor,
+             history_mask: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+        query = self.query_projection(context)[:, tf.newaxis, :]
+        keys = self.key_projection(history)
+        logits = tf.reduce_sum(query * keys, axis=-1) / tf.sqrt(float(self.units))
+        mask = tf.cast(history_mask, logits.dtype)
+        logits += (1.0 - mask) * -1e9
+        weights = tf.nn.softmax(logits, axis=1) * mask  # all-masked rows -> all zeros
+        pooled = tf.reduce_sum(weights[:, :, tf.newaxis] * history, axis=1)
+        return pooled, tf.reduce_max(mask, axis=1)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {**super().get_config(), "units": self.units}
+
+
+class QueryTower(tf.keras.layers.Layer):
+    """Transformed query features -> L2-normalised query embedding [batch, embedding_dim].
+
+    `item_id_embedding` is the item tower's id table, shared so that history items and
+    candidate items live in one id space.
+    """
+
+    def __init__(self, embedding_dim: int, id_embedding_dim: int, user_vocab_size: int,
+                 device_vocab_size: int, item_id_embedding: tf.keras.layers.Embedding,
+                 dropout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.embedding_dim = embedding_dim
+        self.id_embedding_dim = id_embedding_dim
+        self.user_vocab_size = user_vocab_size
+        self.device_vocab_size = device_vocab_size
+        self.dropout = dropout
+        self.item_id_embedding = item_id_embedding
+        self.user_embedding = tf.keras.layers.Embedding(
+            user_vocab_size, id_embedding_dim, name="user_embedding")
+        self.device_embedding = tf.keras.layers.Embedding(
+            device_vocab_size, id_embedding_dim, name="device_embedding")
+        self.hour_embedding = tf.keras.layers.Embedding(
+            HOURS_PER_DAY, id_embedding_dim, name="hour_embedding")
+        self.day_embedding = tf.keras.layers.Embedding(
+            DAYS_PER_WEEK, id_embedding_dim, name="day_of_week_embedding")
+        self.history_attention = HistoryAttention(id_embedding_dim, name="history_attention")
+        self.fusion = _fusion_mlp(2 * embedding_dim, embedding_dim, dropout, "query_fusion")
+
+    def call(self, inputs: Mapping[str, tf.Tensor],
+             training: Optional[bool] = None) -> tf.Tensor:
+        def ids(name: str) -> tf.Tensor:
+            return tf.reshape(inputs[name], [-1])
+
+        context = tf.concat([
+            self.user_embedding(ids(transform.USER_ID_XF)),
+            self.device_embedding(ids(transform.DEVICE_XF)),
+            self.hour_embedding(ids(transform.HOUR_XF)),
+            self.day_embedding(ids(transform.DAY_OF_WEEK_XF)),
+        ], axis=1)
+        history_ids = inputs[transform.HISTORY_XF]
+        history, has_history = self.history_attention(
+            context, self.item_id_embedding(history_ids),
+            tf.not_equal(history_ids, transform.PADDING_ID))
+        fused = self.fusion(tf.concat([context, history, has_history[:, tf.newaxis]], axis=1),
+                            training=training)
+        return tf.math.l2_normalize(fused, axis=1)
+
+    def get_config(self) -> Dict[str, Any]:
+        # from_config rebuilds an UNSHARED copy of the id table; build_two_tower_model is the
+        # way to get the shared one.
+        return {**super().get_config(), "embedding_dim": self.embedding_dim,
+                "id_embedding_dim": self.id_embedding_dim,
+                "user_vocab_size": self.user_vocab_size,
+                "device_vocab_size": self.device_vocab_size, "dropout": self.dropout,
+                "item_id_embedding": tf.keras.layers.serialize(self.item_id_embedding)}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "QueryTower":
+        config = dict(config)
+        config["item_id_embedding"] = tf.keras.layers.deserialize(config["item_id_embedding"])
+        return cls(**config)

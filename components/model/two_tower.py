@@ -1,0 +1,124 @@
+"""The two-tower Keras model: towers + retrieval and ranking tasks, one weighted loss.
+
+Contract: `compute_loss(features, training)` = retrieval_weight * retrieval loss +
+ranking_weight * ranking loss, over a batch of TRANSFORMED features (the Trainer's dataset
+applies the TFT layer). `train_step` / `test_step` call it, so `fit` / `evaluate` need no
+compiled loss; metrics live on the task layers and Keras collects them. `call` returns the
+tower embeddings and the ranking score (what export wraps into signatures).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import tensorflow as tf
+
+from components import transform
+from components.model.ranking import RankingTask
+from components.model.retrieval import RetrievalTask
+from components.model.towers import ItemTower, QueryTower, VocabularySizes
+from pipeline import config as config_lib
+
+
+class TwoTowerModel(tf.keras.Model):
+    """Query and item towers trained jointly for retrieval and ranking."""
+
+    def __init__(self, item_tower: ItemTower, query_tower: QueryTower,
+                 retrieval: RetrievalTask, ranking: RankingTask, retrieval_weight: float,
+                 ranking_weight: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.item_tower = item_tower
+        self.query_tower = query_tower
+        self.retrieval = retrieval
+        self.ranking = ranking
+        self.retrieval_weight = retrieval_weight
+        self.ranking_weight = ranking_weight
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+
+    def call(self, inputs: Mapping[str, tf.Tensor],
+             training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+        query = self.query_tower(inputs, training=training)
+        item = self.item_tower(inputs, training=training)
+        score = tf.sigmoid(self.ranking.score_logits(query, item, training=training))
+        return {"query_embedding": query, "item_embedding": item, "score": score}
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor],  # pylint: disable=arguments-differ
+                     training: Optional[bool] = None) -> tf.Tensor:
+        """The weighted multi-task loss of a batch of transformed features (with label)."""
+        query = self.query_tower(features, training=training)
+        item = self.item_tower(features, training=training)
+        labels = features[transform.LABEL_XF]
+        loss = tf.constant(0.0)
+        if self.retrieval_weight:
+            loss += self.retrieval_weight * self.retrieval(
+                query, item, features[transform.ITEM_ID_XF], labels)
+        if self.ranking_weight:
+            loss += self.ranking_weight * self.ranking(query, item, labels, training=training)
+        return loss
+
+    def train_step(self, data: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(data, training=True)
+            total = loss + tf.add_n(self.losses) if self.losses else loss
+        gradients = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.loss_tracker.update_state(loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        self.loss_tracker.update_state(self.compute_loss(data, training=False))
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"item_tower": tf.keras.layers.serialize(self.item_tower),
+                "query_tower": tf.keras.layers.serialize(self.query_tower),
+                "retrieval": tf.keras.layers.serialize(self.retrieval),
+                "ranking": tf.keras.layers.serialize(self.ranking),
+                "retrieval_weight": self.retrieval_weight,
+                "ranking_weight": self.ranking_weight, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any],
+                    custom_objects: Optional[Dict[str, Any]] = None) -> "TwoTowerModel":
+        config = dict(config)
+        for key in ("item_tower", "query_tower", "retrieval", "ranking"):
+            config[key] = tf.keras.layers.deserialize(config[key],
+                                                      custom_objects=custom_objects)
+        return cls(**config)
+
+
+def build_two_tower_model(model_config: config_lib.ModelConfig,
+                          vocabulary_sizes: VocabularySizes,
+                          item_log_q: Optional[Sequence[float]],
+                          image_size: int, text_max_tokens: int) -> TwoTowerModel:
+    """The model for a config: the seam the Trainer (and later the Tuner) builds through.
+
+    Args:
+      model_config: sizes, task weights and dropout.
+      vocabulary_sizes: embedding table sizes from the transform output.
+      item_log_q: log sampling probability per transformed item id (None: no correction).
+      image_size: side of the square PNGs (DataConfig.image_size).
+      text_max_tokens: token sequence length (TransformConfig.text_max_tokens).
+    """
+    item_tower = ItemTower(
+        embedding_dim=model_config.embedding_dim,
+        id_embedding_dim=model_config.id_embedding_dim,
+        item_vocab_size=vocabulary_sizes.item, category_vocab_size=vocabulary_sizes.category,
+        text_vocab_size=vocabulary_sizes.text, text_max_tokens=text_max_tokens,
+        image_size=image_size, cnn_filters=model_config.cnn_filters,
+        text_embedding_dim=model_config.text_embedding_dim,
+        text_heads=model_config.text_heads, text_layers=model_config.text_layers,
+        text_ff_dim=model_config.text_ff_dim, dropout=model_config.dropout,
+        use_item_id=model_config.use_item_id, name="item_tower")
+    query_tower = QueryTower(
+        embedding_dim=model_config.embedding_dim,
+        id_embedding_dim=model_config.id_embedding_dim,
+        user_vocab_size=vocabulary_sizes.user, device_vocab_size=vocabulary_sizes.device,
+        item_id_embedding=item_tower.item_id_embedding, dropout=model_config.dropout,
+        name="query_tower")
+    retrieval = RetrievalTask(model_config.temperature, item_log_q=item_log_q,
+                              item_vocab_size=vocabulary_sizes.item, name="retrieval")
+    ranking = RankingTask([2 * model_config.embedding_dim], model_config.dropout,
+                          name="ranking")
+    return TwoTowerModel(item_tower, query_tower, retrieval, ranking,
+                         retrieval_weight=model_config.retrieval_weight,
+                         ranking_weight=model_config.ranking_weight, name="two_tower")

@@ -1,0 +1,82 @@
+"""The `hyperrec` command: generate data, run the pipeline, run the demo.
+
+Every subcommand is a thin wrapper: the work lives in pipeline/, components/ and serving/.
+"""
+from __future__ import annotations
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+
+import os
+import sys
+import time
+from typing import Sequence
+
+import click
+from rich.console import Console
+
+from pipeline import config as config_lib
+
+console = Console()
+_EXPERIMENTS = click.Choice(sorted(config_lib.EXPERIMENTS))
+
+
+def _load_config(experiment: str, overrides: Sequence[str]) -> config_lib.HyperrecConfig:
+    try:
+        return config_lib.load(experiment, overrides)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from err
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """hyperrec: a multimodal recommender as a TFX pipeline."""
+
+
+@main.command("generate-data")
+@click.option("--scale", type=click.Choice(["tiny", "small", "default"]), default="default",
+              show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+def generate_data(scale: str, seed: int, out_dir: str) -> None:
+    """Writes the deterministic sample data (data/README.md) to OUT."""
+    from components import datagen
+    start = time.monotonic()
+    summary = datagen.generate(scale, seed, out_dir)
+    console.print(f"[green]generated[/] {scale} (seed {seed}) in {time.monotonic() - start:.1f}s "
+                  f"-> {out_dir}")
+    for key in sorted(summary):
+        if isinstance(summary[key], (int, float, str)):
+            console.print(f"  {key}: {summary[key]}")
+
+
+@main.command("run")
+@click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True)
+@click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False),
+              required=True, help="A data root in the contract's layout (span-N/ folders).")
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs/local",
+              show_default=True, help="Pipeline root, MLMD database and serving base path.")
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Config override, e.g. --set model.epochs=2 (repeatable).")
+def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Sequence[str]) -> None:
+    """Runs the whole pipeline once with the local runner."""
+    from pipeline import local_runner
+    config = _load_config(experiment, overrides)
+    paths = local_runner.run(config, data_root, workdir, console)
+    console.print(f"serving base path: {paths.serving_dir}")
+
+
+@main.command("demo")
+@click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs/demo",
+              show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE")
+def demo(experiment: str, workdir: str, seed: int, overrides: Sequence[str]) -> None:
+    """Generates sample data, runs the pipeline, recommends from the pushed model."""
+    from pipeline import demo as demo_lib
+    config = _load_config(experiment, overrides)
+    sys.exit(demo_lib.run_demo(config, workdir, seed, console))
+
+
+if __name__ == "__main__":
+    main()

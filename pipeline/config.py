@@ -1,0 +1,164 @@
+"""Every knob of hyperrec in one place: nested dataclass configs and named experiments.
+
+An experiment (`tiny`, `small`, `default`) is a complete `HyperrecConfig`; the command line
+overrides single fields with dotted paths (`--set model.embedding_dim=64`). Components receive
+their section as a plain dict (TFX `custom_config`) and rebuild the dataclass with `from_dict`,
+so the values a run used are recorded in MLMD with the execution.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Iterable, Optional
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """What ExampleGen produces from the contract files."""
+
+    image_size: int = 32  # every image is resized to image_size x image_size RGB PNG
+    history_length: int = 10  # N: last N engaged item ids before each event
+    eval_days: float = 7.0  # the last eval_days of the window are the eval split
+    window_spans: int = 8  # K: ExampleGen reads the latest span and the K-1 before it
+    span_pattern: str = "span-{SPAN}/*.csv"
+
+
+@dataclasses.dataclass
+class TransformConfig:
+    """Vocabularies and text processing of preprocessing_fn."""
+
+    text_max_tokens: int = 24
+    text_vocab_size: int = 5000
+    id_vocab_size: int = 20000  # top-k ids kept per id vocabulary
+    id_min_frequency: int = 1
+    num_oov_buckets: int = 1
+    text_min_frequency: int = 1  # a token enters the text vocabulary from this count
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Sizes, objectives and optimisation of the two-tower model."""
+
+    embedding_dim: int = 32
+    id_embedding_dim: int = 16
+    cnn_filters: tuple = (16, 32)  # one learner block per entry after the stem
+    text_embedding_dim: int = 32
+    text_heads: int = 2
+    text_layers: int = 1
+    text_ff_dim: int = 64
+    dropout: float = 0.1
+    temperature: float = 0.1  # in-batch softmax logits are cosine / temperature
+    retrieval_weight: float = 1.0
+    ranking_weight: float = 1.0
+    learning_rate: float = 3e-3
+    batch_size: int = 128
+    epochs: int = 4
+    train_steps: Optional[int] = None  # None: epochs over the train split
+    eval_steps: Optional[int] = None
+    recommend_k: int = 10
+    use_item_id: bool = True  # the item tower adds an item-id embedding to content
+    seed: int = 42
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """The Evaluator's blessing gates."""
+
+    min_auc: float = 0.6  # value threshold on the ranking AUC of the eval split
+    max_auc_drop: float = 0.01  # change threshold against the last blessed model
+
+
+@dataclasses.dataclass
+class HyperrecConfig:
+    """A complete run: which data, which sizes, where artifacts go."""
+
+    name: str = "default"
+    data_scale: str = "default"  # the sample-data scale `make demo` generates
+    seed: int = 42
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    direct_running_mode: str = "in_memory"  # Beam DirectRunner: in_memory | multi_processing
+    direct_num_workers: int = 0  # Beam DirectRunner workers; 0 = one per core
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _tiny() -> HyperrecConfig:
+    return HyperrecConfig(
+        name="tiny",
+        data_scale="tiny",
+        data=DataConfig(image_size=24, history_length=5, eval_days=7.0),
+        transform=TransformConfig(text_max_tokens=16, text_vocab_size=1000),
+        model=ModelConfig(embedding_dim=16, id_embedding_dim=8, cnn_filters=(8, 16),
+                          text_embedding_dim=16, text_ff_dim=32, batch_size=64, epochs=3),
+        eval=EvalConfig(min_auc=0.55),
+    )
+
+
+def _small() -> HyperrecConfig:
+    return HyperrecConfig(name="small", data_scale="small")
+
+
+EXPERIMENTS = {"tiny": _tiny, "small": _small, "default": HyperrecConfig}
+
+
+def from_dict(cls, values: Dict[str, Any]):
+    """Rebuilds a (nested) config dataclass from `dataclasses.asdict` output."""
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        if dataclasses.is_dataclass(field.default_factory if field.default_factory
+                                    is not dataclasses.MISSING else None):
+            value = from_dict(field.default_factory, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true/false, got {text!r}")
+        return text.lower() in ("true", "1")
+    if isinstance(current, tuple):
+        return tuple(int(v) for v in text.split(",") if v)
+    if current is None:
+        return None if text.lower() == "none" else int(text)
+    return type(current)(text)
+
+
+def with_overrides(config: HyperrecConfig, overrides: Iterable[str]) -> HyperrecConfig:
+    """Applies `section.field=value` overrides; an unknown path is an error, not a no-op."""
+    config = from_dict(HyperrecConfig, dataclasses.asdict(config))
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        if not sep:
+            raise ValueError(f"override {override!r} is not of the form path=value")
+        *parents, leaf = path.strip().split(".")
+        target = config
+        for part in parents:
+            if not dataclasses.is_dataclass(getattr(target, part, None)):
+                raise ValueError(f"unknown config section {part!r} in {override!r}")
+            target = getattr(target, part)
+        if leaf not in {f.name for f in dataclasses.fields(target)}:
+            raise ValueError(f"unknown config field {leaf!r} in {override!r}")
+        setattr(target, leaf, _parse_value(text.strip(), getattr(target, leaf)))
+    return config
+
+
+def load(experiment: str = "default", overrides: Iterable[str] = ()) -> HyperrecConfig:
+    """The named experiment with command-line overrides applied."""
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose from {sorted(EXPERIMENTS)}")
+    return with_overrides(EXPERIMENTS[experiment](), overrides)
+
+
+def project_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

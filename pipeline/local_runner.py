@@ -1,0 +1,56 @@
+"""Runs the pipeline locally: LocalDagRunner, Beam DirectRunner, MLMD on SQLite, caching on."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import List, Optional
+
+from rich.console import Console
+from tfx import v1 as tfx
+
+from pipeline import pipeline as pipeline_def
+from pipeline.config import HyperrecConfig
+from pipeline.progress import component_progress
+
+
+@dataclasses.dataclass
+class RunPaths:
+    """Where a local run keeps its artifacts, metadata and pushed models."""
+
+    workdir: str
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.workdir, "pipeline")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.workdir, "metadata.sqlite")
+
+    @property
+    def serving_dir(self) -> str:
+        return os.path.join(self.workdir, "serving_model", pipeline_def.MODEL_NAME)
+
+
+def beam_args(config: HyperrecConfig) -> List[str]:
+    workers = config.direct_num_workers or os.cpu_count() or 1
+    return [f"--direct_running_mode={config.direct_running_mode}",
+            f"--direct_num_workers={workers}"]
+
+
+def run(config: HyperrecConfig, data_root: str, workdir: str,
+        console: Optional[Console] = None) -> RunPaths:
+    """Runs the whole pipeline once and returns where it wrote things."""
+    console = console or Console()
+    paths = RunPaths(os.path.abspath(workdir))
+    pipeline = pipeline_def.create_pipeline(
+        config, data_root=os.path.abspath(data_root), pipeline_root=paths.pipeline_root,
+        serving_dir=paths.serving_dir, metadata_path=paths.metadata_path,
+        beam_pipeline_args=beam_args(config))
+    start = time.monotonic()
+    with component_progress(console):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    console.print(f"[bold]pipeline {pipeline.pipeline_info.pipeline_name} finished in "
+                  f"{time.monotonic() - start:.1f}s[/]")
+    return paths

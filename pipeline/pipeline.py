@@ -1,0 +1,133 @@
+"""The one hyperrec pipeline definition; every runner (local, Kubeflow, Airflow) builds this.
+
+ExampleGen -> StatisticsGen -> ImportSchemaGen (curated schemas/schema.pbtxt) ->
+ExampleValidator -> Transform -> Trainer -> Evaluator (gated against the latest blessed
+model) -> Pusher (a new integer version under the serving base path, blessed models only).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2, transform_pb2
+
+from components import features
+from components.example_gen import executor as example_gen_executor
+from pipeline.config import HyperrecConfig, project_root
+
+MODEL_NAME = "hyperrec"
+SCHEMA_FILE = os.path.join(project_root(), "schemas", "schema.pbtxt")
+PREPROCESSING_FN = "components.transform.preprocessing_fn"
+RUN_FN = "components.trainer.run_fn"
+
+
+def _example_gen(config: HyperrecConfig, data_root: str) -> tfx.components.FileBasedExampleGen:
+    input_config = example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name="interactions", pattern=config.data.span_pattern)])
+    # The executor routes examples by time, not by hash; the split names are what matters.
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1)
+        for name in (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT)]))
+    return tfx.components.FileBasedExampleGen(
+        input_base=data_root,
+        input_config=input_config,
+        output_config=output_config,
+        custom_config=example_gen_executor.encode_custom_config(
+            dataclasses.asdict(config.data)),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(example_gen_executor.Executor),
+    )
+
+
+def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
+    """AUC of the ranking score, sliced, with a value gate and a no-regression gate."""
+    auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.eval.min_auc}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.eval.max_auc_drop}))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(signature_name="serving_default", label_key=features.LABEL,
+                                    prediction_key="score")],
+        slicing_specs=[tfma.SlicingSpec(),
+                       tfma.SlicingSpec(feature_keys=[features.COLD_START]),
+                       tfma.SlicingSpec(feature_keys=[features.CATEGORY])],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="AUC", threshold=auc_threshold),
+            tfma.MetricConfig(class_name="BinaryAccuracy"),
+            tfma.MetricConfig(class_name="MeanPrediction"),
+            tfma.MetricConfig(class_name="MeanLabel"),
+        ])],
+    )
+
+
+def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: str,
+                    serving_dir: str, metadata_path: Optional[str] = None,
+                    beam_pipeline_args: Optional[List[str]] = None,
+                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+    """Builds the pipeline; runners only choose orchestration, paths and Beam arguments."""
+    example_gen = _example_gen(config, data_root)
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], exclude_splits=[features.CATALOG_SPLIT])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
+        exclude_splits=[features.CATALOG_SPLIT])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        # Vocabularies and scales come from training data only; the model applies the
+        # transform graph itself (raw features in, at training and at serving).
+        splits_config=transform_pb2.SplitsConfig(analyze=[features.TRAIN_SPLIT]),
+        materialize=False,
+        custom_config={**dataclasses.asdict(config.transform),
+                       "data": dataclasses.asdict(config.data)},
+    )
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT],
+                                       num_steps=config.model.train_steps or 0),
+        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT],
+                                     num_steps=config.model.eval_steps or 0),
+        custom_config={"model": dataclasses.asdict(config.model),
+                       "data": dataclasses.asdict(config.data),
+                       "transform": dataclasses.asdict(config.transform)},
+    )
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        example_splits=[features.EVAL_SPLIT],
+        eval_config=eval_config(config),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+    )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
+                  trainer, model_resolver, evaluator, pusher]
+    return tfx.dsl.Pipeline(
+        pipeline_name=f"hyperrec-{config.name}",
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=enable_cache,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+            if metadata_path else None),
+        beam_pipeline_args=beam_pipeline_args or [],
+    )

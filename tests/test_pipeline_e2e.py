@@ -1,0 +1,108 @@
+"""The whole pipeline on `tiny` sample data with LocalDagRunner and the Beam DirectRunner."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pipeline  # noqa: F401  (Keras env before TensorFlow)
+import pytest
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+
+from components import datagen
+from pipeline import config as config_lib
+from pipeline import local_runner
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED_NODES = {"FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                  "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    data_root = str(tmp_path_factory.mktemp("data"))
+    datagen.generate("tiny", 7, data_root)
+    workdir = str(tmp_path_factory.mktemp("run"))
+    config = config_lib.load("tiny")
+    paths = local_runner.run(config, data_root, workdir)
+    store = metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(paths.metadata_path))
+    return paths, store
+
+
+def _artifacts(store, type_name):
+    return store.get_artifacts_by_type(type_name)
+
+
+def test_every_component_executed(tiny_run):
+    _, store = tiny_run
+    states = {}
+    for context in store.get_contexts_by_type("node"):
+        node = context.name.split(".", 1)[-1]
+        executions = store.get_executions_by_context(context.id)
+        states[node] = {metadata_store_pb2.Execution.State.Name(e.last_known_state)
+                        for e in executions}
+    assert EXPECTED_NODES <= set(states), states
+    for node in EXPECTED_NODES:
+        assert "COMPLETE" in states[node], (node, states[node])
+
+
+def test_schema_statistics_and_anomalies_artifacts_exist(tiny_run):
+    _, store = tiny_run
+    for type_name in ("Schema", "ExampleStatistics", "ExampleAnomalies", "TransformGraph"):
+        artifacts = _artifacts(store, type_name)
+        assert artifacts, type_name
+        assert all(os.listdir(a.uri) for a in artifacts), type_name
+    examples = _artifacts(store, "Examples")[0]
+    assert set(json.loads(examples.properties["split_names"].string_value)) == {
+        "train", "eval", "catalog"}
+
+
+def test_model_is_blessed_and_a_numbered_version_is_pushed(tiny_run):
+    paths, store = tiny_run
+    blessings = _artifacts(store, "ModelBlessing")
+    assert blessings and blessings[-1].custom_properties["blessed"].int_value == 1
+    pushed = _artifacts(store, "PushedModel")
+    assert pushed and pushed[-1].custom_properties["pushed"].int_value == 1
+    versions = [d for d in os.listdir(paths.serving_dir) if d.isdigit()]
+    assert len(versions) == 1
+    assert os.path.exists(os.path.join(paths.serving_dir, versions[0], "saved_model.pb"))
+
+
+def test_pushed_model_scores_and_recommends_in_a_fresh_process(tiny_run):
+    paths, store = tiny_run
+    examples = _artifacts(store, "Examples")[0]
+    eval_glob = os.path.join(examples.uri, "Split-eval", "*")
+    script = textwrap.dedent(f"""
+        import glob, json, sys
+        import tensorflow as tf
+        from serving import saved_model
+        version, model_dir = saved_model.latest_version({paths.serving_dir!r})
+        loaded = tf.saved_model.load(model_dir)
+        records = tf.data.TFRecordDataset(glob.glob({eval_glob!r}), compression_type="GZIP")
+        serialized = [r.numpy() for r in records.take(16)]
+        scores = loaded.signatures["serving_default"](examples=tf.constant(serialized))["score"]
+        recs = saved_model.recommend(model_dir, "u00001", [], "mobile", 1700000000, k=5)
+        print(json.dumps({{"scores": scores.numpy().reshape(-1).tolist(), "recs": recs}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(result["scores"]) == 16
+    assert all(0.0 <= s <= 1.0 for s in result["scores"])
+    assert len(result["recs"]) == 5 and len({item for item, _ in result["recs"]}) == 5
+
+
+def test_trainer_inside_the_pipeline_used_the_same_keras_as_a_plain_import(tiny_run):
+    """The Keras the Trainer saw inside the run equals what `import components` gives alone."""
+    from test_keras_env import _keras_seen_after
+    _, store = tiny_run
+    model_run = _artifacts(store, "ModelRun")[-1]
+    with open(os.path.join(model_run.uri, "keras.json")) as f:
+        inside = json.load(f)
+    assert [inside["module"], inside["version"]] == _keras_seen_after("import components")
