@@ -88,11 +88,14 @@ def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
     Only item features are fed to the TFT layer; it returns the item outputs alone (see
     components/transform.py). Returns (item ids [C] bytes, embeddings [C, dim] float32).
     """
+    # One graph for all batches (eager map_fn decoding would run per image in Python).
+    @tf.function(autograph=False, reduce_retracing=True)
+    def embed(raw: Dict[str, Any]) -> tf.Tensor:
+        return model.item_tower(tft_layer(raw), training=False)
+
     ids, embeddings = [], []
     for batch in catalog_batches:
-        raw = {name: batch[name] for name in transform.ITEM_INPUTS}
-        transformed = tft_layer(raw)
-        embeddings.append(model.item_tower(transformed, training=False).numpy())
+        embeddings.append(embed({name: batch[name] for name in transform.ITEM_INPUTS}).numpy())
         ids.append(tf.reshape(batch[features.ITEM_ID], [-1]).numpy())
     if not ids:
         raise ValueError("the catalogue split is empty: nothing to recommend from")
@@ -177,9 +180,9 @@ class ServingModule(tf.Module):
         def spec(name: str, dtype: tf.DType, shape: Tuple = (None,)) -> tf.TensorSpec:
             return tf.TensorSpec(shape, dtype, name=name)
 
-        serve = tf.function(self.serve_examples).get_concrete_function(
+        serve = tf.function(self.serve_examples, autograph=False).get_concrete_function(
             spec(EXAMPLES, tf.string))
-        recommend = tf.function(self.recommend).get_concrete_function({
+        recommend = tf.function(self.recommend, autograph=False).get_concrete_function({
             features.USER_ID: spec(features.USER_ID, tf.string),
             features.HISTORY: spec(features.HISTORY, tf.string, (None, None)),
             features.DEVICE: spec(features.DEVICE, tf.string),
@@ -187,7 +190,7 @@ class ServingModule(tf.Module):
             K: spec(K, tf.int32),
         })
         item_dtypes = {features.PRICE: tf.float32}
-        embed = tf.function(self.embed_items).get_concrete_function({
+        embed = tf.function(self.embed_items, autograph=False).get_concrete_function({
             name: spec(name, item_dtypes.get(name, tf.string))
             for name in transform.ITEM_INPUTS})
         return {SERVING_DEFAULT: serve, RECOMMEND: recommend, EMBED_ITEMS: embed}

@@ -11,6 +11,8 @@ Seams for later work: `build_dataset` (distribution strategies will wrap it) and
 """
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -80,7 +82,13 @@ def build_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAc
                                        sloppy_ordering=False),
         tft_output.raw_metadata.schema)
     tft_layer = tft_output.transform_features_layer()
-    return raw.map(tft_layer, num_parallel_calls=tf.data.AUTOTUNE,
+
+    # Not autograph-converted: see TwoTowerModel.train_step (tf_keras is not allowlisted).
+    @tf.autograph.experimental.do_not_convert
+    def apply_transform(raw_features: Dict[str, Any]) -> Dict[str, Any]:
+        return tft_layer(raw_features)
+
+    return raw.map(apply_transform, num_parallel_calls=tf.data.AUTOTUNE,
                    deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
@@ -154,3 +162,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     catalog = build_catalog_batches(catalog_file_patterns(fn_args.train_files),
                                     fn_args.data_accessor, tft_output)
     export.export_serving_model(model, tft_output, catalog, fn_args.serving_model_dir)
+    _record_keras(fn_args.model_run_dir)
+
+
+def _record_keras(model_run_dir: str) -> None:
+    """Writes which Keras trained this model (tests compare it with a plain import)."""
+    package = tf.keras.Model.__module__.split(".")[0]
+    record = {"module": package,
+              "version": importlib.metadata.version(
+                  "tf-keras" if package == "tf_keras" else "keras")}
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, "keras.json"), "w") as f:
+        f.write(json.dumps(record))

@@ -105,6 +105,11 @@ def _scalar_column(tensor: Any, default_value: Any) -> tf.Tensor:
     return tensor
 
 
+def _frequency_threshold(min_frequency: int) -> Optional[int]:
+    """TFT wants None, not 1 (which it warns about), for "keep every seen value"."""
+    return min_frequency if min_frequency > 1 else None
+
+
 def _shifted(ids: Any) -> Any:
     """Moves vocabulary ids up by one so that 0 is free for padding / absent."""
     if isinstance(ids, tf.SparseTensor):
@@ -135,7 +140,7 @@ def day_of_week(timestamp: tf.Tensor) -> tf.Tensor:
     return tf.math.floormod(epoch_day + EPOCH_DAY_OF_WEEK, 7)
 
 
-def _fixed_length(ragged_ids: tf.RaggedTensor, length: int, keep_last: bool) -> tf.Tensor:
+def pad_or_truncate(ragged_ids: tf.RaggedTensor, length: int, keep_last: bool) -> tf.Tensor:
     """Pads with PADDING_ID / truncates each row to `length`.
 
     keep_last: keep the last `length` entries (histories are most-recent-last), else the
@@ -164,7 +169,8 @@ def preprocessing_fn(inputs: Dict[str, Any],
     """
     transform_config, data_config = configs_from_custom_config(custom_config)
     id_vocab_args = dict(top_k=transform_config.id_vocab_size,
-                         frequency_threshold=transform_config.id_min_frequency)
+                         frequency_threshold=_frequency_threshold(
+                             transform_config.id_min_frequency))
     num_oov = transform_config.num_oov_buckets
     outputs: Dict[str, Any] = {}
 
@@ -181,9 +187,9 @@ def preprocessing_fn(inputs: Dict[str, Any],
                       _scalar_column(inputs[features.DESCRIPTION], b""))
     token_ids = tft.compute_and_apply_vocabulary(
         tokens.flat_values, top_k=transform_config.text_vocab_size,
-        frequency_threshold=transform_config.text_min_frequency,
+        frequency_threshold=_frequency_threshold(transform_config.text_min_frequency),
         num_oov_buckets=num_oov, vocab_filename=TEXT_VOCAB)
-    outputs[TITLE_TOKENS_XF] = _fixed_length(
+    outputs[TITLE_TOKENS_XF] = pad_or_truncate(
         tokens.with_flat_values(_shifted(token_ids)), transform_config.text_max_tokens,
         keep_last=False)
 
@@ -204,7 +210,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
         vocab_filename=USER_VOCAB, **id_vocab_args))
 
     history_ids = _shifted(tft.apply_vocabulary(history, item_vocab, num_oov_buckets=num_oov))
-    outputs[HISTORY_XF] = _fixed_length(tf.RaggedTensor.from_sparse(history_ids),
+    outputs[HISTORY_XF] = pad_or_truncate(tf.RaggedTensor.from_sparse(history_ids),
                                         data_config.history_length, keep_last=True)
 
     outputs[DEVICE_XF] = _shifted(tft.compute_and_apply_vocabulary(

@@ -4,20 +4,38 @@ Every subcommand is a thin wrapper: the work lives in pipeline/, components/ and
 """
 from __future__ import annotations
 
-import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-
 import os
 import sys
 import time
+import warnings
 from typing import Sequence
 
 import click
 from rich.console import Console
 
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from pipeline import config as config_lib
 
-console = Console()
+# A command-line user reads progress lines, not TensorFlow's C++ start-up chatter or Google
+# client libraries' Python-version notices.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+
+# Tables stay readable when the output is a log file or a CI console, not a terminal.
+console = Console(width=None if sys.stdout.isatty() else 120)
 _EXPERIMENTS = click.Choice(sorted(config_lib.EXPERIMENTS))
+
+
+def _exit_now(code: int) -> None:
+    """Ends a process that ran TensorFlow in-process without TF's teardown noise.
+
+    Functions traced by the Trainer are collected during interpreter shutdown, after the
+    modules they need are gone, and each prints "Exception ignored in AtomicFunction.__del__".
+    Everything the run produced is already on disk (artifacts, MLMD), so skip that teardown.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _load_config(experiment: str, overrides: Sequence[str]) -> config_lib.HyperrecConfig:
@@ -63,6 +81,7 @@ def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Seque
     config = _load_config(experiment, overrides)
     paths = local_runner.run(config, data_root, workdir, console)
     console.print(f"serving base path: {paths.serving_dir}")
+    _exit_now(0)
 
 
 @main.command("demo")
@@ -75,7 +94,7 @@ def demo(experiment: str, workdir: str, seed: int, overrides: Sequence[str]) -> 
     """Generates sample data, runs the pipeline, recommends from the pushed model."""
     from pipeline import demo as demo_lib
     config = _load_config(experiment, overrides)
-    sys.exit(demo_lib.run_demo(config, workdir, seed, console))
+    _exit_now(demo_lib.run_demo(config, workdir, seed, console))
 
 
 if __name__ == "__main__":

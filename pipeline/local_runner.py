@@ -6,6 +6,7 @@ import os
 import time
 from typing import List, Optional
 
+from absl import logging as absl_logging
 from rich.console import Console
 from tfx import v1 as tfx
 
@@ -49,8 +50,11 @@ def run(config: HyperrecConfig, data_root: str, workdir: str,
         serving_dir=paths.serving_dir, metadata_path=paths.metadata_path,
         beam_pipeline_args=beam_args(config))
     start = time.monotonic()
-    with component_progress(console):
+    # Component logs go to stderr only from WARNING up; progress lines say what runs.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    with component_progress(console) as progress:
         tfx.orchestration.LocalDagRunner().run(pipeline)
+    progress.print_summary()
     console.print(f"[bold]pipeline {pipeline.pipeline_info.pipeline_name} finished in "
                   f"{time.monotonic() - start:.1f}s[/]")
     return paths

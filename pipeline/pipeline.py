@@ -1,7 +1,7 @@
 """The one hyperrec pipeline definition; every runner (local, Kubeflow, Airflow) builds this.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated schemas/schema.pbtxt) ->
-ExampleValidator -> Transform -> Trainer -> Evaluator (gated against the latest blessed
+ExampleValidator -> AnomaliesGate (a bad span ends the run) -> Transform -> Trainer -> Evaluator (gated against the latest blessed
 model) -> Pusher (a new integer version under the serving base path, blessed models only).
 """
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, transform_pb2
 
 from components import features
 from components.example_gen import executor as example_gen_executor
+from components.validation_gate import AnomaliesGate
 from pipeline.config import HyperrecConfig, project_root
 
 MODEL_NAME = "hyperrec"
@@ -25,14 +27,14 @@ PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 
 
-def _example_gen(config: HyperrecConfig, data_root: str) -> tfx.components.FileBasedExampleGen:
+def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedExampleGen:
     input_config = example_gen_pb2.Input(splits=[
         example_gen_pb2.Input.Split(name="interactions", pattern=config.data.span_pattern)])
     # The executor routes examples by time, not by hash; the split names are what matters.
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
         example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=1)
         for name in (features.TRAIN_SPLIT, features.EVAL_SPLIT, features.CATALOG_SPLIT)]))
-    return tfx.components.FileBasedExampleGen(
+    return FileBasedExampleGen(
         input_base=data_root,
         input_config=input_config,
         output_config=output_config,
@@ -57,7 +59,11 @@ def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
                        tfma.SlicingSpec(feature_keys=[features.CATEGORY])],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="AUC", threshold=auc_threshold),
+            # Gate on the overall slice only: per-category slices of a small eval window are
+            # too noisy to block a push; they are reported, not gated.
+            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[
+                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                             threshold=auc_threshold)]),
             tfma.MetricConfig(class_name="BinaryAccuracy"),
             tfma.MetricConfig(class_name="MeanPrediction"),
             tfma.MetricConfig(class_name="MeanLabel"),
@@ -70,13 +76,14 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
                     beam_pipeline_args: Optional[List[str]] = None,
                     enable_cache: bool = True) -> tfx.dsl.Pipeline:
     """Builds the pipeline; runners only choose orchestration, paths and Beam arguments."""
-    example_gen = _example_gen(config, data_root)
+    example_gen = example_gen_component(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], exclude_splits=[features.CATALOG_SPLIT])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
         exclude_splits=[features.CATALOG_SPLIT])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -88,6 +95,7 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         custom_config={**dataclasses.asdict(config.transform),
                        "data": dataclasses.asdict(config.data)},
     )
+    transform.add_upstream_node(anomalies_gate)  # a bad span stops here: no training
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
@@ -119,7 +127,8 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, transform,
+    components = [example_gen, statistics_gen, schema_gen, example_validator,
+                  anomalies_gate, transform,
                   trainer, model_resolver, evaluator, pusher]
     return tfx.dsl.Pipeline(
         pipeline_name=f"hyperrec-{config.name}",

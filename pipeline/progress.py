@@ -1,63 +1,72 @@
 """Per-component progress lines with wall times for local runs.
 
-LocalDagRunner announces each node through absl logging ("Component X is running." /
-"... is finished."); this handler turns those announcements into one line per component.
+LocalDagRunner runs one node after the other through `Launcher.launch`; while a run is in
+progress this module wraps that method to print `▶ name` when a component starts and
+`✔ name  12.3s` (or `(cached)` when MLMD already had its outputs) when it ends. Wrapping the
+launcher, rather than parsing log lines, keeps working whatever a component does to logging.
 """
 from __future__ import annotations
 
 import contextlib
-import logging
-import re
+import dataclasses
 import time
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator, List
 
 from rich.console import Console
-
-_RUNNING = re.compile(r"Component (\S+) is running\.")
-_FINISHED = re.compile(r"Component (\S+) is finished\.")
-_CACHED = re.compile(r"A cached execution \d+ is used\.")
+from tfx.orchestration.portable import launcher as launcher_lib
 
 
-class ComponentProgress(logging.Handler):
-    """Prints `▶ name` at start and `✔ name  12.3s` (or `cached`) at the end."""
+@dataclasses.dataclass
+class ComponentTiming:
+    name: str
+    seconds: float
+    cached: bool
+    failed: bool = False
 
-    def __init__(self, console: Console):
-        super().__init__(level=logging.INFO)
-        self.console = console
-        self.started: Dict[str, float] = {}
-        self.cached: set = set()
-        self.current = None
-        self.timings: List[Tuple[str, float, bool]] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if match := _RUNNING.search(message):
-            self.current = match.group(1)
-            self.started[self.current] = time.monotonic()
-            self.console.print(f"[bold cyan]▶[/] {self.current} [dim]started[/]")
-        elif _CACHED.search(message) and self.current:
-            self.cached.add(self.current)
-        elif match := _FINISHED.search(message):
-            name = match.group(1)
-            seconds = time.monotonic() - self.started.get(name, time.monotonic())
-            cached = name in self.cached
-            self.timings.append((name, seconds, cached))
-            note = " [yellow](cached)[/]" if cached else ""
-            self.console.print(f"[bold green]✔[/] {name} [dim]finished in[/] {seconds:6.1f}s{note}")
+@dataclasses.dataclass
+class ComponentProgress:
+    console: Console
+    timings: List[ComponentTiming] = dataclasses.field(default_factory=list)
+
+    def print_summary(self) -> None:
+        total = sum(t.seconds for t in self.timings)
+        self.console.print(f"[dim]{len(self.timings)} components, {total:.1f}s in components[/]")
 
 
 @contextlib.contextmanager
 def component_progress(console: Console) -> Iterator[ComponentProgress]:
-    handler = ComponentProgress(console)
-    loggers = [logging.getLogger("absl")]  # TFX logs through absl
-    previous = [(lg, lg.level) for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        if lg.level > logging.INFO or lg.level == logging.NOTSET:
-            lg.setLevel(logging.INFO)
+    progress = ComponentProgress(console)
+    original_launch = launcher_lib.Launcher.launch
+    original_prepare = launcher_lib.Launcher._prepare_execution  # pylint: disable=protected-access
+
+    def prepare(self):
+        result = original_prepare(self)
+        self._hyperrec_cached = not result.is_execution_needed  # pylint: disable=protected-access
+        return result
+
+    def launch(self):
+        name = self._pipeline_node.node_info.id  # pylint: disable=protected-access
+        console.print(f"[bold cyan]▶[/] {name} [dim]started[/]")
+        start = time.monotonic()
+        try:
+            result = original_launch(self)
+        except BaseException:
+            seconds = time.monotonic() - start
+            progress.timings.append(ComponentTiming(name, seconds, False, failed=True))
+            console.print(f"[bold red]✘[/] {name} [red]failed after {seconds:.1f}s[/]")
+            raise
+        seconds = time.monotonic() - start
+        cached = getattr(self, "_hyperrec_cached", False)
+        progress.timings.append(ComponentTiming(name, seconds, cached))
+        note = " [yellow](cached)[/]" if cached else ""
+        console.print(f"[bold green]✔[/] {name} [dim]finished in[/] {seconds:6.1f}s{note}")
+        return result
+
+    launcher_lib.Launcher.launch = launch
+    launcher_lib.Launcher._prepare_execution = prepare  # pylint: disable=protected-access
     try:
-        yield handler
+        yield progress
     finally:
-        for lg, level in previous:
-            lg.removeHandler(handler)
-            lg.setLevel(level)
+        launcher_lib.Launcher.launch = original_launch
+        launcher_lib.Launcher._prepare_execution = original_prepare  # pylint: disable=protected-access

@@ -173,7 +173,7 @@ def test_report_counts_what_was_read_flagged_and_dropped(output):
     out, artifact = output
     with open(os.path.join(out, executor_lib.REPORT_FILE)) as f:
         report = json.load(f)
-    assert report["interaction_read"] == 6
+    assert report["interaction_read"] == 7  # every row read, kept or not
     assert report["interaction_bad_timestamp"] == 1
     assert report["interaction_unknown_item"] == 1
     assert report["train_examples"] == 2 and report["eval_examples"] == 3

@@ -18,6 +18,7 @@ from pipeline import local_runner
 pytestmark = pytest.mark.e2e
 
 EXPECTED_NODES = {"FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                  "AnomaliesGate",
                   "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
 
 

@@ -241,6 +241,14 @@ def test_time_features():
     assert transform.day_of_week(timestamps).numpy().tolist() == [1, 3, 2, 4]
 
 
+def test_pad_or_truncate_keeps_recent_history_and_leading_text():
+    ids = tf.ragged.constant([[1, 2, 3, 4, 5, 6], [7], []], dtype=tf.int64)
+    assert transform.pad_or_truncate(ids, 4, keep_last=True).numpy().tolist() == [
+        [3, 4, 5, 6], [7, 0, 0, 0], [0, 0, 0, 0]]
+    assert transform.pad_or_truncate(ids, 4, keep_last=False).numpy().tolist() == [
+        [1, 2, 3, 4], [7, 0, 0, 0], [0, 0, 0, 0]]
+
+
 # ---- the analysed transform graph ----------------------------------------------------------
 def test_transformed_training_features(transformed_env):
     tft_output = transformed_env["tft_output"]

@@ -20,10 +20,9 @@ import csv
 import datetime as dt
 import io
 import json
-import math
 import os
 import re
-from typing import Any, Dict, Iterable, Iterator, List, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Sequence, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -76,11 +75,45 @@ def window_span_dirs(input_base: str, latest_span: int, window_spans: int) -> Li
 
 
 # ---- parsing ---------------------------------------------------------------------------------
-def read_csv_rows(path: str) -> Iterator[Dict[str, str]]:
-    """Rows of one CSV file as dicts (whole-file read: quoted fields may span lines)."""
+NOT_UTF8 = "__not_utf8__"  # marks a row whose bytes were not valid UTF-8
+
+
+class ContractError(ValueError):
+    """A file breaks the data contract in a way no row-level rule can repair."""
+
+
+def check_header(path: str, required: Sequence[str], optional: Sequence[str] = ()
+                 ) -> List[str]:
+    """Fails on missing required columns; returns the extra columns (ignored, reported)."""
     with tf.io.gfile.GFile(path, "rb") as f:
-        text = f.read().decode("utf-8", errors="replace")
-    yield from csv.DictReader(io.StringIO(text, newline=""))
+        first_line = f.readline().decode("utf-8", errors="replace")
+    header = next(csv.reader([first_line]), [])
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ContractError(f"{path}: missing required column(s) {missing}; "
+                            f"found {header} (data/README.md lists the contract)")
+    return [c for c in header if c not in required and c not in optional]
+
+
+def read_csv_rows(path: str) -> Iterator[Dict[str, str]]:
+    """Rows of one CSV file as dicts (whole-file read: quoted fields may span lines).
+
+    Bytes that are not UTF-8 are replaced by U+FFFD and the row is marked NOT_UTF8, so the
+    row survives and is counted instead of failing the file or vanishing.
+    """
+    with tf.io.gfile.GFile(path, "rb") as f:
+        raw = f.read()
+    try:
+        text, lossy = raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, lossy = raw.decode("utf-8", errors="replace"), True
+    for row in csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline="")):
+        row = {(k or "").strip(): v for k, v in row.items()}
+        if lossy and any("\ufffd" in (v or "") for v in row.values()
+                         if isinstance(v, str)):
+            row[NOT_UTF8] = "1"
+        yield row
 
 
 def parse_timestamp(text: str) -> int:
@@ -94,38 +127,55 @@ def parse_timestamp(text: str) -> int:
     return int(parsed.timestamp())
 
 
-def parse_interaction(row: Dict[str, str]) -> Tuple[str, Any]:
-    """('ok', record) or ('error', reason) for one interactions.csv row."""
+class Parsed(NamedTuple):
+    """One parsed CSV row: the record (None when skipped), why it was skipped, and flags.
+
+    Every row is counted as read; `skipped` names the rule that dropped it; `flags` are
+    counted for rows that are kept but imperfect (corrupt image, replaced bytes, ...).
+    """
+    record: Any
+    skipped: str = ""
+    flags: Tuple[str, ...] = ()
+
+
+def parse_interaction(row: Dict[str, str]) -> Parsed:
+    """An interactions.csv row -> Parsed(record) or Parsed(None, reason)."""
+    user_id = (row.get("user_id") or "").strip()
+    item_id = (row.get("item_id") or "").strip()
+    event = (row.get("event") or "").strip()
+    if not user_id or not item_id:
+        return Parsed(None, "interaction_missing_id")
+    if event not in features.EVENTS:
+        return Parsed(None, "interaction_unknown_event")
     try:
-        user_id = (row.get("user_id") or "").strip()
-        item_id = (row.get("item_id") or "").strip()
-        event = (row.get("event") or "").strip()
-        if not user_id or not item_id:
-            return "error", "interaction_missing_id"
-        if event not in features.EVENTS:
-            return "error", "interaction_unknown_event"
         timestamp = parse_timestamp(row.get("timestamp") or "")
     except (ValueError, TypeError, OverflowError):
-        return "error", "interaction_bad_timestamp"
+        return Parsed(None, "interaction_bad_timestamp")
     context = {c: (row.get(c) or "").strip() or features.UNKNOWN
                for c in features.CONTEXT_COLUMNS}
-    return "ok", {"user_id": user_id, "item_id": item_id, "timestamp": timestamp,
-                  "event": event, **context}
+    record = {"user_id": user_id, "item_id": item_id, "timestamp": timestamp, "event": event,
+              **context}
+    return Parsed(record, flags=("text_not_utf8",) if row.get(NOT_UTF8) else ())
 
 
-def parse_item(row: Dict[str, str], data_root: str, image_size: int) -> Tuple[str, Any]:
-    """('ok', (item_id, record)) with the normalised image, or ('error', reason)."""
+def parse_item(row: Dict[str, str], data_root: str, image_size: int) -> Parsed:
+    """An items.csv row -> Parsed((item_id, record)) with the normalised image."""
     item_id = (row.get("item_id") or "").strip()
     if not item_id:
-        return "error", "item_missing_id"
+        return Parsed(None, "item_missing_id")
     try:
-        price = float(row.get("price") or "nan")
         first_seen = parse_timestamp(row.get("first_seen") or "")
     except (ValueError, TypeError, OverflowError):
-        return "error", "item_bad_value"
+        return Parsed(None, "item_bad_first_seen")
+    try:
+        # NaN and negative prices pass through on purpose: the schema's float_domain turns
+        # them into anomalies that stop the span with the feature named (validation_gate).
+        price = float(row.get("price") or "nan")
+    except ValueError:
+        return Parsed(None, "item_bad_price")
     image_bytes, status = images.load_normalised_image(
         data_root, (row.get("image") or "").strip(), image_size)
-    return "ok", (item_id, {
+    item = {
         features.ITEM_ID: item_id,
         features.TITLE: (row.get("title") or "").strip(),
         features.DESCRIPTION: (row.get("description") or "").strip(),
@@ -134,7 +184,17 @@ def parse_item(row: Dict[str, str], data_root: str, image_size: int) -> Tuple[st
         features.IMAGE: image_bytes,
         features.IMAGE_STATUS: status,
         features.FIRST_SEEN: first_seen,
-    })
+    }
+    flags = [f"image_{status}"]
+    flags += ["item_empty_title"] if not item[features.TITLE] else []
+    flags += ["item_empty_description"] if not item[features.DESCRIPTION] else []
+    flags += ["text_not_utf8"] if row.get(NOT_UTF8) else []
+    return Parsed((item_id, item), flags=tuple(flags))
+
+
+def outcome_counts(parsed: Parsed, read_counter: str) -> List[str]:
+    """The report counters one parsed row adds to."""
+    return [read_counter] + ([parsed.skipped] if parsed.skipped else []) + list(parsed.flags)
 
 
 # ---- tf.Example building -----------------------------------------------------------------------
@@ -208,7 +268,10 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         with tf.io.gfile.GFile(self._report_path) as f:
             report = json.load(f)
         for name, value in report.items():
-            examples.set_int_custom_property(name, int(value))
+            if isinstance(value, int):
+                examples.set_int_custom_property(name, value)
+            else:
+                examples.set_string_custom_property(name, json.dumps(value))
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:
@@ -225,15 +288,18 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                              if tf.io.gfile.exists(os.path.join(d, INTERACTIONS_FILE))]
         items_file = os.path.join(span_dirs[-1], ITEMS_FILE)
         if not tf.io.gfile.exists(items_file):
-            raise ValueError(f"the latest span has no catalogue snapshot: {items_file}")
+            raise ContractError(f"the latest span has no catalogue snapshot: {items_file}")
+        ignored_columns = sorted(set(check_header(items_file, features.ITEM_COLUMNS)).union(
+            *(check_header(path, features.INTERACTION_COLUMNS, features.CONTEXT_COLUMNS)
+              for path in interaction_files)))
 
         items_parsed = (pipeline
                         | "ItemFiles" >> beam.Create([items_file])
                         | "ReadItems" >> beam.FlatMap(read_csv_rows)
                         | "ParseItems" >> beam.Map(parse_item, input_base, image_size))
         items = (items_parsed
-                 | "OkItems" >> beam.Filter(lambda r: r[0] == "ok")
-                 | "ItemKV" >> beam.Map(lambda r: r[1])
+                 | "OkItems" >> beam.Filter(lambda p: p.record is not None)
+                 | "ItemKV" >> beam.Map(lambda p: p.record)
                  # A duplicated item id keeps one deterministic row (the smallest).
                  | "OneRowPerItem" >> beam.CombinePerKey(
                      lambda rows: min(rows, key=lambda r: json.dumps(
@@ -243,9 +309,14 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                          | "InteractionFiles" >> beam.Create(interaction_files)
                          | "ReadInteractions" >> beam.FlatMap(read_csv_rows)
                          | "ParseInteractions" >> beam.Map(parse_interaction))
-        events = (events_parsed
-                  | "OkEvents" >> beam.Filter(lambda r: r[0] == "ok")
-                  | "EventRecords" >> beam.Map(lambda r: r[1]))
+        # An exact duplicate row (same user, item, time, event, context) is one event.
+        event_counts = (events_parsed
+                        | "OkEvents" >> beam.Filter(lambda p: p.record is not None)
+                        | "EventKey" >> beam.Map(lambda p: tuple(sorted(p.record.items())))
+                        | "CountDuplicates" >> beam.combiners.Count.PerElement())
+        events = event_counts | "EventRecords" >> beam.Map(lambda kv: dict(kv[0]))
+        duplicates = event_counts | "Duplicates" >> beam.FlatMap(
+            lambda kv: ["interaction_duplicate"] * (kv[1] - 1))
 
         last_ts = (events
                    | "Timestamps" >> beam.Map(lambda r: r["timestamp"])
@@ -268,10 +339,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                                                    cutoff))
 
         counts = (
-            (events_parsed | "ParseOutcome" >> beam.Map(
-                lambda r: "interaction_read" if r[0] == "ok" else r[1]),
-             items_parsed | "ItemOutcome" >> beam.Map(
-                 lambda r: f"image_{r[1][1][features.IMAGE_STATUS]}" if r[0] == "ok" else r[1]),
+            (events_parsed | "ParseOutcome" >> beam.FlatMap(outcome_counts, "interaction_read"),
+             items_parsed | "ItemOutcome" >> beam.FlatMap(outcome_counts, "item_read"),
+             duplicates,
              items | "ItemCount" >> beam.Map(lambda _: "catalog_items"),
              splits[2] | "DroppedCount" >> beam.Map(lambda kv: kv[1]),
              splits[0] | "TrainCount" >> beam.Map(lambda _: "train_examples"),
@@ -281,7 +351,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             | "AsDict" >> beam.combiners.ToDict())
         _ = (counts
              | "WithCutoff" >> beam.Map(lambda d, c: {**d, "cutoff_timestamp": c,
-                                                      "span": span,
+                                                      "ignored_columns": ignored_columns,
+                                                      "latest_span": span,
                                                       "window_first_span": _span_of(
                                                           span_dirs[0])}, cutoff)
              | "WriteReport" >> beam.Map(_write_report, self._report_path))

@@ -12,7 +12,7 @@ A batch without positives contributes a loss of 0 and is not counted in the metr
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -52,21 +52,23 @@ class RetrievalTask(tf.keras.layers.Layer):
         ids = tf.boolean_mask(tf.reshape(item_ids, [-1]), positive)
         num_positives = tf.shape(ids)[0]
 
-        logits = tf.matmul(queries, items, transpose_b=True) / self.temperature
-        logits -= tf.gather(self.item_log_q, ids)[tf.newaxis, :]
-        same_item = tf.equal(ids[:, tf.newaxis], ids[tf.newaxis, :])
-        not_diagonal = tf.logical_not(tf.cast(tf.eye(num_positives), tf.bool))
-        logits = tf.where(tf.logical_and(same_item, not_diagonal), _MASKED_LOGIT, logits)
+        def softmax_loss() -> Tuple[tf.Tensor, tf.Tensor]:
+            logits = tf.matmul(queries, items, transpose_b=True) / self.temperature
+            logits -= tf.gather(self.item_log_q, ids)[tf.newaxis, :]
+            same_item = tf.equal(ids[:, tf.newaxis], ids[tf.newaxis, :])
+            not_diagonal = tf.logical_not(tf.cast(tf.eye(num_positives), tf.bool))
+            logits = tf.where(tf.logical_and(same_item, not_diagonal), _MASKED_LOGIT, logits)
+            targets = tf.range(num_positives)
+            row_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+            correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), targets)
+            return tf.reduce_mean(row_losses), tf.reduce_mean(tf.cast(correct, tf.float32))
 
-        targets = tf.range(num_positives)
-        row_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-        # divide_no_nan: a batch with no positives gives 0, not NaN.
+        # Softmax cross-entropy rejects a [0, 0] logits matrix: no positives, no loss.
+        loss, accuracy = tf.cond(num_positives > 0, softmax_loss,
+                                 lambda: (tf.constant(0.0), tf.constant(0.0)))
         count = tf.cast(num_positives, tf.float32)
-        loss = tf.math.divide_no_nan(tf.reduce_sum(row_losses), count)
-
         self.loss_tracker.update_state(loss, sample_weight=tf.minimum(count, 1.0))
-        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), targets)
-        self.accuracy_tracker.update_state(tf.cast(correct, tf.float32))
+        self.accuracy_tracker.update_state(accuracy, sample_weight=count)
         return loss
 
     def get_config(self) -> Dict[str, Any]:

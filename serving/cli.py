@@ -1,0 +1,219 @@
+"""Click commands for serving: `serve` (the model server) and the clients `recommend`/`predict`.
+
+`serve` takes tensorflow_model_server's flag names (`--port=8500`, `--enable_batching=true`,
+`--model_config_file=...`), so the same command lines and config files work with the stock
+binary and with this server. The lead's `hyperrec` group registers these commands
+(`register(main)`); `python -m serving` runs `serve` alone.
+"""
+from __future__ import annotations
+
+import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+
+import json
+import logging
+import signal
+import sys
+from typing import Optional
+
+import click
+
+from serving.client import DEFAULT_MODEL_NAME, ServingClientError, make_client
+
+_LOOPBACK = "127.0.0.1"
+
+
+class _FlagBool(click.ParamType):
+    """A bool flag also accepting tensorflow_model_server's `--flag=true|false` spelling."""
+    name = "bool"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "t", "yes", "y", "on"):
+            return True
+        if text in ("0", "false", "f", "no", "n", "off"):
+            return False
+        self.fail(f"{value!r} is not a boolean", param, ctx)
+
+
+def _bool_flag(name: str, default: bool, help_text: str):
+    return click.option(name, type=_FlagBool(), is_flag=False, flag_value="true",
+                        default="true" if default else "false", show_default=True,
+                        help=help_text)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
+
+
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model_name", default=DEFAULT_MODEL_NAME, show_default=True,
+              help="Name of the model (ignored with --model_config_file).")
+@click.option("--model_base_path", type=click.Path(file_okay=False), default=None,
+              help="Directory of integer version sub-directories (the pusher's output).")
+@click.option("--port", type=int, default=8500, show_default=True,
+              help="gRPC port (0: any free port).")
+@click.option("--rest_api_port", type=int, default=8501, show_default=True,
+              help="REST port (0 disables REST, as in tensorflow_model_server).")
+@click.option("--host", default=_LOOPBACK, show_default=True,
+              help="Address to bind; loopback unless you mean to expose the server.")
+@click.option("--model_config_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Text ModelServerConfig: models, version policy, version labels.")
+@click.option("--model_config_file_poll_wait_seconds", type=float, default=0.0,
+              show_default=True, help="Re-read --model_config_file this often (0: never).")
+@_bool_flag("--enable_batching", False, "Batch concurrent requests per signature.")
+@click.option("--batching_parameters_file", type=click.Path(dir_okay=False, exists=True),
+              default=None, help="Text BatchingParameters (needs --enable_batching).")
+@click.option("--file_system_poll_wait_seconds", type=float, default=1.0, show_default=True,
+              help="Seconds between scans of the base paths for new versions (0: only at start).")
+@click.option("--rest_api_max_request_bytes", type=int, default=0, show_default=True,
+              help="Largest request body accepted (413 above it; also caps gRPC). 0: no limit.")
+@click.option("--monitoring_config_file", type=click.Path(dir_okay=False, exists=True),
+              default=None, help="Text MonitoringConfig enabling the Prometheus endpoint.")
+@click.option("--request_log_dir", type=click.Path(file_okay=False), default=None,
+              help="Append every request and response (PredictionLog TFRecords) here.")
+@_bool_flag("--enable_model_warmup", True,
+            "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
+@click.option("--grpc_max_threads", type=int, default=16, show_default=True,
+              help="Threads serving gRPC calls.")
+def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_port: int,
+          host: str, model_config_file: Optional[str],
+          model_config_file_poll_wait_seconds: float, enable_batching: bool,
+          batching_parameters_file: Optional[str], file_system_poll_wait_seconds: float,
+          rest_api_max_request_bytes: int, monitoring_config_file: Optional[str],
+          request_log_dir: Optional[str], enable_model_warmup: bool,
+          grpc_max_threads: int) -> None:
+    """Serves SavedModels over TF Serving's REST and gRPC APIs (tensorflow_model_server's flags)."""
+    _configure_logging()
+    from serving import config
+    from serving.server import ModelServer, options_from_flags
+    try:
+        options = options_from_flags(
+            model_name, model_base_path, model_config_file, host=host,
+            grpc_port=port, rest_port=rest_api_port or None,
+            batching=config.batching_options(enable_batching, batching_parameters_file),
+            monitoring=config.read_monitoring_config_file(monitoring_config_file),
+            poll_seconds=file_system_poll_wait_seconds,
+            config_poll_seconds=model_config_file_poll_wait_seconds,
+            max_request_bytes=rest_api_max_request_bytes, request_log_dir=request_log_dir,
+            enable_warmup=enable_model_warmup, grpc_max_threads=grpc_max_threads)
+    except config.ConfigError as err:
+        raise click.UsageError(str(err)) from err
+    server = ModelServer(options)
+
+    def shut_down(signum, frame):  # SIGTERM from docker/kubernetes, SIGINT from a terminal
+        logging.getLogger("serving").info("signal %d: shutting down", signum)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, shut_down)
+    signal.signal(signal.SIGINT, shut_down)
+    server.start()
+    while not server.wait(0.5):  # short waits keep the main thread responsive to signals
+        pass
+
+
+def _client_options(command):
+    command = click.option("--model_name", default=DEFAULT_MODEL_NAME, show_default=True)(command)
+    command = click.option("--port", type=int, default=None,
+                           help="Server port [default: 8500 with --grpc, else 8501].")(command)
+    command = click.option("--host", default=_LOOPBACK, show_default=True)(command)
+    command = click.option("--grpc", "use_grpc", is_flag=True,
+                           help="Use gRPC instead of REST.")(command)
+    command = click.option("--label", default=None, help="Version label to query.")(command)
+    command = click.option("--version", "model_version", type=int, default=None,
+                           help="Model version to query (default: latest).")(command)
+    return command
+
+
+@click.command("recommend", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--user", "user_id", required=True, help="User id.")
+@click.option("--history", default="", help="Recent item ids, most recent last: i1,i2,...")
+@click.option("--device", default="", help="Request context: device.")
+@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--timestamp", type=int, default=None,
+              help="Request time, epoch seconds [default: now].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_client_options
+def recommend(user_id: str, history: str, device: str, k: int, timestamp: Optional[int],
+              as_json: bool, model_name: str, port: Optional[int], host: str, use_grpc: bool,
+              label: Optional[str], model_version: Optional[int]) -> None:
+    """Top-k items for a user from a served model's `recommend` signature."""
+    items = [item.strip() for item in history.split(",") if item.strip()]
+    client = make_client(use_grpc, host, port, model_name)
+    try:
+        ranked = client.recommend(user_id, items, device, k, timestamp,
+                                  version=model_version, label=label)
+    except (ServingClientError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        client.close()
+    if as_json:
+        click.echo(json.dumps([{"item_id": i, "score": s} for i, s in ranked]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"recommendations for {user_id}")
+    table.add_column("rank", justify="right")
+    table.add_column("item_id")
+    table.add_column("score", justify="right")
+    for rank, (item_id, score) in enumerate(ranked, start=1):
+        table.add_row(str(rank), item_id, f"{score:.4f}")
+    Console().print(table)
+
+
+@click.command("predict", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--instances", default=None, help='JSON list of rows, e.g. \'[[1.0], [2.0]]\'.')
+@click.option("--inputs", default=None, help="JSON columnar inputs (instead of --instances).")
+@click.option("--file", "request_file", type=click.File("r"), default=None,
+              help="A request body ({\"instances\": ...} or {\"inputs\": ...}) or a JSON list "
+                   "of instances; '-' reads stdin.")
+@click.option("--signature_name", default=None, help="Signature (default: serving_default).")
+@_client_options
+def predict(instances: Optional[str], inputs: Optional[str], request_file, signature_name,
+            model_name: str, port: Optional[int], host: str, use_grpc: bool,
+            label: Optional[str], model_version: Optional[int]) -> None:
+    """Sends a predict request (TF Serving's JSON formats) and prints the JSON answer."""
+    try:
+        body = json.load(request_file) if request_file is not None else {}
+        if isinstance(body, list):
+            body = {"instances": body}
+        if instances is not None:
+            body["instances"] = json.loads(instances)
+        if inputs is not None:
+            body["inputs"] = json.loads(inputs)
+    except ValueError as err:
+        raise click.UsageError(f"invalid JSON: {err}") from err
+    if not isinstance(body, dict) or not ({"instances", "inputs"} & set(body)):
+        raise click.UsageError("give --instances, --inputs or --file")
+    client = make_client(use_grpc, host, port, model_name)
+    try:
+        answer = client.predict(body.get("instances"), body.get("inputs"),
+                                signature_name or body.get("signature_name"),
+                                version=model_version, label=label)
+    except (ServingClientError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        client.close()
+    click.echo(json.dumps(answer))
+
+
+COMMANDS = (serve, recommend, predict)
+
+
+def register(group: click.Group) -> None:
+    """Adds the serving commands to a click group (the `hyperrec` command)."""
+    for command in COMMANDS:
+        group.add_command(command)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Serving commands: serve, recommend, predict."""
+
+
+register(cli)
+
+if __name__ == "__main__":
+    cli()

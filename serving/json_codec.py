@@ -1,0 +1,627 @@
+"""TF Serving's REST JSON: request bodies to tensors and tensors back to JSON.
+
+Mirrors tensorflow_serving/util/json_tensor.cc rule for rule, including its error messages:
+- predict takes the row format (`instances`: one element per batch row, objects when the
+  signature has several inputs) or the columnar format (`inputs`: one value per input) and
+  answers with `predictions` or `outputs` respectively;
+- binary strings travel as `{"b64": "..."}`; outputs whose name ends in `_bytes` are written
+  that way;
+- numbers are checked against the signature's dtype (no silent float -> int, no lossy
+  int -> float);
+- classify/regress take `examples` (and an optional `context`) as JSON tf.Examples.
+Floats are written like TF Serving writes them: the shortest of six significant digits or
+full precision that round-trips, always with a decimal point or exponent.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import struct
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+import numpy as np
+from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import input_pb2
+
+from serving import errors
+
+ROW = "row"  # request had `instances`: answer with `predictions`
+COLUMNAR = "columnar"  # request had `inputs`: answer with `outputs`
+
+_SIGNATURE_KEY = "signature_name"
+_INSTANCES_KEY = "instances"
+_INPUTS_KEY = "inputs"
+_CONTEXT_KEY = "context"
+_EXAMPLES_KEY = "examples"
+_B64_KEY = "b64"
+_BYTES_SUFFIX = "_bytes"
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_MAX_EXACT_FLOAT32_INT = (1 << 24) - 1
+_MAX_EXACT_FLOAT64_INT = (1 << 53) - 1
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+# DataTypeString() names, used in TF Serving's messages.
+_DTYPE_NAMES = {
+    types_pb2.DT_FLOAT: "float", types_pb2.DT_DOUBLE: "double", types_pb2.DT_INT32: "int32",
+    types_pb2.DT_UINT8: "uint8", types_pb2.DT_INT16: "int16", types_pb2.DT_INT8: "int8",
+    types_pb2.DT_STRING: "string", types_pb2.DT_INT64: "int64", types_pb2.DT_BOOL: "bool",
+    types_pb2.DT_UINT32: "uint32", types_pb2.DT_UINT64: "uint64", types_pb2.DT_HALF: "half",
+}
+NUMPY_DTYPES = {
+    types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_INT32: np.int32, types_pb2.DT_UINT8: np.uint8, types_pb2.DT_INT16: np.int16,
+    types_pb2.DT_INT8: np.int8, types_pb2.DT_STRING: object, types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_BOOL: np.bool_, types_pb2.DT_UINT32: np.uint32, types_pb2.DT_UINT64: np.uint64,
+}
+
+
+def dtype_name(dtype: int) -> str:
+    if dtype in _DTYPE_NAMES:
+        return _DTYPE_NAMES[dtype]
+    try:
+        return types_pb2.DataType.Name(dtype)[3:].lower()
+    except ValueError:
+        return str(dtype)
+
+
+# ---- parsing -------------------------------------------------------------------------------
+
+def _value_text(value: Any, limit: int = 512) -> str:
+    """A JSON value as text for an error message (bounded: bodies can be large)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def _nonfinite_constant(name: str) -> float:
+    """NaN and +-Infinity, which TF Serving (rapidjson kParseNanAndInfFlag) also accepts."""
+    return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[name]
+
+
+def parse_json(body: bytes) -> Dict[str, Any]:
+    """The request body as a JSON object, or INVALID_ARGUMENT like TF Serving's ParseJson."""
+    if not body:
+        raise errors.invalid_argument("JSON Parse error: The document is empty")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise errors.invalid_argument(
+            f"JSON Parse error: Invalid encoding in string. at offset: {err.start}") from err
+    try:
+        doc = json.loads(text, parse_constant=_nonfinite_constant)
+    except json.JSONDecodeError as err:
+        raise errors.invalid_argument(
+            f"JSON Parse error: Invalid value. ({err.msg}) at offset: {err.pos}") from err
+    except RecursionError as err:
+        raise errors.invalid_argument("JSON Parse error: document nested too deeply") from err
+    if not isinstance(doc, dict):
+        raise errors.invalid_argument(f"JSON Value: {_value_text(doc)} Is not object")
+    return doc
+
+
+def signature_name(doc: Mapping[str, Any]) -> str:
+    """The optional `signature_name` ("" when absent), which must be a string."""
+    if _SIGNATURE_KEY not in doc:
+        return ""
+    name = doc[_SIGNATURE_KEY]
+    if not isinstance(name, str):
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(doc)} not formatted correctly. "
+            "'signature_name' key must be a string value.")
+    return name
+
+
+# ---- JSON values -> typed tensor values ----------------------------------------------------
+
+def _type_error(value: Any, dtype: int) -> errors.ServingError:
+    return errors.invalid_argument(
+        f"JSON Value: {_value_text(value)} Type: {_json_type(value)} is not of expected type: "
+        f"{dtype_name(dtype)}")
+
+
+def _lossy(value: Any, target: str) -> errors.ServingError:
+    return errors.invalid_argument(
+        f"Cannot convert JSON value: {_value_text(value)} to {target} without loss of precision.")
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)  # bool is an int subclass but not a JSON number
+
+
+def _to_float32(value: Any) -> float:
+    if not _is_number(value):
+        raise _type_error(value, types_pb2.DT_FLOAT)
+    if type(value) is int:
+        if abs(value) > _MAX_EXACT_FLOAT32_INT:
+            raise _lossy(value, "float")
+        return float(value)
+    if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+        raise _lossy(value, "float")
+    return value
+
+
+def _to_float64(value: Any) -> float:
+    if not _is_number(value):
+        raise _type_error(value, types_pb2.DT_DOUBLE)
+    if type(value) is int:
+        if abs(value) > _MAX_EXACT_FLOAT64_INT:
+            raise _lossy(value, "double")
+        return float(value)
+    return value
+
+
+def _integer(dtype: int, low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if type(value) is not int or not low <= value <= high:
+            raise _type_error(value, dtype)
+        return value
+    return convert
+
+
+def _to_bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _type_error(value, types_pb2.DT_BOOL)
+    return value
+
+
+def _to_bytes(value: Any) -> bytes:
+    if type(value) is not str:
+        raise _type_error(value, types_pb2.DT_STRING)
+    return value.encode("utf-8", "surrogatepass")
+
+
+_LEAF_CONVERTERS: Dict[int, Callable[[Any], Any]] = {
+    types_pb2.DT_FLOAT: _to_float32,
+    types_pb2.DT_DOUBLE: _to_float64,
+    types_pb2.DT_INT32: _integer(types_pb2.DT_INT32, *_INT32),
+    types_pb2.DT_INT16: _integer(types_pb2.DT_INT16, *_INT32),
+    types_pb2.DT_INT8: _integer(types_pb2.DT_INT8, *_INT32),
+    types_pb2.DT_UINT8: _integer(types_pb2.DT_UINT8, *_INT32),
+    types_pb2.DT_INT64: _integer(types_pb2.DT_INT64, *_INT64),
+    types_pb2.DT_UINT32: _integer(types_pb2.DT_UINT32, 0, (1 << 32) - 1),
+    types_pb2.DT_UINT64: _integer(types_pb2.DT_UINT64, 0, (1 << 64) - 1),
+    types_pb2.DT_BOOL: _to_bool,
+    types_pb2.DT_STRING: _to_bytes,
+}
+
+
+def is_b64_object(value: Any) -> bool:
+    """`{"b64": "<base64>"}`: exactly one key, `b64`, holding a string."""
+    return (isinstance(value, dict) and len(value) == 1 and _B64_KEY in value
+            and isinstance(value[_B64_KEY], str))
+
+
+def decode_b64_object(value: Any) -> bytes:
+    if not is_b64_object(value):
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(value)} not formatted correctly for base64 data")
+    text = "".join(value[_B64_KEY].split())
+    text += "=" * (-len(text) % 4)  # absl's Base64Unescape accepts unpadded input
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise errors.invalid_argument("Unable to base64 decode") from err
+
+
+def _dense_shape(value: Any) -> List[int]:
+    """The shape a nested list claims, read along its first elements (GetDenseTensorShape)."""
+    shape = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+class _TensorFiller:
+    """Collects the leaf values of one JSON tensor, checking it is dense and well typed."""
+
+    def __init__(self, dtype: int):
+        self.dtype = dtype
+        self.convert = _LEAF_CONVERTERS.get(dtype)
+
+    def fill(self, value: Any, shape: List[int], out: List[Any]) -> None:
+        self._fill(value, 0, shape, out)
+
+    def _fill(self, value: Any, level: int, shape: List[int], out: List[Any]) -> None:
+        rank = len(shape)
+        if not isinstance(value, list):
+            if level != rank:
+                raise errors.invalid_argument(
+                    f"JSON Value: {_value_text(value)} found at incorrect level: {level + 1} in "
+                    f"the JSON DOM. Expected at level: {rank}")
+            if isinstance(value, dict):
+                if self.dtype != types_pb2.DT_STRING:
+                    raise _type_error(value, self.dtype)
+                out.append(decode_b64_object(value))
+                return
+            if self.convert is None:
+                raise errors.unimplemented(
+                    f"Conversion of JSON Value: {_value_text(value)} to type: "
+                    f"{dtype_name(self.dtype)}")
+            out.append(self.convert(value))
+            return
+        if level >= rank:
+            raise errors.invalid_argument(
+                f"Encountered list at unexpected level: {level} expected < {rank}")
+        if len(value) != shape[level]:
+            raise errors.invalid_argument(
+                f"Encountered list at unexpected size: {len(value)} at level: {level} "
+                f"expected size: {shape[level]}")
+        for element in value:
+            self._fill(element, level + 1, shape, out)
+
+
+def _to_array(values: List[Any], shape: List[int], dtype: int) -> np.ndarray:
+    np_dtype = NUMPY_DTYPES.get(dtype)
+    if np_dtype is None:
+        raise errors.unimplemented(f"Conversion to type: {dtype_name(dtype)}")
+    if np_dtype is object:
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+    elif np_dtype in (np.int8, np.int16, np.uint8, np.uint32, np.uint64):
+        # TF Serving stores these in int_val and narrows them: wrap, do not raise.
+        wide = np.uint64 if np_dtype is np.uint64 else np.int64
+        array = np.array(values, dtype=wide).astype(np_dtype)
+    else:
+        array = np.array(values, dtype=np_dtype)
+    return array.reshape(shape)
+
+
+def _json_tensor(value: Any, dtype: int) -> Tuple[np.ndarray, List[int], int]:
+    """One JSON tensor -> (array, shape, number of values)."""
+    shape = _dense_shape(value)
+    values: List[Any] = []
+    _TensorFiller(dtype).fill(value, shape, values)
+    return _to_array(values, shape, dtype), shape, len(values)
+
+
+def _shape_text(shape: List[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+class _RowBatch:
+    """Stacks `instances` rows into one tensor per input, checking every row agrees."""
+
+    def __init__(self, input_dtypes: Mapping[str, int]):
+        self.input_dtypes = input_dtypes
+        self.rows: Dict[str, List[Any]] = {}
+        self.sizes: Dict[str, int] = {}
+        self.shapes: Dict[str, List[int]] = {}
+
+    def add(self, value: Any, name: str) -> None:
+        if name not in self.input_dtypes:
+            raise errors.invalid_argument(f"JSON object: does not have named input: {name}")
+        shape = _dense_shape(value)
+        values: List[Any] = []
+        _TensorFiller(self.input_dtypes[name]).fill(value, shape, values)
+        if name not in self.sizes:
+            self.sizes[name] = len(values)
+            self.shapes[name] = shape
+        elif self.sizes[name] != len(values):
+            raise errors.invalid_argument(
+                f"Expecting tensor size: {self.sizes[name]} but got: {len(values)}")
+        elif self.shapes[name] != shape:
+            raise errors.invalid_argument(
+                f"Expecting shape {_shape_text(self.shapes[name])} but got: {_shape_text(shape)}")
+        self.rows.setdefault(name, []).extend(values)
+
+    def tensors(self, count: int) -> Dict[str, np.ndarray]:
+        return {name: _to_array(values, [count] + self.shapes[name], self.input_dtypes[name])
+                for name, values in self.rows.items()}
+
+
+def _is_element_object(value: Any) -> bool:
+    return isinstance(value, dict) and not is_b64_object(value)
+
+
+def _tensors_from_instances(doc: Mapping[str, Any], input_dtypes: Mapping[str, int]
+                            ) -> Dict[str, np.ndarray]:
+    instances = doc[_INSTANCES_KEY]
+    if not isinstance(instances, list):
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(doc)} Excepting '{_INSTANCES_KEY}' to be an list/array")
+    if not instances:
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(doc)} No values in '{_INSTANCES_KEY}' array")
+    if not isinstance(instances[0], dict) and len(input_dtypes) > 1:
+        raise errors.invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map")
+    objects = _is_element_object(instances[0])
+    input_names = set(input_dtypes)
+    batch = _RowBatch(input_dtypes)
+    for index, element in enumerate(instances):
+        if objects:
+            if not _is_element_object(element):
+                raise errors.invalid_argument(
+                    f"Expecting object but got list at item {index} of input list")
+            for name, value in element.items():
+                try:
+                    batch.add(value, name)
+                except errors.ServingError as err:
+                    raise errors.invalid_argument(
+                        f"Failed to process element: {index} key: {name} of 'instances' list. "
+                        f"Error: {err}") from err
+            if set(element) != input_names:
+                raise errors.invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{_value_text(element)} keys must be equal to: "
+                    f"{','.join(sorted(input_names))}")
+        else:
+            if _is_element_object(element):
+                raise errors.invalid_argument(
+                    f"Expecting value/list but got object at item {index} of input list")
+            try:
+                batch.add(element, next(iter(input_dtypes)))
+            except errors.ServingError as err:
+                raise errors.invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. Error: {err}"
+                ) from err
+    return batch.tensors(len(instances))
+
+
+def _tensors_from_inputs(doc: Mapping[str, Any], input_dtypes: Mapping[str, int]
+                         ) -> Dict[str, np.ndarray]:
+    value = doc[_INPUTS_KEY]
+    if not isinstance(value, dict) or is_b64_object(value):
+        if len(input_dtypes) > 1:
+            raise errors.invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input "
+                "tensors required as per tensorinfo_map")
+        name, dtype = next(iter(input_dtypes.items()))
+        return {name: _json_tensor(value, dtype)[0]}
+    tensors = {}
+    for name, dtype in input_dtypes.items():
+        if name not in value:
+            raise errors.invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        tensors[name] = _json_tensor(value[name], dtype)[0]
+    return tensors
+
+
+def predict_inputs(doc: Mapping[str, Any], input_dtypes: Mapping[str, int]
+                   ) -> Tuple[Dict[str, np.ndarray], str]:
+    """A parsed predict body -> ({input alias: array}, ROW or COLUMNAR).
+
+    `input_dtypes` maps the signature's input aliases to their DataType enums.
+    """
+    if not input_dtypes:
+        raise errors.invalid_argument("Failed to get input map for signature")
+    has_instances = _INSTANCES_KEY in doc
+    has_inputs = _INPUTS_KEY in doc
+    if has_instances and has_inputs:
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(doc)} Not formatted correctly expecting only one of "
+            f"'{_INPUTS_KEY}' or '{_INSTANCES_KEY}' keys to exist ")
+    if has_instances:
+        return _tensors_from_instances(doc, input_dtypes), ROW
+    if has_inputs:
+        return _tensors_from_inputs(doc, input_dtypes), COLUMNAR
+    raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+# ---- tensors -> JSON -----------------------------------------------------------------------
+
+def _float32_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = "%g" % value
+    if struct.unpack("f", struct.pack("f", float(text)))[0] != value:
+        text = "%.9g" % value
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _float64_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = "%g" % value
+    if float(text) != value:
+        text = "%.17g" % value
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _string_text(value: bytes) -> str:
+    return json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False)
+
+
+def _b64_text(value: bytes) -> str:
+    return '{"b64": "' + base64.b64encode(value).decode("ascii") + '"}'
+
+
+def _leaf_writer(array: np.ndarray, name: str) -> Callable[[Any], str]:
+    kind = array.dtype
+    if kind == np.float32 or kind == np.float16:
+        return _float32_text
+    if kind == np.float64:
+        return _float64_text
+    if kind == np.bool_:
+        return lambda value: "true" if value else "false"
+    if kind.kind in "iu":
+        return str
+    if kind.kind in "OSU":
+        def as_bytes(value: Any) -> bytes:
+            return value if isinstance(value, bytes) else str(value).encode("utf-8")
+        if name.endswith(_BYTES_SUFFIX):
+            return lambda value: _b64_text(as_bytes(value))
+        return lambda value: _string_text(as_bytes(value))
+    raise errors.invalid_argument(f"Failed to write JSON value for tensor type: {kind}")
+
+
+def _nested_text(value: Any, leaf: Callable[[Any], str]) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_nested_text(element, leaf) for element in value) + "]"
+    return leaf(value)
+
+
+def tensor_json(array: np.ndarray, name: str) -> str:
+    """One output tensor as JSON text (nested lists; a scalar as a bare value)."""
+    return _nested_text(array.tolist(), _leaf_writer(array, name))
+
+
+def predict_outputs(outputs: Mapping[str, np.ndarray], request_format: str) -> bytes:
+    """Signature outputs -> `{"predictions": ...}` (row) or `{"outputs": ...}` (columnar)."""
+    if not outputs:
+        raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    if request_format == COLUMNAR:
+        if len(names) == 1:
+            body = tensor_json(outputs[names[0]], names[0])
+        else:
+            body = "{" + ", ".join(f"{json.dumps(name)}: {tensor_json(outputs[name], name)}"
+                                   for name in names) + "}"
+        return ('{"outputs": ' + body + "}").encode("utf-8")
+
+    batch_size = -1
+    for name in names:
+        array = outputs[name]
+        if array.ndim == 0:
+            raise errors.invalid_argument(f"Tensor name: {name} has no shape information ")
+        if batch_size >= 0 and array.shape[0] != batch_size:
+            raise errors.invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+                f"expecting: {batch_size}")
+        batch_size = array.shape[0]
+    writers = {name: _leaf_writer(outputs[name], name) for name in names}
+    rows_by_name = {name: outputs[name].tolist() for name in names}
+    rows = []
+    for index in range(batch_size):
+        if len(names) == 1:
+            rows.append(_nested_text(rows_by_name[names[0]][index], writers[names[0]]))
+        else:
+            rows.append("{" + ", ".join(
+                f"{json.dumps(name)}: {_nested_text(rows_by_name[name][index], writers[name])}"
+                for name in names) + "}")
+    return ('{"predictions": [' + ", ".join(rows) + "]}").encode("utf-8")
+
+
+# ---- classify / regress --------------------------------------------------------------------
+
+def _feature_kind_error(name: str, feature: feature_pb2.Feature) -> errors.ServingError:
+    kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
+        feature.WhichOneof("kind"), "UNKNOWN")
+    return errors.invalid_argument(
+        f"Unexpected element type in feature: {name} expecting type: {kind}")
+
+
+def _check_kind(name: str, feature: feature_pb2.Feature, kind: str) -> None:
+    current = feature.WhichOneof("kind")
+    if current is not None and current != kind:
+        raise _feature_kind_error(name, feature)
+
+
+def _add_feature_value(value: Any, name: str, feature: feature_pb2.Feature) -> None:
+    if value is None or isinstance(value, list) or (
+            isinstance(value, dict) and not is_b64_object(value)):
+        raise errors.invalid_argument(
+            f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+    if type(value) is bool:
+        _check_kind(name, feature, "int64_list")
+        feature.int64_list.value.append(1 if value else 0)
+    elif isinstance(value, dict):
+        _check_kind(name, feature, "bytes_list")
+        feature.bytes_list.value.append(decode_b64_object(value))
+    elif isinstance(value, str):
+        _check_kind(name, feature, "bytes_list")
+        feature.bytes_list.value.append(value.encode("utf-8", "surrogatepass"))
+    elif type(value) is float:
+        _check_kind(name, feature, "float_list")
+        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+            raise _lossy(value, "float")
+        feature.float_list.value.append(value)
+    else:
+        _check_kind(name, feature, "int64_list")
+        if not _INT64[0] <= value <= _INT64[1]:
+            if 0 <= value < (1 << 64):
+                raise errors.invalid_argument(
+                    f"Feature: {name} has uint64 element. Only int64 is supported.")
+            raise _lossy(value, "int64")
+        feature.int64_list.value.append(value)
+
+
+def _example_from_json(value: Any, example: example_pb2.Example) -> None:
+    if not isinstance(value, dict):
+        raise errors.invalid_argument(
+            f"Example must be JSON object but got JSON {_json_type(value)}")
+    for name, content in value.items():
+        feature = feature_pb2.Feature()
+        for element in (content if isinstance(content, list) else [content]):
+            _add_feature_value(element, name, feature)
+        example.features.feature[name].CopyFrom(feature)
+
+
+def classify_regress_input(doc: Mapping[str, Any]) -> input_pb2.Input:
+    """A parsed classify/regress body (`examples`, optional `context`) -> serving Input."""
+    request_input = input_pb2.Input()
+    has_context = _CONTEXT_KEY in doc
+    if has_context:
+        _example_from_json(doc[_CONTEXT_KEY],
+                           request_input.example_list_with_context.context)
+    if _EXAMPLES_KEY not in doc:
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(doc)} When method is classify, key '{_EXAMPLES_KEY}' is "
+            "expected and was not found")
+    examples = doc[_EXAMPLES_KEY]
+    if not isinstance(examples, list):
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(doc)} Expecting '{_EXAMPLES_KEY}' value to be an "
+            "list/array")
+    if not examples:
+        raise errors.invalid_argument(
+            f"JSON Value: {_value_text(doc)} '{_EXAMPLES_KEY}' value is an empty array")
+    for value in examples:
+        target = (request_input.example_list_with_context.examples.add() if has_context
+                  else request_input.example_list.examples.add())
+        _example_from_json(value, target)
+    return request_input
+
+
+def classification_json(result) -> bytes:
+    """ClassificationResult -> `{"results": [[[label, score], ...], ...]}`."""
+    if not result.classifications:
+        raise errors.invalid_argument("Cannot convert empty ClassificationResults to JSON")
+    rows = []
+    for classifications in result.classifications:
+        rows.append("[" + ", ".join(
+            f"[{json.dumps(item.label)}, {_float32_text(item.score)}]"
+            for item in classifications.classes) + "]")
+    return ('{"results": [' + ", ".join(rows) + "]}").encode("utf-8")
+
+
+def regression_json(result) -> bytes:
+    """RegressionResult -> `{"results": [value, ...]}`."""
+    if not result.regressions:
+        raise errors.invalid_argument("Cannot convert empty RegressionResults to JSON")
+    values = ", ".join(_float32_text(item.value) for item in result.regressions)
+    return ('{"results": [' + values + "]}").encode("utf-8")

@@ -1,0 +1,175 @@
+"""TF Serving's REST API as a pure function: (method, path, body) -> (HTTP status, JSON).
+
+Routes exactly as http_rest_api_handler.cc / http_rest_api_util.cc do:
+- `POST /v1/models/{name}[/versions/{v}|/labels/{l}]:(predict|classify|regress)`
+- `GET  /v1/models/{name}[/versions/{v}|/labels/{l}][/metadata]`
+Anything else under /v1/ is `400 {"error": "Malformed request: <METHOD> <path>"}`. Errors
+use TF Serving's status mapping (errors.Code) and `{"error": ...}` bodies; the HTTP server
+(serving/http_server.py) only moves bytes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from typing import Optional, Tuple
+
+from google.protobuf import json_format
+from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
+
+from serving import errors, inference, json_codec, model_status
+from serving.manager import ModelManager
+from serving.request_tracking import RequestTracker
+
+_PREDICTION_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE)
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE)
+_MAX_INT64 = (1 << 63) - 1
+ENTRYPOINT = "REST"
+
+Response = Tuple[int, bytes]
+
+
+def _version(text: Optional[str]) -> Optional[int]:
+    if not text:
+        return None
+    value = int(text)
+    if value > _MAX_INT64:
+        raise errors.invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return value
+
+
+def _decode(text: Optional[str]) -> Optional[str]:
+    return urllib.parse.unquote(text) if text else None
+
+
+def _json_bytes(value) -> bytes:
+    return json.dumps(value, indent=1).encode("utf-8")
+
+
+class RestApi:
+    """Dispatches REST requests to the manager and the inference functions."""
+
+    def __init__(self, manager: ModelManager, tracker: RequestTracker):
+        self._manager = manager
+        self._tracker = tracker
+
+    def handle(self, method: str, path: str, body: bytes) -> Response:
+        try:
+            return 200, self._dispatch(method, path, body)
+        except errors.ServingError as err:
+            return errors.http_response(err)
+        except RecursionError:
+            return errors.http_response(errors.invalid_argument("Request nested too deeply"))
+        except Exception as err:  # never let a request take the server down
+            return errors.http_response(errors.from_exception(err))
+
+    def _dispatch(self, method: str, path: str, body: bytes) -> bytes:
+        malformed = errors.invalid_argument(f"Malformed request: {method} {path}")
+        if method == "POST":
+            match = _PREDICTION_PATH.fullmatch(path)
+            if not match:
+                raise malformed
+            name, version_text, label, verb = match.groups()
+            name, label, version = _decode(name), _decode(label), _version(version_text)
+            if verb == "predict":
+                return self._predict(name, version, label, body)
+            if verb == "classify":
+                return self._classify(name, version, label, body)
+            if verb == "regress":
+                return self._regress(name, version, label, body)
+            raise malformed  # the verb matched case-insensitively; TF Serving then refuses it
+        if method == "GET":
+            match = _STATUS_PATH.fullmatch(path)
+            if not match:
+                raise malformed
+            name, version_text, label, subresource = match.groups()
+            name, label, version = _decode(name), _decode(label), _version(version_text)
+            if subresource is not None and subresource != "metadata":
+                raise malformed
+            if not name:
+                raise errors.invalid_argument("Missing model name in request.")
+            if subresource == "metadata":
+                return self._metadata(name, version, label)
+            return self._status(name, version, label)
+        raise malformed
+
+    # -- prediction APIs -----------------------------------------------------------------------
+
+    def _predict(self, name: str, version: Optional[int], label: Optional[str],
+                 body: bytes) -> bytes:
+        with self._tracker.track(name, "predict", ENTRYPOINT):
+            doc = json_codec.parse_json(body)
+            signature = json_codec.signature_name(doc)
+            servable = self._manager.servable(name, version, label)
+            input_dtypes = servable.input_dtypes(signature)
+            if not input_dtypes:
+                raise errors.invalid_argument(
+                    f"Failed to get input map for signature: {signature or 'DEFAULT'}")
+            inputs, request_format = json_codec.predict_inputs(doc, input_dtypes)
+            signature = signature or inference.DEFAULT_SIGNATURE
+            inference.predict_signature(servable, signature)
+            outputs = servable.run(signature, inputs)
+            answer = json_codec.predict_outputs(outputs, request_format)
+            self._tracker.log_predict_arrays(servable, signature, inputs, outputs)
+            return answer
+
+    def _fill_spec(self, request, name: str, version: Optional[int], label: Optional[str],
+                   signature: str) -> None:
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        if label is not None:
+            request.model_spec.version_label = label
+        request.model_spec.signature_name = signature
+
+    def _classify(self, name: str, version: Optional[int], label: Optional[str],
+                  body: bytes) -> bytes:
+        with self._tracker.track(name, "classify", ENTRYPOINT):
+            doc = json_codec.parse_json(body)
+            request = classification_pb2.ClassificationRequest()
+            self._fill_spec(request, name, version, label, json_codec.signature_name(doc))
+            request.input.CopyFrom(json_codec.classify_regress_input(doc))
+            servable = self._manager.servable(name, version, label)
+            response = inference.classify(servable, request)
+            answer = json_codec.classification_json(response.result)
+            self._tracker.log_classify(servable, request, response)
+            return answer
+
+    def _regress(self, name: str, version: Optional[int], label: Optional[str],
+                 body: bytes) -> bytes:
+        with self._tracker.track(name, "regress", ENTRYPOINT):
+            doc = json_codec.parse_json(body)
+            request = regression_pb2.RegressionRequest()
+            self._fill_spec(request, name, version, label, json_codec.signature_name(doc))
+            request.input.CopyFrom(json_codec.classify_regress_input(doc))
+            servable = self._manager.servable(name, version, label)
+            response = inference.regress(servable, request)
+            answer = json_codec.regression_json(response.result)
+            self._tracker.log_regress(servable, request, response)
+            return answer
+
+    # -- model APIs ----------------------------------------------------------------------------
+
+    def _status(self, name: str, version: Optional[int], label: Optional[str]) -> bytes:
+        response = model_status.status_response(
+            self._manager.version_states(name, version, label))
+        return _json_bytes(json_format.MessageToDict(
+            response, including_default_value_fields=True))
+
+    def _metadata(self, name: str, version: Optional[int], label: Optional[str]) -> bytes:
+        with self._tracker.track(name, "GetModelMetadata", ENTRYPOINT):
+            servable = self._manager.servable(name, version, label)
+            request = get_model_metadata_pb2.GetModelMetadataRequest(
+                metadata_field=[inference.SIGNATURE_DEF_FIELD])
+            response = inference.metadata(servable, request)
+            options = dict(including_default_value_fields=True, preserving_proto_field_name=True)
+            return _json_bytes({
+                "model_spec": json_format.MessageToDict(response.model_spec, **options),
+                "metadata": {inference.SIGNATURE_DEF_FIELD: json_format.MessageToDict(
+                    inference.signature_def_map(response), **options)},
+            })
+

@@ -1,0 +1,354 @@
+"""Tests of the model package, run_fn and the exported SavedModel.
+
+The module fixture does what the pipeline does on a few hundred synthetic rows: Transform's
+analysis over the train split (for real, Beam DirectRunner), then `run_fn` with a FnArgs and
+DataAccessor built the way TFX's Trainer builds them. The exported SavedModel is then loaded
+in a FRESH Python process that imports only TensorFlow (no project code, no Keras 2 switch,
+no TFT), once with the TF2 loader and once in a TF1 session as TF Serving loads it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Dict, List
+
+import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx import v1 as tfx
+from tfx.components.util import examples_utils, tfxio_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+
+from components import export
+from components import features
+from components import trainer
+from components import transform
+from components.model.image_encoder import decode_png_batch
+from components.model.retrieval import RetrievalTask
+from components.model.text_encoder import TextEncoder
+from components.model.towers import HistoryAttention
+from pipeline import config as config_lib
+
+sys.path.insert(0, os.path.dirname(__file__))
+import test_transform as synthetic  # noqa: E402  (the shared synthetic data builders)
+
+TEST_MODEL_CONFIG = config_lib.ModelConfig(
+    embedding_dim=8, id_embedding_dim=4, cnn_filters=(4, 8), text_embedding_dim=8,
+    text_heads=2, text_layers=1, text_ff_dim=16, batch_size=32, epochs=2, seed=3)
+SERVING_FEATURES = transform.QUERY_INPUTS + transform.ITEM_INPUTS
+
+
+def make_fn_args(examples_root: str, transform_dir: str, model_root: str) -> tfx.components.FnArgs:
+    """FnArgs as TFX's Trainer builds them for an Examples artifact at `examples_root`."""
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_root
+    examples.split_names = json.dumps([features.TRAIN_SPLIT, features.EVAL_SPLIT,
+                                       features.CATALOG_SPLIT])
+    examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+    data_accessor = tfx.components.DataAccessor(
+        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+        record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact([examples], []),
+        data_view_decode_fn=None)
+    return tfx.components.FnArgs(
+        working_dir=os.path.join(model_root, "working"),
+        train_files=[os.path.join(examples_root, f"Split-{features.TRAIN_SPLIT}", "*")],
+        eval_files=[os.path.join(examples_root, f"Split-{features.EVAL_SPLIT}", "*")],
+        transform_graph_path=transform_dir, transform_output=transform_dir,
+        data_accessor=data_accessor,
+        serving_model_dir=os.path.join(model_root, "serving_model"),
+        model_run_dir=os.path.join(model_root, "model_run"),
+        custom_config={"model": dataclasses.asdict(TEST_MODEL_CONFIG),
+                       "data": dataclasses.asdict(synthetic.TEST_DATA_CONFIG),
+                       "transform": dataclasses.asdict(synthetic.TEST_TRANSFORM_CONFIG)})
+
+
+def serving_example(row: Dict[str, object], drop: tuple = ()) -> bytes:
+    """A SERVING tf.Example: the model's raw features only (no label, no bookkeeping)."""
+    kept = {k: v for k, v in row.items() if k in SERVING_FEATURES and k not in drop}
+    return synthetic.to_example(kept).SerializeToString()
+
+
+# The fresh process: TensorFlow only. It runs every signature and writes the results. The
+# request names signatures, inputs and outputs (from components.export / features), so the
+# script spells none; tensors are {"values", "dtype"} with bytes as hex.
+_SERVING_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    model_dir, request_path, result_path = sys.argv[1:4]
+    request = json.load(open(request_path))
+    names = request["names"]
+    loaded = tf.saved_model.load(model_dir)
+
+    def tensor(spec):
+        values = spec["values"]
+        if spec.get("hex"):
+            values = np.vectorize(bytes.fromhex, otypes=[object])(np.asarray(values))
+        return tf.constant(values, spec["dtype"])
+
+    def call(signature, inputs):
+        outputs = loaded.signatures[names[signature]](
+            **{name: tensor(spec) for name, spec in inputs.items()})
+        return {key: value.numpy() for key, value in outputs.items()}
+
+    examples = request["examples"]
+    score_key, examples_key = names["score"], names["examples"]
+
+    def scores(start, stop):
+        batch = dict(examples, values=examples["values"][start:stop])
+        return call("serving_default", {examples_key: batch})[score_key]
+
+    count = len(examples["values"])
+    result = {"score_64": scores(0, count)}
+    result["score_7"] = np.concatenate([scores(i, i + 7) for i in range(0, count, 7)])
+    result["score_1"] = np.concatenate([scores(i, i + 1) for i in range(count)])
+    result["score_degraded"] = call("serving_default", {examples_key: request["degraded"]})[
+        score_key]
+
+    recommended = call("recommend", request["recommend"])
+    result["rec_ids"] = recommended[names["item_ids"]].astype(str)
+    result["rec_scores"] = recommended[names["scores"]]
+    recommended = call("recommend", request["recommend_all"])
+    result["rec_all_ids"] = recommended[names["item_ids"]].astype(str)
+
+    result["item_embeddings"] = call("embed_items", request["items"])[names["embedding"]]
+    result["catalog_embeddings"] = loaded.catalog_embeddings.numpy()
+    result["catalog_ids"] = loaded.catalog_item_ids.numpy().astype(str)
+
+    # As TF Serving loads it: the TF1 SavedModel loader in a session, signature by tensor name.
+    with tf.compat.v1.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], model_dir)
+        signature = meta_graph.signature_def[names["serving_default"]]
+        result["score_tf1"] = session.run(
+            signature.outputs[score_key].name,
+            {signature.inputs[examples_key].name: [bytes.fromhex(e)
+                                                   for e in examples["values"]]})
+    np.savez(result_path, **result)
+""")
+
+
+def _tensor_spec(values: List, dtype: str, hex_bytes: bool = False) -> Dict[str, object]:
+    """A JSON-able tensor for the serving script."""
+    return {"values": values, "dtype": dtype, "hex": hex_bytes}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Synthetic splits -> Transform analysis -> run_fn; returns paths and rows."""
+    examples_root = str(tmp_path_factory.mktemp("examples"))
+    rows = synthetic.write_examples(examples_root)
+    transform_dir = str(tmp_path_factory.mktemp("transform_output"))
+    synthetic.run_transform_analysis(examples_root, transform_dir, synthetic.raw_schema(),
+                                     synthetic.transform_custom_config())
+    fn_args = make_fn_args(examples_root, transform_dir, str(tmp_path_factory.mktemp("model")))
+    trainer.run_fn(fn_args)
+    return {"fn_args": fn_args, "rows": rows}
+
+
+@pytest.fixture(scope="module")
+def served(trained, tmp_path_factory):
+    """Runs every signature in a fresh TensorFlow-only process; returns the results."""
+    rows = trained["rows"]
+    eval_rows = (rows["eval"] * 2)[:64]
+    degraded_row = dict(rows["eval"][0])
+    degraded_row.update({features.IMAGE: b"", features.TITLE: "", features.DESCRIPTION: ""})
+    degraded = [
+        serving_example(degraded_row),
+        # content features absent altogether parse as "" (masked)
+        serving_example(rows["eval"][1], drop=(features.IMAGE, features.TITLE,
+                                               features.DESCRIPTION)),
+        serving_example({**rows["eval"][2], features.HISTORY: []}),
+    ]
+    users = [r for r in rows["eval"] if r[features.HISTORY]][:6]
+    history_length = synthetic.TEST_DATA_CONFIG.history_length
+    recommend = {
+        features.USER_ID: [r[features.USER_ID] for r in users] + ["never_seen_user"],
+        # Right-padded with "" as a client pads a batch of short histories.
+        features.HISTORY: [(r[features.HISTORY] + [""] * history_length)[:history_length]
+                           for r in users] + [[""] * history_length],
+        features.DEVICE: [r[features.DEVICE] for r in users] + [""],
+        features.TIMESTAMP: [r[features.TIMESTAMP] for r in users] + [0],
+        export.K: [3] * len(users) + [5],
+    }
+    recommend_dtypes = {features.TIMESTAMP: "int64", export.K: "int32"}
+    items = rows["items"][:5]
+    request = {
+        "names": {"serving_default": export.SERVING_DEFAULT, "recommend": export.RECOMMEND,
+                  "embed_items": export.EMBED_ITEMS, "examples": export.EXAMPLES,
+                  "score": export.SCORE, "item_ids": export.ITEM_IDS,
+                  "scores": export.SCORES, "embedding": export.EMBEDDING},
+        "examples": _tensor_spec([serving_example(r).hex() for r in eval_rows], "string",
+                                 hex_bytes=True),
+        "degraded": _tensor_spec([e.hex() for e in degraded], "string", hex_bytes=True),
+        "recommend": {name: _tensor_spec(values, recommend_dtypes.get(name, "string"))
+                      for name, values in recommend.items()},
+        "recommend_all": {name: _tensor_spec(values[:1], recommend_dtypes.get(name, "string"))
+                          for name, values in recommend.items()},
+        "items": {
+            name: (_tensor_spec([i[name].hex() for i in items], "string", hex_bytes=True)
+                   if name == features.IMAGE else
+                   _tensor_spec([i[name] for i in items],
+                                "float32" if name == features.PRICE else "string"))
+            for name in transform.ITEM_INPUTS},
+    }
+    request["recommend_all"][export.K]["values"] = [1000]  # more than the catalogue holds
+    work = tmp_path_factory.mktemp("serving")
+    request_path, result_path = work / "request.json", work / "result.npz"
+    request_path.write_text(json.dumps(request))
+    script = work / "serve.py"
+    script.write_text(_SERVING_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    completed = subprocess.run(
+        [sys.executable, str(script), trained["fn_args"].serving_model_dir, str(request_path),
+         str(result_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = dict(np.load(result_path))
+    result["recommend"] = recommend
+    return result
+
+
+# ---- exported model, served from a fresh process -------------------------------------------
+def test_serving_default_scores_serialized_examples(served):
+    scores = served["score_64"]
+    assert scores.shape == (64,)
+    assert np.all(np.isfinite(scores)) and np.all((scores > 0) & (scores < 1))
+    np.testing.assert_allclose(served["score_tf1"], scores, atol=1e-6)
+
+
+def test_same_score_at_batch_sizes_1_7_64(served):
+    np.testing.assert_allclose(served["score_7"], served["score_64"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(served["score_1"], served["score_64"], atol=1e-5, rtol=0)
+
+
+def test_missing_image_empty_text_and_no_history_still_score(served):
+    degraded = served["score_degraded"]
+    assert degraded.shape == (3,) and np.all(np.isfinite(degraded))
+
+
+def test_recommend_top_k_from_catalogue_excluding_history(served, trained):
+    request = served["recommend"]
+    catalogue = {item[features.ITEM_ID] for item in trained["rows"]["items"]}
+    ids, scores = served["rec_ids"], served["rec_scores"]
+    assert ids.shape == (len(request[features.USER_ID]), max(request[export.K]))
+    assert np.all(np.isfinite(scores))
+    for row_ids, row_scores, history in zip(ids, scores, request[features.HISTORY]):
+        assert set(row_ids) <= catalogue
+        assert not set(row_ids) & set(history)
+        assert len(set(row_ids)) == len(row_ids)
+        assert np.all(np.diff(row_scores) <= 1e-6)  # best first
+
+
+def test_recommend_caps_k_at_catalogue_and_never_returns_history(served, trained):
+    history = {h for h in served["recommend"][features.HISTORY][0] if h}
+    ids = served["rec_all_ids"][0]
+    assert ids.shape == (synthetic.NUM_ITEMS,)
+    returned = [i for i in ids if i]
+    assert len(returned) == synthetic.NUM_ITEMS - len(history)
+    assert not set(returned) & history
+    assert list(ids[len(returned):]) == [""] * len(history)  # unfillable slots last
+
+
+def test_embed_items_shapes_and_catalogue_consistency(served, trained):
+    embeddings = served["item_embeddings"]
+    assert embeddings.shape == (5, TEST_MODEL_CONFIG.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    catalogue = served["catalog_embeddings"]
+    assert catalogue.shape == (synthetic.NUM_ITEMS, TEST_MODEL_CONFIG.embedding_dim)
+    assert list(served["catalog_ids"]) == [i[features.ITEM_ID]
+                                          for i in trained["rows"]["items"]]
+    # The same raw item features give the same vector online and in the exported catalogue.
+    np.testing.assert_allclose(embeddings, catalogue[:5], atol=1e-5)
+
+
+def test_training_wrote_tensorboard_logs(trained):
+    run_dir = trained["fn_args"].model_run_dir
+    logged = [os.path.join(d, f) for d, _, files in os.walk(run_dir) for f in files]
+    assert any("train" in p for p in logged) and any("validation" in p for p in logged)
+
+
+def test_catalog_file_patterns_are_the_sibling_split():
+    assert trainer.catalog_file_patterns(["/a/Examples/7/Split-train/*"]) == [
+        "/a/Examples/7/Split-catalog/*"]
+
+
+# ---- building blocks -------------------------------------------------------------------------
+def test_retrieval_loss_matches_hand_computation_with_log_q():
+    log_q = np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32))
+    task = RetrievalTask(temperature=0.5, item_log_q=log_q)
+    queries = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), axis=1)
+    items = tf.math.l2_normalize(tf.constant([[1.0, 0.2], [0.3, 1.0], [1.0, -1.0]]), axis=1)
+    item_ids = tf.constant([1, 2, 3], tf.int64)
+    labels = tf.constant([1, 1, 0], tf.int64)  # the third row is an impression: not used
+    loss = task(queries, items, item_ids, labels).numpy()
+
+    q, c = queries.numpy()[:2], items.numpy()[:2]
+    logits = q @ c.T / 0.5 - log_q[[1, 2]][None, :]
+    expected = np.mean([np.log(np.exp(logits[r]).sum()) - logits[r, r] for r in range(2)])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_retrieval_masks_repeated_items_and_guards_no_positives():
+    task = RetrievalTask(temperature=1.0, item_vocab_size=4)
+    embeddings = tf.math.l2_normalize(tf.random.stateless_normal([3, 4], seed=[1, 2]), axis=1)
+    same_item = tf.constant([2, 2, 2], tf.int64)
+    # All positives are the same item: no negatives remain, so the loss is exactly 0.
+    np.testing.assert_allclose(task(embeddings, embeddings, same_item,
+                                    tf.constant([1, 1, 1])).numpy(), 0.0, atol=1e-6)
+    no_positive = task(embeddings, embeddings, same_item, tf.constant([0, 0, 0]))
+    assert no_positive.numpy() == 0.0
+
+
+def test_png_decoding_masks_missing_and_corrupt_images():
+    red = tf.io.encode_png(tf.fill([4, 4, 3], tf.constant(255, tf.uint8))).numpy()
+    pixels, mask = decode_png_batch(tf.constant([red, b"", b"not a png"]), image_size=4)
+    assert mask.numpy().tolist() == [1.0, 0.0, 0.0]
+    np.testing.assert_allclose(pixels.numpy()[0], 1.0)
+    np.testing.assert_allclose(pixels.numpy()[1:], 0.0)
+
+
+def test_text_encoder_masks_empty_text():
+    encoder = TextEncoder(vocab_size=10, max_tokens=4, model_dim=8, num_heads=2, num_layers=1,
+                          ff_dim=8, dropout=0.0)
+    pooled, mask = encoder(tf.constant([[3, 4, 0, 0], [0, 0, 0, 0]], tf.int64))
+    assert mask.numpy().tolist() == [1.0, 0.0]
+    assert np.all(np.isfinite(pooled.numpy())) and np.all(pooled.numpy()[1] == 0)
+    assert TextEncoder.from_config(encoder.get_config()).get_config() == encoder.get_config()
+
+
+def test_history_attention_ignores_padding_and_survives_empty_history():
+    attention = HistoryAttention(units=4)
+    history = tf.random.stateless_normal([2, 3, 4], seed=[3, 4])
+    context = tf.random.stateless_normal([2, 6], seed=[5, 6])
+    mask = tf.constant([[True, False, False], [False, False, False]])
+    pooled, has_history = attention(context, history, mask)
+    np.testing.assert_allclose(pooled.numpy()[0], history.numpy()[0, 0], rtol=1e-5)
+    np.testing.assert_allclose(pooled.numpy()[1], 0.0)
+    assert has_history.numpy().tolist() == [1.0, 0.0]
+
+
+def test_layer_configs_round_trip():
+    from components.model.image_encoder import ImageEncoder
+    from components.model.ranking import RankingTask
+    from components.model.towers import ItemTower, QueryTower
+    item_tower = ItemTower(embedding_dim=8, id_embedding_dim=4, item_vocab_size=10,
+                           category_vocab_size=5, text_vocab_size=20, text_max_tokens=6,
+                           image_size=8, cnn_filters=(4, 8), text_embedding_dim=8, text_heads=2,
+                           text_layers=1, text_ff_dim=8, dropout=0.1, use_item_id=False)
+    layers = [
+        item_tower,
+        QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
+                   item_id_embedding=item_tower.item_id_embedding, dropout=0.1),
+        ImageEncoder((4, 8), 16), RankingTask([16], 0.1), HistoryAttention(4),
+        RetrievalTask(0.1, item_vocab_size=10),
+    ]
+    for layer in layers:
+        config = layer.get_config()
+        assert type(layer).from_config(config).get_config() == config
