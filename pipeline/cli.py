@@ -97,5 +97,34 @@ def demo(experiment: str, workdir: str, seed: int, overrides: Sequence[str]) -> 
     _exit_now(demo_lib.run_demo(config, workdir, seed, console))
 
 
+@main.command("schema-diff")
+@click.option("--workdir", type=click.Path(exists=True, file_okay=False), default="runs/demo",
+              show_default=True, help="A local run whose newest statistics are compared.")
+@click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True,
+              help="Whose curated schema to compare against.")
+@click.option("--write-inferred", type=click.Path(dir_okay=False), default=None,
+              help="Also write the inferred schema (text proto) here for review.")
+def schema_diff(workdir: str, experiment: str, write_inferred: str) -> None:
+    """Infers a schema from the newest statistics and lists how it differs from the curated one."""
+    from pipeline import schema_tools
+    config = _load_config(experiment, ())
+    curated = os.path.join(config_lib.project_root(), config.schema_file)
+    stats = schema_tools.latest_statistics(workdir)
+    lines = schema_tools.infer_and_diff(stats, curated, write_inferred)
+    console.print(f"statistics: {stats}\ncurated:    {curated}")
+    for line in lines or ["no differences that need review"]:
+        console.print(line, markup=False)
+    if write_inferred:
+        console.print(f"inferred schema written to {write_inferred}")
+
+
+def _register_subcommands() -> None:
+    """Commands that live beside the code they drive."""
+    from components.importers.cli import import_data
+    main.add_command(import_data)
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

@@ -22,7 +22,6 @@ from components.validation_gate import AnomaliesGate
 from pipeline.config import HyperrecConfig, project_root
 
 MODEL_NAME = "hyperrec"
-SCHEMA_FILE = os.path.join(project_root(), "schemas", "schema.pbtxt")
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
 
@@ -79,7 +78,11 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
     example_gen = example_gen_component(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], exclude_splits=[features.CATALOG_SPLIT])
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    for ingest in (example_gen, statistics_gen):
+        ingest.with_beam_pipeline_args(
+            [f"--direct_running_mode={config.ingest_running_mode}"])
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=os.path.join(project_root(), config.schema_file))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
         exclude_splits=[features.CATALOG_SPLIT])

@@ -76,8 +76,8 @@ def _configure_logging() -> None:
               help="Append every request and response (PredictionLog TFRecords) here.")
 @_bool_flag("--enable_model_warmup", True,
             "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
-@click.option("--grpc_max_threads", type=int, default=16, show_default=True,
-              help="Threads serving gRPC calls.")
+@click.option("--grpc_max_threads", type=int, default=64, show_default=True,
+              help="Threads serving gRPC calls (a batch cannot be larger than this).")
 def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_port: int,
           host: str, model_config_file: Optional[str],
           model_config_file_poll_wait_seconds: float, enable_batching: bool,

@@ -102,7 +102,7 @@ class GrpcServer:
     """The gRPC listener on `host:port` (port 0 picks a free one)."""
 
     def __init__(self, host: str, port: int, manager: ModelManager, tracker: RequestTracker,
-                 max_workers: int = 16, max_message_bytes: int = 0):
+                 max_workers: int = 64, max_message_bytes: int = 0):
         # TF Serving accepts messages up to 2 GiB (SetMaxMessageSize(kint32max)).
         limit = max_message_bytes if max_message_bytes > 0 else (1 << 31) - 1
         options: List = [("grpc.max_receive_message_length", limit),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import logging
 import re
+import socket
 import socketserver
 import threading
 import zlib
@@ -37,6 +38,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "hyperrec-model-server"
     sys_version = ""
     server: "_HttpServer"
+
+    def setup(self) -> None:
+        super().setup()
+        # Answers are small and written at once: no Nagle delay waiting for a delayed ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib signature)
         LOG.debug("%s - %s", self.address_string(), format % args)
@@ -87,9 +93,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
+        # Headers and body leave in one write (end_headers() would flush the headers alone).
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.wfile.write(b"".join(self._headers_buffer))
+        self._headers_buffer = []
 
     def _handle(self) -> None:
         method, path = self.command, self.path

@@ -43,12 +43,19 @@ class ServingMetrics:
             ":tensorflow:serving:batching_session:processed_batch_size",
             "Tracks the batch size distribution on processing.", buckets=_BATCH_SIZE_BUCKETS,
             registry=self.registry)
+        self._children = {}  # label values -> (count, latency) children: labels() is not free
 
     def observe_request(self, model_name: str, api: str, entrypoint: str, status: str,
                         seconds: float) -> None:
-        self.request_count.labels(model_name=model_name, status=status).inc()
-        self.request_latency.labels(model_name=model_name, API=api,
-                                    entrypoint=entrypoint).observe(seconds * 1e6)
+        key = (model_name, api, entrypoint, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.request_count.labels(model_name=model_name, status=status),
+                        self.request_latency.labels(model_name=model_name, API=api,
+                                                    entrypoint=entrypoint))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds * 1e6)
 
     def observe_load(self, model_path: str, ok: bool) -> None:
         self.load_attempts.labels(model_path=model_path, status="success" if ok else "fail").inc()

@@ -41,7 +41,7 @@ class ServerOptions:
     request_log_dir: Optional[str] = None
     request_log_max_file_bytes: int = 64 * 1024 * 1024
     enable_warmup: bool = True
-    grpc_max_threads: int = 16
+    grpc_max_threads: int = 64
 
 
 class ModelServer:

@@ -183,7 +183,8 @@ def test_customer_sample_is_seeded_and_uniform_over_customers():
 
 
 def test_tiny_table_import_writes_the_contract(tmp_path):
-    report = online_retail.import_table(TABLE, {"file": "tiny"}, str(tmp_path), span_days=1)
+    report = online_retail.import_table(TABLE, {"file": "tiny"}, str(tmp_path), span_days=1,
+                                        negatives_per_purchase=0)
     events = check_contract_tree(str(tmp_path), report)
     assert len(events) == report["interactions"]["events"] == 6
     assert report["timeline"] == {"start": "2010-12-01T00:00:00Z",
@@ -191,6 +192,24 @@ def test_tiny_table_import_writes_the_contract(tmp_path):
                                   "first_sale": "2010-12-01T08:26:00Z",
                                   "last_sale": "2010-12-01T10:16:00Z"}
     assert json.loads((tmp_path / contract.REPORT_FILE).read_text()) == report
+
+
+def test_sampled_negatives_are_outside_the_basket_on_sale_and_seeded():
+    events = pd.DataFrame({
+        "user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "z"],
+        "timestamp": [100, 100, 200, 300], "event": "purchase", "device": "unknown"})
+    items = pd.DataFrame({"item_id": ["x", "y", "z"], "first_seen": [0, 0, 250]})
+    negatives, counts = online_retail.sample_negatives(events, items, 5, seed=3)
+    assert (negatives["event"] == "impression").all()
+    assert counts["negatives_sampled"] == len(negatives) > 0
+    assert counts["negatives_sampled"] + counts["negatives_rejected"] == 4 * 5
+    basket = set(zip(events["user_id"], events["timestamp"], events["item_id"]))
+    on_sale = dict(zip(items["item_id"], items["first_seen"]))
+    for user, item, ts in zip(negatives["user_id"], negatives["item_id"], negatives["timestamp"]):
+        assert (user, ts, item) not in basket  # never a bought item of that basket
+        assert on_sale[item] <= ts  # never an item before it was on sale
+    assert negatives.equals(online_retail.sample_negatives(events, items, 5, seed=3)[0])
+    assert online_retail.sample_negatives(events, items, 0, seed=3)[0].empty
 
 
 # ---- the fast R data reader -----------------------------------------------------------------
@@ -223,7 +242,7 @@ def retail(shared_data):
 @pytest.fixture(scope="module")
 def full_import(retail, tmp_path_factory):
     out = tmp_path_factory.mktemp("retail_full")
-    return str(out), online_retail.import_table(*retail, str(out))
+    return str(out), online_retail.import_table(*retail, str(out), negatives_per_purchase=0)
 
 
 def test_full_online_retail_import_counts(full_import):
@@ -256,7 +275,10 @@ def test_online_retail_sample_cli_is_deterministic_and_keeps_the_contract(
     online_retail.import_table(*retail, str(second), max_customers=50, seed=0)
     assert tree_digest(first) == tree_digest(second)  # CLI == API, byte for byte
 
-    events = check_contract_tree(str(first), report)
+    rows = check_contract_tree(str(first), report)
+    events = [row for row in rows if row[3] == "purchase"]
+    negatives = [row for row in rows if row[3] == "impression"]
+    assert len(negatives) == report["interactions"]["negatives_sampled"] > 0
     assert len({row[0] for row in events}) == report["interactions"]["customers_written"] == 50
     assert report["timeline"] == full_import[1]["timeline"]  # a sample keeps the spans
     # Every event comes from a kept (so never a cancelled) line of its customer and invoice.

@@ -107,3 +107,15 @@ def test_trainer_inside_the_pipeline_used_the_same_keras_as_a_plain_import(tiny_
     with open(os.path.join(model_run.uri, "keras.json")) as f:
         inside = json.load(f)
     assert [inside["module"], inside["version"]] == _keras_seen_after("import components")
+
+
+def test_schema_diff_command_compares_the_run_statistics_with_the_curated_schema(tiny_run):
+    from click.testing import CliRunner
+    from pipeline import cli
+    paths, _ = tiny_run
+    result = CliRunner().invoke(cli.main, ["schema-diff", "--workdir", paths.workdir,
+                                           "--experiment", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "FeatureStats.pb" in result.output
+    # The sample data never produces the curated fallback value "unknown".
+    assert "'item_category' curated values not seen in the new data: ['unknown']" in result.output

@@ -28,7 +28,7 @@ def test_describe_anomalies_names_split_feature_and_reason():
 
 
 def _corrupt_latest_span(data_root: str) -> None:
-    """A negative price and a category outside the schema's domain in the latest span."""
+    """Negative and NaN prices and a category outside the schema's domain in the latest span."""
     spans = sorted(int(n.split("-")[1]) for n in os.listdir(data_root) if n.startswith("span-"))
     path = os.path.join(data_root, f"span-{spans[-1]}", "items.csv")
     with open(path, newline="", encoding="utf-8") as f:
@@ -37,6 +37,8 @@ def _corrupt_latest_span(data_root: str) -> None:
         row["price"] = "-5.00"
     for row in rows[10:20]:
         row["category"] = "spaceships"
+    for row in rows[20:30]:
+        row["price"] = "nan"
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(features.ITEM_COLUMNS))
         writer.writeheader()
@@ -52,7 +54,8 @@ def test_a_span_with_anomalies_stops_before_training(tmp_path):
         local_runner.run(config_lib.load("tiny"), data_root, str(tmp_path / "run"))
     message = str(raised.value)
     assert "item_price" in message and "item_category" in message, message
-    assert "spaceships" in message or "Unexpected string values" in message, message
+    assert "spaceships" in message, message  # the offending value is named
+    assert "NaN values" in message and "Unexpectedly low values" in message, message
 
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(
         str(tmp_path / "run" / "metadata.sqlite")))

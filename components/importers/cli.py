@@ -26,15 +26,19 @@ def import_data() -> None:
 @click.option("--max-customers", type=click.IntRange(min=1), default=None,
               help="Keep a seeded random sample of this many customers (for quick runs).")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the customer sample.")
+              help="Seed of the customer sample and of the sampled negatives.")
+@click.option("--negatives-per-purchase", type=click.IntRange(min=0), default=1,
+              show_default=True,
+              help="Popularity-sampled 'impression' rows per purchase (0: purchases only).")
 def online_retail(path: str, out_dir: str, span_days: int, max_customers: Optional[int],
-                  seed: int) -> None:
+                  seed: int, negatives_per_purchase: int) -> None:
     """UCI Online Retail (.rda/.rds, e.g. onlineretail.rda) -> purchases and a catalogue."""
     from components.importers import online_retail as importer
 
     start = time.monotonic()
     try:
-        report = importer.import_online_retail(path, out_dir, span_days, max_customers, seed)
+        report = importer.import_online_retail(path, out_dir, span_days, max_customers, seed,
+                                               negatives_per_purchase)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     _print_summary("online retail", report, time.monotonic() - start, out_dir, {

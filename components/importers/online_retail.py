@@ -183,6 +183,47 @@ def build_events(lines: pd.DataFrame) -> tuple[pd.DataFrame, Dict[str, int]]:
     return events[list(contract.INTERACTION_HEADER)], counts
 
 
+IMPRESSION = "impression"  # how a sampled negative is written (features.EVENTS)
+
+
+def sample_negatives(events: pd.DataFrame, items: pd.DataFrame, per_purchase: int, seed: int
+                     ) -> tuple[pd.DataFrame, Dict[str, int]]:
+    """Sampled negatives for a purchase-only log, written as `impression` rows.
+
+    Online Retail records what was bought, never what was shown and passed over, so a ranking
+    head (and the Evaluator's AUC gate) would see only positives. Each purchase moment (a
+    customer's basket at one invoice time) gets `per_purchase` items per purchased line drawn
+    by popularity among the items already on sale at that time and not in that basket — the
+    usual popularity-sampled negatives of implicit-feedback recommenders. They are a training
+    device, not observations: the import report counts them apart from the real events.
+    """
+    if per_purchase <= 0 or events.empty:
+        return events.iloc[0:0], {"negatives_sampled": 0, "negatives_rejected": 0}
+    popularity = events["item_id"].value_counts().sort_index()
+    candidates = popularity.index.to_numpy()
+    first_seen = items.set_index("item_id")["first_seen"].reindex(candidates).to_numpy()
+    probabilities = popularity.to_numpy() / popularity.sum()
+    rng = np.random.Generator(np.random.PCG64(seed + 1))
+    ordered = events.sort_values(["timestamp", "user_id", "item_id"], kind="mergesort")
+    drawn = rng.choice(len(candidates), size=(len(ordered), per_purchase), p=probabilities)
+    rows = pd.DataFrame({
+        "user_id": np.repeat(ordered["user_id"].to_numpy(), per_purchase),
+        "item_id": candidates[drawn.reshape(-1)],
+        "timestamp": np.repeat(ordered["timestamp"].to_numpy(), per_purchase),
+        "first_seen": first_seen[drawn.reshape(-1)],
+    })
+    basket = set(zip(ordered["user_id"], ordered["timestamp"], ordered["item_id"]))
+    keep = (rows["first_seen"] <= rows["timestamp"]) & ~pd.Series(
+        [key in basket for key in zip(rows["user_id"], rows["timestamp"], rows["item_id"])])
+    negatives = rows[keep].drop_duplicates(["user_id", "item_id", "timestamp"])
+    negatives = pd.DataFrame({
+        "user_id": negatives["user_id"], "item_id": negatives["item_id"],
+        "timestamp": negatives["timestamp"], "event": IMPRESSION, "device": features.UNKNOWN,
+    }).reset_index(drop=True)
+    counts = {"negatives_sampled": len(negatives), "negatives_rejected": len(rows) - len(negatives)}
+    return negatives[list(contract.INTERACTION_HEADER)], counts
+
+
 def sample_customers(events: pd.DataFrame, max_customers: Optional[int], seed: int) -> pd.DataFrame:
     """The events of `max_customers` customers drawn uniformly (seeded), or all events."""
     customers = np.sort(events["user_id"].unique())
@@ -211,15 +252,23 @@ def read_source(path: str) -> tuple[pd.DataFrame, Dict[str, Any]]:
     return table, source
 
 
+DEFAULT_NEGATIVES_PER_PURCHASE = 1
+
+
 def import_online_retail(path: str, out_dir: str, span_days: int = 28,
-                         max_customers: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
+                         max_customers: Optional[int] = None, seed: int = 0,
+                         negatives_per_purchase: int = DEFAULT_NEGATIVES_PER_PURCHASE
+                         ) -> Dict[str, Any]:
     """Reads, cleans and writes Online Retail under `out_dir`; returns the import report."""
     raw, source = read_source(path)
-    return import_table(raw, source, out_dir, span_days, max_customers, seed)
+    return import_table(raw, source, out_dir, span_days, max_customers, seed,
+                        negatives_per_purchase)
 
 
 def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_days: int = 28,
-                 max_customers: Optional[int] = None, seed: int = 0) -> Dict[str, Any]:
+                 max_customers: Optional[int] = None, seed: int = 0,
+                 negatives_per_purchase: int = DEFAULT_NEGATIVES_PER_PURCHASE
+                 ) -> Dict[str, Any]:
     """The import of an already-read Online Retail table (what import_online_retail runs)."""
     if span_days < 1:
         raise ValueError("span_days must be at least 1")
@@ -233,6 +282,9 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
     if events["user_id"].nunique() < all_customers:
         # A sample is self-contained: its catalogue is what its customers bought.
         items = items[items["item_id"].isin(set(events["item_id"]))]
+    negatives, negative_counts = sample_negatives(events, items, negatives_per_purchase, seed)
+    purchases = events
+    events = pd.concat([purchases, negatives], ignore_index=True)
     # The timeline is the whole file's, so a sample's spans are the full import's spans.
     first_sale, last_sale = (int(clean.lines["timestamp"].min()),
                              int(clean.lines["timestamp"].max()))
@@ -243,7 +295,8 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
     report = {
         "importer": "online-retail",
         "source": {**source, "lines": clean.lines_read, "customers": clean.customers_read},
-        "options": {"span_days": span_days, "max_customers": max_customers, "seed": seed},
+        "options": {"span_days": span_days, "max_customers": max_customers, "seed": seed,
+                    "negatives_per_purchase": negatives_per_purchase},
         "cleaning": {
             "rules": DROP_RULES,
             "rule_order": list(DROP_RULES),
@@ -255,7 +308,8 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
         "catalogue": {**item_counts, "items_written": len(items)},
         "interactions": {
             **event_counts,
-            "events": len(events),
+            "events": len(purchases),
+            **negative_counts,
             "events_by_type": contract.count_by(events["event"]),
             "customers_with_events": all_customers,
             "customers_written": int(events["user_id"].nunique()),

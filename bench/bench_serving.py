@@ -1,0 +1,241 @@
+"""Serving benchmark: REST and gRPC against calling the same signature in-process.
+
+Measures p50/p99 latency and throughput at 1, 8 and 32 concurrent clients, with server-side
+batching off and on, all in one run and on one machine, then prints the ratios the serving
+design is judged by:
+- gRPC p50 at 1 client / in-process p50 at 1 client (target: <= 1.3x);
+- throughput at 32 clients, batching on / batching off (target: >= 3x).
+The model is a two-layer MLP (serving/testing.py DenseModel) whose 32 MB of weights make a
+batch-1 call memory-bound: exactly the per-call cost that batching shares between requests.
+Each server is its own `python -m serving` process (so the clients do not share its GIL);
+everything listens on 127.0.0.1. Total run time is bounded (about 1-1.5 minutes).
+
+    python bench/bench_serving.py [--seconds 2.5] [--width 1024] [--hidden 4096]
+"""
+from __future__ import annotations
+
+import serving  # noqa: F401  (Keras env before TensorFlow)
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving import testing
+
+MODEL = "dense"
+CONCURRENCY = (1, 8, 32)
+BATCHING_PARAMETERS = """\
+max_batch_size { value: 32 }
+batch_timeout_micros { value: 1000 }
+max_enqueued_batches { value: 1000 }
+num_batch_threads { value: 2 }
+"""
+
+Caller = Callable[[], None]
+
+
+def measure(make_caller: Callable[[], Caller], clients: int, seconds: float
+            ) -> Dict[str, float]:
+    """Runs `clients` threads calling in a loop; latency percentiles and throughput."""
+    warmup = min(0.5, seconds / 4)
+    start = time.perf_counter()
+    measure_from, measure_to = start + warmup, start + warmup + seconds
+    latencies: List[List[float]] = [[] for _ in range(clients)]
+    errors: List[BaseException] = []
+
+    def client(index: int) -> None:
+        try:
+            call = make_caller()
+            while True:
+                began = time.perf_counter()
+                if began >= measure_to:
+                    return
+                call()
+                if began >= measure_from:
+                    latencies[index].append(time.perf_counter() - began)
+        except BaseException as err:  # reported below: a benchmark must not hide failures
+            errors.append(err)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed: {errors[0]!r}")
+    merged = sorted(x for per_client in latencies for x in per_client)
+    return {"p50_ms": 1e3 * merged[len(merged) // 2],
+            "p99_ms": 1e3 * merged[min(len(merged) - 1, int(len(merged) * 0.99))],
+            "rps": len(merged) / seconds, "calls": len(merged)}
+
+
+# ---- the three ways of calling the model --------------------------------------------------
+
+def in_process_caller(model_dir: str, row: np.ndarray) -> Callable[[], Caller]:
+    function = tf.saved_model.load(model_dir).signatures["serving_default"]
+
+    def make() -> Caller:
+        return lambda: function(x=tf.constant(row))
+    return make
+
+
+def rest_caller(port: int, row: np.ndarray) -> Callable[[], Caller]:
+    body = json.dumps({"instances": row.tolist()})
+    path = f"/v1/models/{MODEL}:predict"
+
+    def make() -> Caller:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def call() -> None:
+            connection.request("POST", path, body, {"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            data = answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"HTTP {answer.status}: {data[:200]!r}")
+        return call
+    return make
+
+
+def grpc_caller(port: int, row: np.ndarray) -> Callable[[], Caller]:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(row))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+    def make() -> Caller:
+        return lambda: stub.Predict(request, timeout=60)
+    return make
+
+
+# ---- servers ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def model_server(base: str, work: str, batching: bool) -> Iterator[Tuple[int, int]]:
+    grpc_port, rest_port = testing.free_port(), testing.free_port()
+    args = ["--model_name", MODEL, "--model_base_path", base, "--port", str(grpc_port),
+            "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0",
+            "--grpc_max_threads", "64"]
+    if batching:
+        parameters = os.path.join(work, "batching_parameters.txt")
+        with open(parameters, "w", encoding="utf-8") as handle:
+            handle.write(BATCHING_PARAMETERS)
+        args += ["--enable_batching", "--batching_parameters_file", parameters]
+    log = os.path.join(work, f"server-batching-{'on' if batching else 'off'}.log")
+    process = testing.start_server_process(args, log)
+    try:
+        testing.wait_until_serving(rest_port, MODEL, timeout=120, process=process)
+        yield grpc_port, rest_port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except Exception:
+            process.kill()
+            process.wait(30)
+
+
+def check_same_answer(model_dir: str, row: np.ndarray, grpc_port: int, rest_port: int) -> None:
+    """All three paths compute the same thing (a benchmark of wrong answers is worthless)."""
+    expected = tf.saved_model.load(model_dir).signatures["serving_default"](
+        x=tf.constant(row))["y"].numpy()
+    connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=60)
+    connection.request("POST", f"/v1/models/{MODEL}:predict",
+                       json.dumps({"instances": row.tolist()}))
+    over_rest = np.array(json.loads(connection.getresponse().read())["predictions"])
+    connection.close()
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(row))
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+    np.testing.assert_allclose(over_rest, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["y"]), expected, rtol=1e-5,
+                               atol=1e-5)
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+def print_table(results: Dict[Tuple[str, str, int], Dict[str, float]]) -> None:
+    print(f"\n{'path':<11} {'batching':<9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'req/s':>9} {'calls':>7}")
+    for (path, batching, clients), row in results.items():
+        print(f"{path:<11} {batching:<9} {clients:>7} {row['p50_ms']:>8.2f} "
+              f"{row['p99_ms']:>8.2f} {row['rps']:>9.1f} {row['calls']:>7d}")
+
+
+def print_ratios(results: Dict[Tuple[str, str, int], Dict[str, float]]) -> None:
+    base = results[("in-process", "-", 1)]["p50_ms"]
+    print("\nratios (same run, same machine)")
+    for path in ("grpc", "rest"):
+        for batching in ("off", "on"):
+            ratio = results[(path, batching, 1)]["p50_ms"] / base
+            target = "  (target <= 1.3x)" if (path, batching) == ("grpc", "off") else ""
+            print(f"  {path} p50 @1 client, batching {batching:<3} / in-process p50: "
+                  f"{ratio:5.2f}x{target}")
+    for path in ("grpc", "rest"):
+        for clients in (8, 32):
+            ratio = results[(path, "on", clients)]["rps"] / results[(path, "off", clients)]["rps"]
+            target = "  (target >= 3x)" if clients == 32 else ""
+            print(f"  {path} throughput @{clients} clients, batching on / off: {ratio:5.2f}x"
+                  f"{target}")
+    for clients in CONCURRENCY:
+        ratio = results[("grpc", "on", clients)]["rps"] / results[("in-process", "-", clients)][
+            "rps"]
+        print(f"  grpc (batching on) / in-process throughput @{clients} clients: {ratio:5.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=2.5, help="measured seconds per cell")
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, default=4096)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    work = tempfile.mkdtemp(prefix="bench-serving-")
+    try:
+        base = os.path.join(work, MODEL)
+        model_dir = testing.save_dense(os.path.join(base, "1"), args.width, args.hidden)
+        row = np.random.default_rng(0).standard_normal((1, args.width)).astype(np.float32)
+        print(f"model: x[1,{args.width}] -> relu(x W1[{args.width},{args.hidden}]) "
+              f"W2[{args.hidden},{args.width}]; cpus: {os.cpu_count()}; "
+              f"{args.seconds}s per cell")
+        results: Dict[Tuple[str, str, int], Dict[str, float]] = {}
+        caller = in_process_caller(model_dir, row)
+        for clients in CONCURRENCY:
+            results[("in-process", "-", clients)] = measure(caller, clients, args.seconds)
+        for batching in (False, True):
+            with model_server(base, work, batching) as (grpc_port, rest_port):
+                check_same_answer(model_dir, row, grpc_port, rest_port)
+                label = "on" if batching else "off"
+                for path, make in (("grpc", grpc_caller(grpc_port, row)),
+                                   ("rest", rest_caller(rest_port, row))):
+                    for clients in CONCURRENCY:
+                        results[(path, label, clients)] = measure(make, clients, args.seconds)
+        ordered = dict(sorted(results.items(), key=lambda kv: (
+            ["in-process", "grpc", "rest"].index(kv[0][0]), kv[0][1], kv[0][2])))
+        print_table(ordered)
+        print_ratios(results)
+        print(f"\ntotal benchmark time: {time.perf_counter() - started:.0f}s; "
+              f"median of p50s: {statistics.median(r['p50_ms'] for r in results.values()):.2f} ms")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
