@@ -20,6 +20,7 @@ class RunPaths:
     """Where a local run keeps its artifacts, metadata and pushed models."""
 
     workdir: str
+    data_root: str = ""
 
     @property
     def pipeline_root(self) -> str:
@@ -44,7 +45,7 @@ def run(config: HyperrecConfig, data_root: str, workdir: str,
         console: Optional[Console] = None) -> RunPaths:
     """Runs the whole pipeline once and returns where it wrote things."""
     console = console or Console()
-    paths = RunPaths(os.path.abspath(workdir))
+    paths = RunPaths(os.path.abspath(workdir), os.path.abspath(data_root))
     pipeline = pipeline_def.create_pipeline(
         config, data_root=os.path.abspath(data_root), pipeline_root=paths.pipeline_root,
         serving_dir=paths.serving_dir, metadata_path=paths.metadata_path,

@@ -7,6 +7,7 @@ model) -> Pusher (a new integer version under the serving base path, blessed mod
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import List, Optional
 
@@ -18,12 +19,32 @@ from tfx.proto import example_gen_pb2, transform_pb2
 
 from components import features
 from components.example_gen import executor as example_gen_executor
+from components import pusher as pusher_executor
 from components.validation_gate import AnomaliesGate
 from pipeline.config import HyperrecConfig, project_root
 
 MODEL_NAME = "hyperrec"
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
+
+
+def code_fingerprint() -> str:
+    """A digest of the code that runs inside components (components/*.py).
+
+    TFX caches an execution by its inputs and properties. With functions named by import path
+    (`run_fn="components.trainer.run_fn"`) the code itself is not among them, so a changed
+    model would silently reuse the cached one; passing this digest as a property makes a code
+    change invalidate exactly the components it can affect.
+    """
+    digest = hashlib.sha256()
+    package = os.path.join(project_root(), "components")
+    for folder, _, files in sorted(os.walk(package)):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, package).encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
 
 
 def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedExampleGen:
@@ -38,7 +59,7 @@ def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedEx
         input_config=input_config,
         output_config=output_config,
         custom_config=example_gen_executor.encode_custom_config(
-            dataclasses.asdict(config.data)),
+            {**dataclasses.asdict(config.data), "code_fingerprint": code_fingerprint()}),
         custom_executor_spec=executor_spec.BeamExecutorSpec(example_gen_executor.Executor),
     )
 
@@ -96,7 +117,8 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         splits_config=transform_pb2.SplitsConfig(analyze=[features.TRAIN_SPLIT]),
         materialize=False,
         custom_config={**dataclasses.asdict(config.transform),
-                       "data": dataclasses.asdict(config.data)},
+                       "data": dataclasses.asdict(config.data),
+                       "code_fingerprint": code_fingerprint()},
     )
     transform.add_upstream_node(anomalies_gate)  # a bad span stops here: no training
     trainer = tfx.components.Trainer(
@@ -110,7 +132,8 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
                                      num_steps=config.model.eval_steps or 0),
         custom_config={"model": dataclasses.asdict(config.model),
                        "data": dataclasses.asdict(config.data),
-                       "transform": dataclasses.asdict(config.transform)},
+                       "transform": dataclasses.asdict(config.transform),
+                       "code_fingerprint": code_fingerprint()},
     )
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -125,6 +148,7 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         eval_config=eval_config(config),
     )
     pusher = tfx.components.Pusher(
+        custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor),
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(

@@ -18,7 +18,11 @@ def latest_statistics(workdir: str, split: str = "train") -> str:
     if not os.path.exists(db):
         raise FileNotFoundError(f"no pipeline run under {workdir} (missing {db})")
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
-    artifacts = store.get_artifacts_by_type("ExampleStatistics")
+    # Transform writes ExampleStatistics too (pre/post transform): only StatisticsGen's count.
+    stats_type = store.get_artifact_type("ExampleStatistics").id
+    artifacts = [a for context in store.get_contexts_by_type("node")
+                 if context.name.endswith(".StatisticsGen")
+                 for a in store.get_artifacts_by_context(context.id) if a.type_id == stats_type]
     if not artifacts:
         raise FileNotFoundError(f"the run under {workdir} has no statistics yet")
     newest = max(artifacts, key=lambda a: a.id)

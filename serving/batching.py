@@ -174,7 +174,7 @@ class BatchScheduler:
                     batch.opened = time.monotonic()
                 batch.tasks.append(task)
                 batch.size += task.size
-            self._wakeup.notify_all()
+            self._wakeup.notify()  # one idle worker re-checks; waking all only burns the GIL
         return tasks
 
     # -- processing --------------------------------------------------------------------------

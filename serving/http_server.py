@@ -27,6 +27,7 @@ from serving.rest_api import RestApi
 LOG = logging.getLogger("serving.http")
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 JSON_CONTENT_TYPE = "application/json"
+_MAX_DRAIN_BYTES = 16 * 1024 * 1024
 
 
 class RequestTooLarge(Exception):
@@ -83,6 +84,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 raise RequestTooLarge(len(body))
         return body
 
+    def _drain_unread_body(self) -> None:
+        """Reads (and drops) a moderately oversized body so the client sees our 413, not a
+        reset connection; beyond _MAX_DRAIN_BYTES the connection is simply closed."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if 0 < length <= _MAX_DRAIN_BYTES:
+            remaining = length
+            while remaining > 0:
+                chunk = self.rfile.read(min(remaining, 1 << 16))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+
     # -- responses ------------------------------------------------------------------------------
 
     def _send(self, status: int, body: bytes, content_type: str = JSON_CONTENT_TYPE,
@@ -108,6 +124,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             limit = self.server.max_request_bytes
             message = (f"Request body of {err.args[0]} bytes exceeds the limit of {limit} "
                        "bytes (--rest_api_max_request_bytes)")
+            self._drain_unread_body()
             self._send(413, errors.error_json(message), close=True)
             return
         except (ValueError, zlib.error) as err:

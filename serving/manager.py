@@ -161,7 +161,13 @@ class ModelManager:
             model.readiness.observe(version_scanner.scan(model.settings.base_path))
             time.sleep(_INITIAL_SETTLE_SECONDS)
             model.primed = True
-        ready = model.readiness.observe(version_scanner.scan(model.settings.base_path))
+        scanned = version_scanner.scan(model.settings.base_path)
+        ready = model.readiness.observe(scanned)
+        with self._lock:
+            serving_now = set(model.available)
+        # A served version stays a candidate while its directory exists, even if a file in it
+        # was touched: readiness gates loading, it must not make a served version flap.
+        ready.update({v: fp for v, fp in scanned.items() if v in serving_now})
         for version in list(model.failed):  # changed contents deserve a new attempt
             if ready.get(version, model.failed[version]) != model.failed[version]:
                 del model.failed[version]

@@ -119,3 +119,18 @@ def test_schema_diff_command_compares_the_run_statistics_with_the_curated_schema
     assert "FeatureStats.pb" in result.output
     # The sample data never produces the curated fallback value "unknown".
     assert "'item_category' curated values not seen in the new data: ['unknown']" in result.output
+
+
+def test_a_rerun_on_unchanged_data_reuses_the_cache_and_pushes_no_duplicate(tiny_run, capsys):
+    """`make demo` twice: the second run is served from the cache and adds no version."""
+    paths, store = tiny_run
+    before = sorted(d for d in os.listdir(paths.serving_dir) if d.isdigit())
+    local_runner.run(config_lib.load("tiny"), paths.data_root, paths.workdir)
+    output = capsys.readouterr().out
+    for node in ("FileBasedExampleGen", "Transform", "Trainer"):
+        assert f"{node} finished in" in output and "(cached)" in output.split(
+            f"{node} finished in")[1].splitlines()[0], node
+    assert sorted(d for d in os.listdir(paths.serving_dir) if d.isdigit()) == before
+    pushed = store.get_artifacts_by_type("PushedModel")
+    assert pushed[-1].custom_properties["pushed"].int_value == 1
+    assert pushed[-1].custom_properties["pushed_version"].string_value == before[-1]

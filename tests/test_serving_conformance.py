@@ -99,8 +99,8 @@ def stubs(server):
 def test_status_json_is_exactly_tf_servings(rest):
     status, content_type, doc = call(rest, "GET", f"/v1/models/{SINGLE}")
     assert status == 200 and content_type == "application/json"
-    assert doc == {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    assert doc == {"model_version_status": [{
+        "version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
 
 
 def test_status_lists_every_served_version_newest_first(rest):

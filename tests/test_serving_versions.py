@@ -90,6 +90,21 @@ def test_latest_policy_serves_the_newest_and_unloads_the_old(tmp_path, built):
         manager.stop()
 
 
+def test_touching_a_served_version_does_not_make_it_flap(tmp_path, built):
+    shutil.copytree(built[2], tmp_path / "1")
+    shutil.copytree(built[3], tmp_path / "2")
+    manager = make_manager(tmp_path)
+    manager.start()
+    try:
+        assert states(manager) == {2: "AVAILABLE"}
+        (tmp_path / "2" / "assets.extra").mkdir()
+        (tmp_path / "2" / "assets.extra" / "note.txt").write_text("touched while served")
+        manager.reconcile()
+        assert states(manager) == {2: "AVAILABLE"} and answer(manager) == 3.0
+    finally:
+        manager.stop()
+
+
 def test_latest_two_and_labels(tmp_path, built):
     for version, offset in ((1, 2), (2, 3), (3, 4)):
         shutil.copytree(built[offset], tmp_path / str(version))
