@@ -12,15 +12,16 @@ from tfx import v1 as tfx
 
 from pipeline import pipeline as pipeline_def
 from pipeline.config import HyperrecConfig
-from pipeline.progress import component_progress
+from pipeline.progress import ComponentTiming, component_progress
 
 
 @dataclasses.dataclass
 class RunPaths:
-    """Where a local run keeps its artifacts, metadata and pushed models."""
+    """Where a local run keeps its artifacts, metadata and pushed models (and its timings)."""
 
     workdir: str
     data_root: str = ""
+    timings: List[ComponentTiming] = dataclasses.field(default_factory=list)
 
     @property
     def pipeline_root(self) -> str:
@@ -56,6 +57,7 @@ def run(config: HyperrecConfig, data_root: str, workdir: str,
     with component_progress(console) as progress:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     progress.print_summary()
+    paths.timings = progress.timings
     console.print(f"[bold]pipeline {pipeline.pipeline_info.pipeline_name} finished in "
                   f"{time.monotonic() - start:.1f}s[/]")
     return paths

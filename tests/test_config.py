@@ -1,0 +1,40 @@
+"""Named experiments and command-line overrides of the one config."""
+import dataclasses
+
+import pytest
+
+from pipeline import config as config_lib
+
+
+def test_every_experiment_is_a_complete_config_that_round_trips():
+    for name in config_lib.EXPERIMENTS:
+        config = config_lib.load(name)
+        assert config.name == name
+        rebuilt = config_lib.from_dict(config_lib.HyperrecConfig, dataclasses.asdict(config))
+        assert rebuilt == config
+
+
+def test_overrides_set_nested_and_top_level_fields_with_their_types():
+    config = config_lib.load("tiny", ["model.epochs=7", "model.learning_rate=0.5",
+                                      "model.cnn_filters=4,8,16", "data.eval_days=2.5",
+                                      "model.train_steps=100", "ingest_running_mode=x"])
+    assert config.model.epochs == 7 and config.model.learning_rate == 0.5
+    assert config.model.cnn_filters == (4, 8, 16) and config.data.eval_days == 2.5
+    assert config.model.train_steps == 100 and config.ingest_running_mode == "x"
+    assert config_lib.load("tiny").model.epochs != 7  # the experiment itself is untouched
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.epochz=3", "unknown config field 'epochz'"),
+    ("modl.epochs=3", "unknown config section 'modl'"),
+    ("model.epochs", "not of the form path=value"),
+    ("model.epochs=three", "invalid literal"),
+])
+def test_a_wrong_override_is_an_error_not_a_no_op(override, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.load("tiny", [override])
+
+
+def test_unknown_experiment_names_the_choices():
+    with pytest.raises(ValueError, match="choose from"):
+        config_lib.load("huge")
