@@ -45,6 +45,17 @@ def _bool_flag(name: str, default: bool, help_text: str):
                         help=help_text)
 
 
+def _configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """TensorFlow's thread pools, as tensorflow_model_server's flags of the same names set
+    them; must run before the first op executes."""
+    if intra_op or inter_op:
+        import tensorflow as tf
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname).1s %(name)s] %(message)s")
@@ -80,18 +91,25 @@ def _configure_logging() -> None:
             "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
 @click.option("--grpc_max_threads", type=int, default=64, show_default=True,
               help="Threads serving gRPC calls (a batch cannot be larger than this).")
+@click.option("--tensorflow_intra_op_parallelism", type=int, default=0, show_default=True,
+              help="Threads inside one op (0: TensorFlow picks, about the core count).")
+@click.option("--tensorflow_inter_op_parallelism", type=int, default=0, show_default=True,
+              help="Ops run concurrently (0: TensorFlow picks).")
 def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_port: int,
           host: str, model_config_file: Optional[str],
           model_config_file_poll_wait_seconds: float, enable_batching: bool,
           batching_parameters_file: Optional[str], file_system_poll_wait_seconds: float,
           rest_api_max_request_bytes: int, monitoring_config_file: Optional[str],
           request_log_dir: Optional[str], enable_model_warmup: bool,
-          grpc_max_threads: int) -> None:
+          grpc_max_threads: int, tensorflow_intra_op_parallelism: int,
+          tensorflow_inter_op_parallelism: int) -> None:
     """Serves SavedModels over TF Serving's REST and gRPC APIs (tensorflow_model_server's flags)."""
     _configure_logging()
     # Request threads hand work to batch threads and back; a short GIL switch interval keeps
     # those hand-offs from waiting out CPython's default 5 ms under load.
     sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
+    _configure_tensorflow_threads(tensorflow_intra_op_parallelism,
+                                  tensorflow_inter_op_parallelism)
     from serving import config
     from serving.server import ModelServer, options_from_flags
     try:

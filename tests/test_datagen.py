@@ -7,7 +7,6 @@ catch a broken generator (signal gone) without flaking on an unlucky draw.
 import collections
 import csv
 import datetime
-import hashlib
 import itertools
 import json
 import os
@@ -20,23 +19,11 @@ from PIL import Image
 
 from components import datagen, features
 from components.datagen import scales
+from support import tree_digest
 
 SEED = 42
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 INTERACTION_HEADER = list(features.INTERACTION_COLUMNS + features.CONTEXT_COLUMNS)
-
-
-def tree_digest(root):
-    """sha256 of every file's relative path and bytes, in sorted order."""
-    digest = hashlib.sha256()
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            digest.update(os.path.relpath(path, root).encode())
-            with open(path, "rb") as handle:
-                digest.update(hashlib.sha256(handle.read()).digest())
-    return digest.hexdigest()
 
 
 def parse_ts(text):

@@ -7,7 +7,6 @@ a full Online Retail import (about 5 s: the fast .rda reader makes the full file
 """
 import csv
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ from PIL import Image
 from components import features
 from components.example_gen import images as example_gen_images
 from components.importers import categories, cli, contract, image_folder, online_retail, rda
+from support import tree_digest
 
 INTERACTION_HEADER = list(features.INTERACTION_COLUMNS + features.CONTEXT_COLUMNS)
 T0 = 1_291_191_960  # 2010-12-01T08:26:00Z, the first invoice of Online Retail
@@ -29,19 +29,6 @@ MINUTE = 60
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def tree_digest(root):
-    """sha256 over every file's relative path and bytes, in sorted order."""
-    digest = hashlib.sha256()
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            digest.update(os.path.relpath(path, root).encode())
-            with open(path, "rb") as handle:
-                digest.update(hashlib.sha256(handle.read()).digest())
-    return digest.hexdigest()
-
-
 def read_rows(path):
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)

@@ -115,9 +115,13 @@ def write_spans(out_dir: str, scale: DatagenScale, items: Sequence[Item], user_i
     return counts
 
 
-def write_ground_truth(out_dir: str, truth: Dict[str, object]) -> str:
-    path = os.path.join(out_dir, GROUND_TRUTH_FILE)
+def write_json(path: str, value: Dict[str, object]) -> str:
+    """Deterministic JSON: sorted keys, one-space indent, UTF-8, a final newline."""
     with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        json.dump(truth, handle, sort_keys=True, indent=1, ensure_ascii=False)
+        json.dump(value, handle, sort_keys=True, indent=1, ensure_ascii=False)
         handle.write("\n")
     return path
+
+
+def write_ground_truth(out_dir: str, truth: Dict[str, object]) -> str:
+    return write_json(os.path.join(out_dir, GROUND_TRUTH_FILE), truth)

@@ -16,7 +16,6 @@ byte-identical files.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Dict, List, Tuple
 
@@ -105,11 +104,7 @@ def write_spans(out_dir: str, timeline: Timeline, interactions: pd.DataFrame,
 
 def write_report(out_dir: str, report: Dict[str, Any]) -> str:
     """import_report.json: sorted keys, one-space indent, like the generator's JSON."""
-    path = os.path.join(out_dir, REPORT_FILE)
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        json.dump(report, handle, sort_keys=True, indent=1, ensure_ascii=False)
-        handle.write("\n")
-    return path
+    return writer.write_json(os.path.join(out_dir, REPORT_FILE), report)
 
 
 def count_by(values: pd.Series) -> Dict[str, int]:

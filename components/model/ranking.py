@@ -2,13 +2,18 @@
 
 An MLP scores [query, item, query * item] (the towers' embeddings; the query carries the
 context) to a logit; the loss is binary cross-entropy on LABEL over every row of the batch.
-The exported `serving_default` signature returns sigmoid(logit) as "score".
+The exported `serving_default` signature returns sigmoid(logit) as "score". Under a
+multi-replica strategy each replica returns its share of the GLOBAL batch mean (its rows'
+sum / the global row count), like the retrieval task, so summed gradients are the
+single-device gradient.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
+
+from components.model.retrieval import global_sum, replica_context
 
 
 class RankingTask(tf.keras.layers.Layer):
@@ -35,12 +40,14 @@ class RankingTask(tf.keras.layers.Layer):
 
     def call(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
              labels: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
-        """Returns the mean binary cross-entropy of the batch and updates the metrics."""
+        """This replica's share of the global mean binary cross-entropy; updates metrics."""
         logits = self.score_logits(query_embeddings, item_embeddings, training=training)
         targets = tf.cast(tf.reshape(labels, [-1]), tf.float32)
-        loss = tf.reduce_mean(
-            tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits))
-        self.loss_tracker.update_state(loss)
+        row_losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+        global_rows = global_sum(tf.cast(tf.size(row_losses), tf.float32))
+        loss = tf.reduce_sum(row_losses) / tf.maximum(global_rows, 1.0)
+        _, replicas = replica_context()
+        self.loss_tracker.update_state(loss * replicas)  # metrics record the global value
         self.auc.update_state(targets, tf.sigmoid(logits))
         return loss
 

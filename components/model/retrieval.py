@@ -1,14 +1,26 @@
-"""Retrieval task: in-batch softmax over the batch's positives with logQ correction.
+"""Retrieval task: in-batch softmax with logQ correction, negatives from the GLOBAL batch.
 
-For the B' positive (LABEL == 1) rows of a batch, every row's item is the positive of its own
-query and a negative for the other queries. Logits are cosine / temperature. Popular items
-appear as in-batch negatives more often than uniform sampling would make them, which biases
-the softmax against them; subtracting log P(item is a positive) from each candidate's logit
-(the sampling-bias "logQ" correction, Yi et al. 2019) removes that bias. P is the item's
-share of the train split's positives, computed by Transform (see
-transform.item_log_sampling_probability). A candidate that is the SAME item as a row's
-positive (a repeated item in the batch) is not a negative for that row and is masked out.
-A batch without positives contributes a loss of 0 and is not counted in the metrics.
+Every positive (LABEL == 1) row is a query whose own item is the target among a set of
+candidate items; the other candidates are its negatives. Candidates are the items of the
+batch: the positives' items (`negatives="positives"`, the classic in-batch softmax) or every
+row's item (`negatives="batch"`: impressions join as negatives, "mixed negative sampling").
+Logits are cosine / temperature.
+
+Sampling-bias (logQ) correction. Popular items are candidates more often than uniform
+sampling would make them, which biases the softmax against them; subtracting log Q(item)
+from each candidate's logit (Yi et al. 2019) removes that bias. Q is the item's share of the
+train rows that supply candidates (positives, or all rows), computed by Transform (see
+transform.item_log_sampling_probability). A candidate that is the SAME item as a row's target
+(a repeated item in the batch) is not a negative for that row and is masked out.
+
+Negatives across replicas. Under a multi-replica `tf.distribute` strategy each replica holds
+a slice of the global batch. The candidates are all-gathered
+(`ReplicaContext.all_gather`, differentiable: the gradient of a gathered item flows back to
+the replica that embedded it), so each replica scores its queries against the items of ALL
+replicas, exactly the candidates one device would see with the whole batch. Each replica
+returns its SHARE of the global mean loss (sum of its rows' losses / the global positive
+count); the optimizer sums gradients over replicas, so training follows the gradient of the
+single-device loss, and metrics record the global value.
 """
 from __future__ import annotations
 
@@ -18,17 +30,52 @@ import numpy as np
 import tensorflow as tf
 
 _MASKED_LOGIT = -1e9
+NEGATIVE_MODES = ("positives", "batch")
+
+
+def replica_context() -> Tuple[Optional[tf.distribute.ReplicaContext], int]:
+    """The current replica context and its replica count (None, 1 outside a strategy run)."""
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context: no per-replica computation here
+        return None, 1
+    return context, int(context.num_replicas_in_sync)
+
+
+def global_sum(value: tf.Tensor) -> tf.Tensor:
+    """`value` summed over the replicas in sync (itself with one replica)."""
+    context, replicas = replica_context()
+    if replicas == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def gather_candidates(item_embeddings: tf.Tensor, item_ids: tf.Tensor,
+                      labels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """All replicas' (embeddings, ids, labels) and where this replica's rows start in them."""
+    context, replicas = replica_context()
+    if replicas == 1:
+        return item_embeddings, item_ids, labels, tf.constant(0, tf.int32)
+    embeddings = context.all_gather(item_embeddings, axis=0)
+    ids, gathered_labels = context.all_gather([item_ids, labels], axis=0)
+    # Replicas may hold different row counts (the last, partial batch): offset by counts.
+    sizes = context.all_gather(tf.shape(item_ids)[:1], axis=0)
+    offset = tf.reduce_sum(sizes[:context.replica_id_in_sync_group])
+    return embeddings, ids, gathered_labels, offset
 
 
 class RetrievalTask(tf.keras.layers.Layer):
     """Owns the retrieval loss and its metrics (loss, in-batch top-1 accuracy)."""
 
     def __init__(self, temperature: float, item_log_q: Optional[Sequence[float]] = None,
-                 item_vocab_size: Optional[int] = None, **kwargs: Any) -> None:
+                 item_vocab_size: Optional[int] = None, negatives: str = "positives",
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if item_log_q is None and item_vocab_size is None:
             raise ValueError("give item_log_q or item_vocab_size")
+        if negatives not in NEGATIVE_MODES:
+            raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
         self.temperature = temperature
+        self.negatives = negatives
         self._initial_log_q = (np.zeros(item_vocab_size, np.float32) if item_log_q is None
                                else np.asarray(item_log_q, np.float32))
         self.item_vocab_size = int(self._initial_log_q.shape[0])
@@ -41,37 +88,45 @@ class RetrievalTask(tf.keras.layers.Layer):
 
     def call(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
              item_ids: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        """Returns the mean in-batch softmax loss over the positive rows (0 if none).
+        """This replica's share of the global mean softmax loss over positive rows.
 
         query_embeddings, item_embeddings: [batch, dim] L2-normalised; item_ids [batch]
-        transformed item ids; labels [batch] 1 engaged / 0 impression.
+        transformed item ids; labels [batch] 1 engaged / 0 impression. With one replica the
+        share is the whole mean; a (global) batch without positives gives 0.
         """
-        positive = tf.equal(tf.reshape(labels, [-1]), 1)
-        queries = tf.boolean_mask(query_embeddings, positive)
-        items = tf.boolean_mask(item_embeddings, positive)
-        ids = tf.boolean_mask(tf.reshape(item_ids, [-1]), positive)
-        num_positives = tf.shape(ids)[0]
+        item_ids = tf.reshape(item_ids, [-1])
+        labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+        is_positive = tf.equal(labels, 1)
+        candidates, candidate_ids, candidate_labels, offset = gather_candidates(
+            item_embeddings, item_ids, labels)
 
-        def softmax_loss() -> Tuple[tf.Tensor, tf.Tensor]:
-            logits = tf.matmul(queries, items, transpose_b=True) / self.temperature
-            logits -= tf.gather(self.item_log_q, ids)[tf.newaxis, :]
-            same_item = tf.equal(ids[:, tf.newaxis], ids[tf.newaxis, :])
-            not_diagonal = tf.logical_not(tf.cast(tf.eye(num_positives), tf.bool))
-            logits = tf.where(tf.logical_and(same_item, not_diagonal), _MASKED_LOGIT, logits)
-            targets = tf.range(num_positives)
-            row_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
-            correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), targets)
-            return tf.reduce_mean(row_losses), tf.reduce_mean(tf.cast(correct, tf.float32))
+        logits = tf.matmul(query_embeddings, candidates, transpose_b=True) / self.temperature
+        logits -= tf.gather(self.item_log_q, candidate_ids)[tf.newaxis, :]
+        targets = offset + tf.range(tf.shape(item_ids)[0])  # each row's own column
+        is_target = tf.equal(targets[:, tf.newaxis],
+                             tf.range(tf.shape(candidate_ids)[0])[tf.newaxis, :])
+        masked = tf.logical_and(tf.equal(item_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :]),
+                                tf.logical_not(is_target))
+        if self.negatives == "positives":  # impressions' items are not candidates
+            masked = tf.logical_or(masked, tf.logical_not(
+                tf.equal(candidate_labels, 1))[tf.newaxis, :])
+        logits = tf.where(masked, _MASKED_LOGIT, logits)
 
-        # Softmax cross-entropy rejects a [0, 0] logits matrix: no positives, no loss.
-        loss, accuracy = tf.cond(num_positives > 0, softmax_loss,
-                                 lambda: (tf.constant(0.0), tf.constant(0.0)))
-        count = tf.cast(num_positives, tf.float32)
-        self.loss_tracker.update_state(loss, sample_weight=tf.minimum(count, 1.0))
-        self.accuracy_tracker.update_state(accuracy, sample_weight=count)
+        # Rows that are not positives compute a loss too (cheaper than a gather) and drop it.
+        row_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+        weights = tf.cast(is_positive, logits.dtype)
+        global_positives = global_sum(tf.reduce_sum(weights))
+        loss = tf.reduce_sum(row_losses * weights) / tf.maximum(global_positives, 1.0)
+
+        _, replicas = replica_context()
+        # Metrics aggregate per-replica updates by sum / count: record the global value.
+        self.loss_tracker.update_state(loss * replicas,
+                                       sample_weight=tf.minimum(global_positives, 1.0))
+        correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), targets)
+        self.accuracy_tracker.update_state(tf.cast(correct, tf.float32), sample_weight=weights)
         return loss
 
     def get_config(self) -> Dict[str, Any]:
         # The log-probabilities are weights (restored from checkpoints), not config.
         return {**super().get_config(), "temperature": self.temperature,
-                "item_vocab_size": self.item_vocab_size}
+                "item_vocab_size": self.item_vocab_size, "negatives": self.negatives}

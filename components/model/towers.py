@@ -5,7 +5,14 @@ Both map transformed features (see components/transform.py) to L2-normalised vec
 (image, text, category, price) plus an optional item-id embedding, which lets the tower
 embed cold-start items from their content. Each missing modality is MASKED: its encoder
 output is replaced by a learned "missing" vector and the mask bit is an input of the fusion
-layer, so the tower never reads an all-zero encoding as real content. The query tower
+layer, so the tower never reads an all-zero encoding as real content.
+
+The item id is such a modality too. A cold-start item has no trained id (it maps to an
+out-of-vocabulary bucket, whose embedding row no training example ever updates), so OOV
+ids are masked like a missing image. Training on warm items alone would never exercise that
+path, so `id_dropout` masks the id of a random share of training rows (DropoutNet, Volkovs
+et al. 2017): the tower learns to embed an item from content alone, which is exactly what it
+must do for a new item. `use_content=False` leaves the id alone (the id-only baseline). The query tower
 attends over the embeddings of the user's recent items, looked up in the item tower's
 item-id table (one shared table: history and candidate ids index the same vocabulary).
 """
@@ -51,7 +58,9 @@ class ItemTower(tf.keras.layers.Layer):
                  category_vocab_size: int, text_vocab_size: int, text_max_tokens: int,
                  image_size: int, cnn_filters: Sequence[int], text_embedding_dim: int,
                  text_heads: int, text_layers: int, text_ff_dim: int, dropout: float,
-                 use_item_id: bool = True, **kwargs: Any) -> None:
+                 use_item_id: bool = True, use_content: bool = True, id_dropout: float = 0.0,
+                 num_oov_buckets: int = 1, fusion_units: Optional[int] = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
         self.id_embedding_dim = id_embedding_dim
@@ -67,6 +76,12 @@ class ItemTower(tf.keras.layers.Layer):
         self.text_ff_dim = text_ff_dim
         self.dropout = dropout
         self.use_item_id = use_item_id
+        self.use_content = use_content
+        self.id_dropout = id_dropout
+        self.num_oov_buckets = num_oov_buckets
+        self.fusion_units = fusion_units or 2 * embedding_dim
+        if not (use_item_id or use_content):
+            raise ValueError("the item tower needs the item id, the content, or both")
 
         self.item_id_embedding = tf.keras.layers.Embedding(
             item_vocab_size, id_embedding_dim, name="item_id_embedding")
@@ -76,7 +91,7 @@ class ItemTower(tf.keras.layers.Layer):
         self.text_encoder = TextEncoder(text_vocab_size, text_max_tokens, text_embedding_dim,
                                         text_heads, text_layers, text_ff_dim, dropout,
                                         name="text")
-        self.fusion = _fusion_mlp(2 * embedding_dim, embedding_dim, dropout, "item_fusion")
+        self.fusion = _fusion_mlp(self.fusion_units, embedding_dim, dropout, "item_fusion")
 
     def build(self, input_shape: Any) -> None:
         # Learned stand-ins for an absent modality (see the module docstring).
@@ -84,22 +99,46 @@ class ItemTower(tf.keras.layers.Layer):
             name="missing_image", shape=[self.embedding_dim], initializer="zeros")
         self.missing_text = self.add_weight(
             name="missing_text", shape=[self.text_embedding_dim], initializer="zeros")
+        self.missing_id = self.add_weight(
+            name="missing_id", shape=[self.id_embedding_dim], initializer="zeros")
         super().build(input_shape)
 
-    def call(self, inputs: Mapping[str, tf.Tensor],
-             training: Optional[bool] = None) -> tf.Tensor:
+    def id_mask(self, item_ids: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
+        """1.0 where the row's item id embedding is used, 0.0 where it is masked.
+
+        Masked: padding (0) and out-of-vocabulary ids (the last `num_oov_buckets` rows of
+        the table, never trained), and in training a random `id_dropout` share of rows when
+        the tower also has content to fall back on.
+        """
+        known = tf.logical_and(item_ids > 0,
+                               item_ids < self.item_vocab_size - self.num_oov_buckets)
+        if training and self.id_dropout > 0 and self.use_content:
+            kept = tf.random.uniform(tf.shape(item_ids)) >= self.id_dropout
+            known = tf.logical_and(known, kept)
+        return tf.cast(known, tf.float32)
+
+    def content_parts(self, inputs: Mapping[str, tf.Tensor],
+                      training: Optional[bool]) -> list:
+        """Image, text, category, price and the modality mask bits of each row."""
         pixels, image_mask = decode_png_batch(inputs[transform.IMAGE_XF], self.image_size)
         image = self.image_encoder((pixels, image_mask))
         image += (1.0 - image_mask)[:, tf.newaxis] * self.missing_image
         text, text_mask = self.text_encoder(inputs[transform.TITLE_TOKENS_XF],
                                             training=training)
         text += (1.0 - text_mask)[:, tf.newaxis] * self.missing_text
-        parts = [image, text,
-                 self.category_embedding(tf.reshape(inputs[transform.CATEGORY_XF], [-1])),
-                 tf.reshape(tf.cast(inputs[transform.PRICE_XF], tf.float32), [-1, 1]),
-                 tf.stack([image_mask, text_mask], axis=1)]
+        return [image, text,
+                self.category_embedding(tf.reshape(inputs[transform.CATEGORY_XF], [-1])),
+                tf.reshape(tf.cast(inputs[transform.PRICE_XF], tf.float32), [-1, 1]),
+                tf.stack([image_mask, text_mask], axis=1)]
+
+    def call(self, inputs: Mapping[str, tf.Tensor],
+             training: Optional[bool] = None) -> tf.Tensor:
+        parts = self.content_parts(inputs, training) if self.use_content else []
         if self.use_item_id:
-            parts.append(self.item_id_embedding(tf.reshape(inputs[transform.ITEM_ID_XF], [-1])))
+            item_ids = tf.reshape(inputs[transform.ITEM_ID_XF], [-1])
+            id_mask = self.id_mask(item_ids, training)[:, tf.newaxis]
+            parts += [self.item_id_embedding(item_ids) * id_mask
+                      + (1.0 - id_mask) * self.missing_id, id_mask]
         fused = self.fusion(tf.concat(parts, axis=1), training=training)
         return tf.math.l2_normalize(fused, axis=1)
 
@@ -114,7 +153,9 @@ class ItemTower(tf.keras.layers.Layer):
                 "text_embedding_dim": self.text_embedding_dim,
                 "text_heads": self.text_heads, "text_layers": self.text_layers,
                 "text_ff_dim": self.text_ff_dim, "dropout": self.dropout,
-                "use_item_id": self.use_item_id}
+                "use_item_id": self.use_item_id, "use_content": self.use_content,
+                "id_dropout": self.id_dropout, "num_oov_buckets": self.num_oov_buckets,
+                "fusion_units": self.fusion_units}
 
 
 class HistoryAttention(tf.keras.layers.Layer):
