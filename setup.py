@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
                                     "serving", "serving.*"]),
-    package_data={"": ["*.pbtxt", "*.config", "*.json", "*.yaml"]},
+    package_data={"": ["*.pbtxt", "*.config", "*.json", "*.yaml", "*.yml", "*.txt", "*.md"]},
     install_requires=["tfx[kfp]==1.16.0", "click", "rich", "pillow"],
     entry_points={"console_scripts": ["hyperrec=pipeline.cli:main"]},
 )

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import tempfile
 import threading
 import time
@@ -217,7 +216,7 @@ def main() -> None:
         row = np.random.default_rng(0).standard_normal((1, args.width)).astype(np.float32)
         print(f"model: x[1,{args.width}] -> relu(x W1[{args.width},{args.hidden}]) "
               f"W2[{args.hidden},{args.width}]; cpus: {os.cpu_count()}; "
-              f"{args.seconds}s per cell")
+              f"{args.seconds}s per cell; load average before: {os.getloadavg()[0]:.2f}")
         results: Dict[Tuple[str, str, int], Dict[str, float]] = {}
         caller = in_process_caller(model_dir, row)
         for clients in CONCURRENCY:
@@ -234,8 +233,8 @@ def main() -> None:
             ["in-process", "grpc", "rest"].index(kv[0][0]), kv[0][1], kv[0][2])))
         print_table(ordered)
         print_ratios(results)
-        print(f"\ntotal benchmark time: {time.perf_counter() - started:.0f}s; "
-              f"median of p50s: {statistics.median(r['p50_ms'] for r in results.values()):.2f} ms")
+        print(f"\ntotal benchmark time: {time.perf_counter() - started:.0f}s; load average "
+              f"after: {os.getloadavg()[0]:.2f} (other processes on these cores skew the numbers)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

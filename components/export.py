@@ -11,6 +11,11 @@ vocabulary assets are saved), so serving needs no preprocessing of its own:
   catalogue is embedded ONCE at export and stored as variables in the SavedModel.
 - `embed_items`: raw item features -> {"embedding"} (the item tower).
 
+Warmup. `assets.extra/tf_serving_warmup_requests` holds PredictionLogs (PredictRequests for
+`serving_default` and `recommend`, built from a few real eval examples) that TF Serving (and
+serving/) replays when it loads the version, so the first real requests do not pay for
+lazy initialisation.
+
 Why a `tf.Module` root rather than the Keras model: the signatures are all the SavedModel has
 to offer (TFMA loads it as a generic TF model and calls `serving_default`), and the module
 keeps the serving-only state (catalogue, its id index, the TFT layer) off the trainable
@@ -19,11 +24,14 @@ stock tensorflow/serving binary loads it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Mapping, Tuple
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components import features
 from components import transform
@@ -43,6 +51,10 @@ EMBEDDING = "embedding"  # embed_items output
 # A slot `recommend` cannot fill (k exceeds the unseen catalogue) gets id "" and this score;
 # finite so that REST/JSON clients can encode it (JSON has no -inf).
 EXCLUDED_SCORE = -1e9
+
+# Where TF Serving looks for warmup requests, relative to the SavedModel directory.
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_BATCH_SIZES = (1, 4)  # one request per batch size per signature
 
 # Content that may legally be absent from a serving tf.Example (real catalogues have gaps).
 _OPTIONAL_CONTENT = (features.TITLE, features.DESCRIPTION, features.IMAGE)
@@ -196,12 +208,71 @@ class ServingModule(tf.Module):
         return {SERVING_DEFAULT: serve, RECOMMEND: recommend, EMBED_ITEMS: embed}
 
 
+def _parse_query_features(serialized: Sequence[bytes]) -> Dict[str, List[Any]]:
+    """The `recommend` inputs of serialized tf.Examples (their query side), as lists."""
+    rows: Dict[str, List[Any]] = {name: [] for name in transform.QUERY_INPUTS}
+    for data in serialized:
+        feature = tf.train.Example.FromString(data).features.feature
+        for name in transform.QUERY_INPUTS:
+            values = (list(feature[name].int64_list.value) if name == features.TIMESTAMP
+                      else list(feature[name].bytes_list.value))
+            rows[name].append(values if name == features.HISTORY
+                              else (values[0] if values else
+                                    (0 if name == features.TIMESTAMP else b"")))
+    width = max([len(h) for h in rows[features.HISTORY]] + [1])
+    rows[features.HISTORY] = [h + [b""] * (width - len(h)) for h in rows[features.HISTORY]]
+    return rows
+
+
+def warmup_requests(examples: Sequence[bytes], recommend_k: int,
+                    ) -> List[prediction_log_pb2.PredictionLog]:
+    """PredictionLogs for TF Serving's model warmup from serialized serving tf.Examples.
+
+    For each batch size in WARMUP_BATCH_SIZES (capped at the examples available): one
+    `serving_default` request with the examples and one `recommend` request with their query
+    features (user, history right-padded with "", device, timestamp) and k = recommend_k.
+    """
+    logs = []
+    for size in sorted({min(s, len(examples)) for s in WARMUP_BATCH_SIZES} - {0}):
+        batch = list(examples[:size])
+        score = predict_pb2.PredictRequest()
+        score.model_spec.signature_name = SERVING_DEFAULT
+        score.inputs[EXAMPLES].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+        query = _parse_query_features(batch)
+        recommend = predict_pb2.PredictRequest()
+        recommend.model_spec.signature_name = RECOMMEND
+        dtypes = {features.TIMESTAMP: tf.int64}
+        for name, values in query.items():
+            recommend.inputs[name].CopyFrom(
+                tf.make_tensor_proto(values, dtype=dtypes.get(name, tf.string)))
+        recommend.inputs[K].CopyFrom(tf.make_tensor_proto([recommend_k] * size, tf.int32))
+        for request in (score, recommend):
+            logs.append(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
+def write_warmup_requests(serving_model_dir: str, examples: Sequence[bytes],
+                          recommend_k: int) -> str:
+    """Writes assets.extra/tf_serving_warmup_requests (a TFRecord of PredictionLogs)."""
+    path = os.path.join(serving_model_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for log in warmup_requests(examples, recommend_k):
+            writer.write(log.SerializeToString())
+    return path
+
+
 def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput,
                          catalog_batches: Iterable[Mapping[str, Any]],
-                         serving_model_dir: str) -> ServingModule:
-    """Embeds the catalogue and writes the SavedModel with its three signatures."""
+                         serving_model_dir: str, warmup_examples: Sequence[bytes] = (),
+                         recommend_k: int = 10) -> ServingModule:
+    """Embeds the catalogue and writes the SavedModel with its three signatures, plus warmup
+    requests from `warmup_examples` (serialized serving tf.Examples) when given."""
     tft_layer = tft_output.transform_features_layer()
     catalog_ids, catalog_embeddings = embed_catalog(model, tft_layer, catalog_batches)
     module = ServingModule(model, tft_output, catalog_ids, catalog_embeddings)
     tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
+    if warmup_examples:
+        write_warmup_requests(serving_model_dir, warmup_examples, recommend_k)
     return module

@@ -6,11 +6,20 @@ exactly the transformation that the exported signatures apply at serving time. A
 training, the catalogue split (beside train/eval in the same Examples artifact) is embedded
 and exported with the model (components/export.py).
 
-Seams for later work: `build_dataset` (distribution strategies will wrap it) and
-`build_model` (keras-tuner will call it with sampled configs).
+Training habits:
+- distribution: the `tf.distribute` strategy of ModelConfig.strategy (components/
+  distribution.py); the model is built in its scope, the batch size is global;
+- an epoch is a fixed number of steps over a repeated train split (one pass when
+  train_steps is unset), so every replica and worker runs the same number of steps and a
+  learning-rate schedule knows the total;
+- BackupAndRestore under the model run directory: a killed training, rerun with the same
+  output locations (an orchestrator's retry), resumes from the last finished epoch;
+- early stopping on an eval metric, TensorBoard logs, warmup + cosine learning rate;
+- hyperparameters from the Tuner (fn_args.hyperparameters) override ModelConfig fields.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -24,14 +33,18 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
+from components import distribution
 from components import export
 from components import features
 from components import transform
+from components.model import item_content
 from components.model.towers import VocabularySizes
 from components.model.two_tower import TwoTowerModel, build_two_tower_model
 from pipeline import config as config_lib
 
 _CATALOG_BATCH_SIZE = 256
+_COUNT_BATCH_SIZE = 1024
+WARMUP_EXAMPLES = 8  # eval examples recorded as serving warmup requests
 
 
 def configs_from_custom_config(
@@ -43,6 +56,24 @@ def configs_from_custom_config(
             config_lib.from_dict(config_lib.DataConfig, custom_config.get("data") or {}),
             config_lib.from_dict(config_lib.TransformConfig,
                                  custom_config.get("transform") or {}))
+
+
+def apply_hyperparameters(model_config: config_lib.ModelConfig,
+                          hyperparameters: Optional[Mapping[str, Any]],
+                          ) -> config_lib.ModelConfig:
+    """ModelConfig with the Tuner's best values (a keras_tuner HyperParameters config).
+
+    Hyperparameters are named after ModelConfig fields (components/tuner.py); a value is
+    cast to the field's type, so JSON ints and floats land as the config expects.
+    """
+    values = dict((hyperparameters or {}).get("values", {}))
+    fields = {f.name: f for f in dataclasses.fields(model_config)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"hyperparameters that are not ModelConfig fields: {unknown}")
+    updates = {name: type(getattr(model_config, name))(value)
+               for name, value in values.items()}
+    return dataclasses.replace(model_config, **updates)
 
 
 def catalog_file_patterns(train_files: List[str]) -> List[str]:
@@ -59,13 +90,27 @@ def catalog_file_patterns(train_files: List[str]) -> List[str]:
     return sorted(set(patterns))
 
 
-def catalog_schema(raw_schema: schema_pb2.Schema) -> schema_pb2.Schema:
-    """The raw schema restricted to item features: catalogue examples carry no query side."""
+def _schema_of(raw_schema: schema_pb2.Schema, names: Tuple[str, ...]) -> schema_pb2.Schema:
+    """The raw schema restricted to the features `names`."""
     schema = schema_pb2.Schema()
     schema.CopyFrom(raw_schema)
     del schema.feature[:]
-    schema.feature.extend(f for f in raw_schema.feature if f.name in features.ITEM_FEATURES)
+    schema.feature.extend(f for f in raw_schema.feature if f.name in names)
     return schema
+
+
+def catalog_schema(raw_schema: schema_pb2.Schema) -> schema_pb2.Schema:
+    """The raw schema restricted to item features: catalogue examples carry no query side."""
+    return _schema_of(raw_schema, features.ITEM_FEATURES)
+
+
+def _distribute_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Shards by element for multi-worker training: a split may be one file, so sharding by
+    FILE (the default for file datasets) would leave a worker without data."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
 
 
 def build_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
@@ -73,7 +118,7 @@ def build_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAc
                   seed: int, num_epochs: Optional[int]) -> tf.data.Dataset:
     """Batches of TRANSFORMED features from raw examples (the TFT layer runs in map).
 
-    num_epochs None repeats forever (for a fixed number of train steps).
+    num_epochs None repeats forever (for a fixed number of steps per epoch).
     """
     raw = data_accessor.tf_dataset_factory(
         file_patterns,
@@ -88,8 +133,9 @@ def build_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAc
     def apply_transform(raw_features: Dict[str, Any]) -> Dict[str, Any]:
         return tft_layer(raw_features)
 
-    return raw.map(apply_transform, num_parallel_calls=tf.data.AUTOTUNE,
-                   deterministic=True).prefetch(tf.data.AUTOTUNE)
+    dataset = raw.map(apply_transform, num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return _distribute_options(dataset)
 
 
 def build_catalog_batches(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
@@ -100,6 +146,36 @@ def build_catalog_batches(file_patterns: List[str], data_accessor: tfx.component
         tfxio.TensorFlowDatasetOptions(batch_size=_CATALOG_BATCH_SIZE, shuffle=False,
                                        num_epochs=1, sloppy_ordering=False),
         catalog_schema(tft_output.raw_metadata.schema))
+
+
+def count_examples(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
+                   tft_output: tft.TFTransformOutput) -> int:
+    """Examples in the files, parsing one small feature only."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_patterns,
+        tfxio.TensorFlowDatasetOptions(batch_size=_COUNT_BATCH_SIZE, shuffle=False,
+                                       num_epochs=1, sloppy_ordering=True),
+        _schema_of(tft_output.raw_metadata.schema, (features.TIMESTAMP,)))
+    return int(sum(int(tf.shape(batch[features.TIMESTAMP])[0]) for batch in dataset))
+
+
+def read_serialized_examples(file_patterns: List[str], limit: int) -> List[bytes]:
+    """The first `limit` serialized tf.Examples of TFRecord files (GZIP when *.gz), reduced
+    to the raw features a serving request carries (no label, no bookkeeping)."""
+    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
+    serving_names = set(transform.QUERY_INPUTS + transform.ITEM_INPUTS)
+    examples = []
+    for path in files:
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for record in tf.data.TFRecordDataset(path, compression_type=compression):
+            example = tf.train.Example.FromString(record.numpy())
+            for name in list(example.features.feature):
+                if name not in serving_names:
+                    del example.features.feature[name]
+            examples.append(example.SerializeToString())
+            if len(examples) >= limit:
+                return examples
+    return examples
 
 
 def vocabulary_sizes(tft_output: tft.TFTransformOutput,
@@ -114,16 +190,129 @@ def vocabulary_sizes(tft_output: tft.TFTransformOutput,
                            text=size(transform.TEXT_VOCAB))
 
 
+def catalog_content(catalog_batches: tf.data.Dataset, tft_output: tft.TFTransformOutput,
+                    transform_config: config_lib.TransformConfig) -> Tuple[Any, Any]:
+    """(categories, tokens) of every catalogue item by transformed item id, for the query
+    tower's history items (components/model/item_content.py)."""
+    tft_layer = tft_output.transform_features_layer()
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def transform_items(raw: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+        return tft_layer(raw)
+
+    transformed = ({k: v.numpy() for k, v in transform_items(
+        {name: batch[name] for name in transform.ITEM_INPUTS}).items()}
+        for batch in catalog_batches)
+    return item_content.content_arrays(
+        transformed, transform.vocabulary_table_size(tft_output, transform.ITEM_VOCAB,
+                                                     transform_config),
+        transform_config.text_max_tokens, transform_config.num_oov_buckets)
+
+
+def learning_rate(model_config: config_lib.ModelConfig, total_steps: Optional[int]) -> Any:
+    """A constant rate, or linear warmup to `learning_rate` then cosine decay to
+    `learning_rate * min_lr_ratio` at `total_steps` (warmup steadies the first updates of
+    freshly initialised attention and embeddings; the decay lets late epochs settle)."""
+    if model_config.lr_schedule == "constant" or not total_steps:
+        return model_config.learning_rate
+    if model_config.lr_schedule != "warmup_cosine":
+        raise ValueError(f"unknown lr_schedule {model_config.lr_schedule!r}")
+    warmup_steps = int(model_config.warmup_fraction * total_steps)
+    return tf.keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, warmup_target=model_config.learning_rate,
+        warmup_steps=warmup_steps, decay_steps=max(1, total_steps - warmup_steps),
+        alpha=model_config.min_lr_ratio)
+
+
 def build_model(model_config: config_lib.ModelConfig, data_config: config_lib.DataConfig,
                 transform_config: config_lib.TransformConfig,
-                tft_output: tft.TFTransformOutput) -> TwoTowerModel:
-    """A compiled two-tower model sized by the transform output."""
+                tft_output: tft.TFTransformOutput,
+                total_steps: Optional[int] = None,
+                content: Optional[Tuple[Any, Any]] = None) -> TwoTowerModel:
+    """A compiled two-tower model sized by the transform output (call it in the strategy's
+    scope). total_steps: the training length the learning-rate schedule spans; content:
+    `catalog_content` for the history items (None: history by id only)."""
     model = build_two_tower_model(
         model_config, vocabulary_sizes(tft_output, transform_config),
-        item_log_q=transform.item_log_sampling_probability(tft_output, transform_config),
-        image_size=data_config.image_size, text_max_tokens=transform_config.text_max_tokens)
-    model.compile(optimizer=tf.keras.optimizers.Adam(model_config.learning_rate))
+        item_log_q=transform.item_log_sampling_probability(
+            tft_output, transform_config, model_config.retrieval_negatives),
+        image_size=data_config.image_size, text_max_tokens=transform_config.text_max_tokens,
+        num_oov_buckets=transform_config.num_oov_buckets, item_content=content)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate(model_config, total_steps)))
     return model
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """How long training runs: epochs of `steps_per_epoch` steps; eval steps or None (the
+    whole eval split)."""
+
+    epochs: int
+    steps_per_epoch: int
+    eval_steps: Optional[int]
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def plan_training(model_config: config_lib.ModelConfig, fn_args: tfx.components.FnArgs,
+                  tft_output: tft.TFTransformOutput,
+                  strategy: tf.distribute.Strategy) -> TrainingPlan:
+    """Steps from ModelConfig (else the Trainer's train/eval args), else one pass per epoch.
+
+    Multi-worker training needs the eval length in steps too: each worker sees a shard,
+    and a worker running out of batches before the others would leave them waiting.
+    """
+    train_steps = model_config.train_steps or fn_args.train_steps
+    if train_steps:
+        steps_per_epoch = math.ceil(train_steps / model_config.epochs)
+    else:
+        count = count_examples(fn_args.train_files, fn_args.data_accessor, tft_output)
+        steps_per_epoch = max(1, math.ceil(count / model_config.batch_size))
+    eval_steps = model_config.eval_steps or fn_args.eval_steps or None
+    if eval_steps is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        count = count_examples(fn_args.eval_files, fn_args.data_accessor, tft_output)
+        eval_steps = max(1, math.ceil(count / model_config.batch_size))
+    return TrainingPlan(model_config.epochs, steps_per_epoch, eval_steps)
+
+
+class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore, also under OneDeviceStrategy.
+
+    Keras lists the strategies it has tested the callback with and refuses the others;
+    OneDeviceStrategy is missing from that list although its variables are plain ones that
+    the checkpoint handles as without a strategy (tests/test_training_habits.py kills and
+    resumes a run under it).
+    """
+
+    def __init__(self, backup_dir: str, **kwargs: Any) -> None:
+        super().__init__(backup_dir, **kwargs)
+        self._supported_strategies = self._supported_strategies + (
+            tf.distribute.OneDeviceStrategy,)
+
+
+def training_callbacks(model_config: config_lib.ModelConfig,
+                       model_run_dir: str) -> List[tf.keras.callbacks.Callback]:
+    """BackupAndRestore, early stopping (when patience > 0) and TensorBoard."""
+    callbacks: List[tf.keras.callbacks.Callback] = [
+        BackupAndRestore(model_config.backup_dir or os.path.join(model_run_dir, "backup"))]
+    if model_config.early_stopping_patience > 0:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor=model_config.early_stopping_monitor,
+            patience=model_config.early_stopping_patience, restore_best_weights=True,
+            verbose=1))
+    # Non-chief workers write TensorBoard events to a temporary directory (Keras does it).
+    callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=model_run_dir,
+                                                    update_freq="epoch", profile_batch=0))
+    return callbacks
+
+
+def seed_everything(model_config: config_lib.ModelConfig) -> None:
+    """Python, NumPy and TF seeds; op determinism when the config asks for it."""
+    tf.keras.utils.set_random_seed(model_config.seed)
+    if model_config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -131,38 +320,65 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     Trains on the train split, validates on eval, logs to TensorBoard under
     fn_args.model_run_dir, and exports to fn_args.serving_model_dir (see
-    components/export.py). custom_config: {"model", "data", "transform"} config dicts.
-    Steps: ModelConfig.train_steps (else the Trainer's train_args.num_steps) total steps
-    spread over `epochs`; None means `epochs` full passes over the train split.
+    components/export.py; on multi-worker runs only the chief's export lands there).
+    custom_config: {"model", "data", "transform"} config dicts; fn_args.hyperparameters
+    (from the Tuner) override ModelConfig fields.
     """
     model_config, data_config, transform_config = configs_from_custom_config(
         fn_args.custom_config)
-    tf.keras.utils.set_random_seed(model_config.seed)
+    model_config = apply_hyperparameters(model_config, fn_args.hyperparameters)
+    # First: MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs.
+    strategy = distribution.create_strategy(model_config.strategy, model_config.tpu)
+    logging.info("training with %s", distribution.describe(strategy))
+    seed_everything(model_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
 
-    train_steps = model_config.train_steps or fn_args.train_steps
-    eval_steps = model_config.eval_steps or fn_args.eval_steps
+    plan = plan_training(model_config, fn_args, tft_output, strategy)
     train_dataset = build_dataset(
         fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=True, seed=model_config.seed, num_epochs=None if train_steps else 1)
+        shuffle=True, seed=model_config.seed, num_epochs=None)
     eval_dataset = build_dataset(
         fn_args.eval_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=False, seed=model_config.seed, num_epochs=1)
+        shuffle=False, seed=model_config.seed,
+        num_epochs=None if plan.eval_steps else 1)
 
-    model = build_model(model_config, data_config, transform_config, tft_output)
-    steps_per_epoch = (math.ceil(train_steps / model_config.epochs) if train_steps else None)
+    catalog_patterns = catalog_file_patterns(fn_args.train_files)
+    content = catalog_content(
+        build_catalog_batches(catalog_patterns, fn_args.data_accessor, tft_output),
+        tft_output, transform_config)
+    with strategy.scope():
+        model = build_model(model_config, data_config, transform_config, tft_output,
+                            plan.total_steps, content)
     history = model.fit(
-        train_dataset, epochs=model_config.epochs, steps_per_epoch=steps_per_epoch,
-        validation_data=eval_dataset, validation_steps=eval_steps,
-        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
-                                                  update_freq="epoch")],
-        verbose=2)
+        train_dataset, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
+        validation_data=eval_dataset, validation_steps=plan.eval_steps,
+        callbacks=training_callbacks(model_config, fn_args.model_run_dir), verbose=2)
     logging.info("training history: %s", history.history)
 
-    catalog = build_catalog_batches(catalog_file_patterns(fn_args.train_files),
-                                    fn_args.data_accessor, tft_output)
-    export.export_serving_model(model, tft_output, catalog, fn_args.serving_model_dir)
-    _record_keras(fn_args.model_run_dir)
+    # Every worker exports (saving runs collectives); only the chief's copy is kept.
+    serving_dir = distribution.write_dir(fn_args.serving_model_dir, strategy)
+    catalog = build_catalog_batches(catalog_patterns, fn_args.data_accessor, tft_output)
+    export.export_serving_model(
+        model, tft_output, catalog, serving_dir,
+        warmup_examples=read_serialized_examples(fn_args.eval_files, WARMUP_EXAMPLES),
+        recommend_k=model_config.recommend_k)
+    distribution.cleanup_write_dir(fn_args.serving_model_dir, strategy)
+    if distribution.is_chief(strategy):
+        _record_keras(fn_args.model_run_dir)
+        _record_history(fn_args.model_run_dir, history, strategy)
+
+
+def _record_history(model_run_dir: str, history: tf.keras.callbacks.History,
+                    strategy: tf.distribute.Strategy) -> None:
+    """history.json in the ModelRun: per-epoch metrics, the epochs this process ran (a
+    resumed run starts after the restored epoch), and the strategy."""
+    record = {"strategy": distribution.describe(strategy),
+              "replicas": strategy.num_replicas_in_sync,
+              "epochs": [int(e) for e in history.epoch],
+              "metrics": {k: [float(v) for v in values]
+                          for k, values in history.history.items()}}
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, "history.json"), "w") as f:
+        f.write(json.dumps(record, indent=1, sort_keys=True))
 
 
 def _record_keras(model_run_dir: str) -> None:
@@ -171,5 +387,6 @@ def _record_keras(model_run_dir: str) -> None:
     record = {"module": package,
               "version": importlib.metadata.version(
                   "tf-keras" if package == "tf_keras" else "keras")}
+    tf.io.gfile.makedirs(model_run_dir)
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "keras.json"), "w") as f:
         f.write(json.dumps(record))

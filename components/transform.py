@@ -65,9 +65,11 @@ ITEM_VOCAB = "item_id_vocab"  # item ids of rows AND of histories
 CATEGORY_VOCAB = "category_vocab"
 DEVICE_VOCAB = "device_vocab"
 TEXT_VOCAB = "text_token_vocab"
-# "count item_id" lines over the POSITIVE train rows: the in-batch sampling distribution of
-# the retrieval task, read by `item_log_sampling_probability` for the logQ correction.
+# "count item_id" lines over the POSITIVE train rows / over ALL train rows: the in-batch
+# candidate distribution of the retrieval task (negatives "positives" / "batch"), read by
+# `item_log_sampling_probability` for the logQ correction.
 POSITIVE_ITEM_COUNTS = "positive_item_counts"
+ITEM_ROW_COUNTS = "item_row_counts"
 
 PADDING_ID = 0
 SECONDS_PER_DAY = 86400
@@ -225,9 +227,10 @@ def preprocessing_fn(inputs: Dict[str, Any],
     if features.LABEL in inputs:
         label = tf.cast(_scalar_column(inputs[features.LABEL], 0), tf.int64)
         outputs[LABEL_XF] = label
-        # Written as an asset only (no output reads it): the positives' item distribution.
+        # Written as assets only (no output reads them): the candidates' item distributions.
         tft.vocabulary(tf.boolean_mask(item_id, tf.equal(label, 1)),
                        vocab_filename=POSITIVE_ITEM_COUNTS, store_frequency=True)
+        tft.vocabulary(item_id, vocab_filename=ITEM_ROW_COUNTS, store_frequency=True)
     return outputs
 
 
@@ -239,18 +242,21 @@ def vocabulary_table_size(tft_output: tft.TFTransformOutput, vocab_name: str,
 
 
 def item_log_sampling_probability(tft_output: tft.TFTransformOutput,
-                                  transform_config: config_lib.TransformConfig) -> np.ndarray:
-    """log P(item is a positive in a train batch), indexed by transformed item id.
+                                  transform_config: config_lib.TransformConfig,
+                                  negatives: str = "positives") -> np.ndarray:
+    """log P(item is an in-batch candidate), indexed by transformed item id.
 
-    In-batch softmax uses the batch's positives as negatives, so popular items are sampled as
+    In-batch softmax uses the batch's items as negatives, so popular items are sampled as
     negatives more often; subtracting log P from their logits removes that bias (logQ
-    correction). P comes from the positive counts of the train split. Padding, OOV buckets and
-    items never seen as a positive get the smallest observed probability: they rarely (OOV) or
-    never appear as candidates, so any finite floor is correct enough.
+    correction). P comes from the train split's item counts over the rows that supply
+    candidates: positives (negatives="positives") or all rows (negatives="batch"). Padding,
+    OOV buckets and items never counted get the smallest observed probability: they rarely
+    (OOV) or never appear as candidates, so any finite floor is correct enough.
     """
+    counts_vocab = ITEM_ROW_COUNTS if negatives == "batch" else POSITIVE_ITEM_COUNTS
     item_vocab: List[bytes] = tft_output.vocabulary_by_name(ITEM_VOCAB)
     counts: Dict[bytes, float] = {}
-    for line in tft_output.vocabulary_by_name(POSITIVE_ITEM_COUNTS):
+    for line in tft_output.vocabulary_by_name(counts_vocab):
         count, _, item = line.partition(b" ")
         counts[item] = float(count)
     table_size = vocabulary_table_size(tft_output, ITEM_VOCAB, transform_config)

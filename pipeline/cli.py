@@ -121,7 +121,9 @@ def schema_diff(workdir: str, experiment: str, write_inferred: str) -> None:
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from components.importers.cli import import_data
+    from serving import cli as serving_cli
     main.add_command(import_data)
+    serving_cli.register(main)
 
 
 _register_subcommands()

@@ -60,6 +60,27 @@ class ModelConfig:
     use_item_id: bool = True  # the item tower adds an item-id embedding to content
     seed: int = 42
 
+    # ---- model part of issue 4: objectives, distribution, training habits, tuning ---------
+    use_content: bool = True  # image/text/category/price in the item tower (False: id-only)
+    id_dropout: float = 0.0  # share of training rows whose user/item id is masked (cold start)
+    retrieval_negatives: str = "positives"  # positives | batch (impressions' items join)
+    fusion_units: int = 0  # hidden units of the towers' fusion MLPs; 0 = 2 * embedding_dim
+    ranking_hidden_units: tuple = ()  # ranking MLP; () = one layer of 2 * embedding_dim
+    # tf.distribute: auto | one_device | mirrored | multi_worker_mirrored | tpu. The batch
+    # size is GLOBAL (split over replicas), so results do not depend on the replica count.
+    strategy: str = "auto"
+    tpu: str = ""  # TPUClusterResolver address for strategy "tpu" ("" = TPU_NAME / local)
+    lr_schedule: str = "warmup_cosine"  # constant | warmup_cosine
+    warmup_fraction: float = 0.1  # of all train steps, linear from 0 to learning_rate
+    min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
+    early_stopping_monitor: str = "val_loss"  # a Keras log key; mode from the name
+    early_stopping_patience: int = 2  # epochs without improvement; 0 = no early stopping
+    backup_dir: str = ""  # BackupAndRestore state; "" = <model_run_dir>/backup
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism
+    tune: bool = False  # run the Tuner before the Trainer (components/tuner.py)
+    tune_max_trials: int = 3  # keras-tuner RandomSearch trials
+    tune_steps: int = 40  # train steps per trial (one epoch)
+
 
 @dataclasses.dataclass
 class EvalConfig:

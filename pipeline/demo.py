@@ -13,6 +13,7 @@ from components import features
 from components.example_gen import executor as example_gen_executor
 from components.example_gen import history as history_lib
 from pipeline import local_runner
+from pipeline import pipeline as pipeline_def
 from pipeline.config import HyperrecConfig
 from serving import saved_model
 
@@ -44,6 +45,38 @@ def pick_demo_user(data_root: str, history_length: int):
     return user, history_lib.last_engaged(events_by_user[user], history_length), device, ts + 3600
 
 
+def serve_and_recommend(serving_dir: str, user: str, past, device: str, ts: int, k: int,
+                        console: Console):
+    """Serves the pushed base path on free loopback ports and asks over REST and gRPC."""
+    from serving.client import GrpcClient, RestClient
+    from serving.config import ModelSettings
+    from serving.server import ModelServer, ServerOptions
+
+    options = ServerOptions(models=[ModelSettings(pipeline_def.MODEL_NAME, serving_dir)],
+                            grpc_port=0, rest_port=0)
+    with ModelServer(options) as server:
+        rest = RestClient(port=server.rest_port)
+        deadline = time.monotonic() + 300
+        while True:  # the server loads (and warms up) the newest version in the background
+            try:
+                states = [v["state"] for v in rest.status()["model_version_status"]]
+                if "AVAILABLE" in states:
+                    break
+            except Exception:  # not listening or not loaded yet  # noqa: BLE001
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the model server did not load {serving_dir}")
+            time.sleep(0.2)
+        console.print(f"serving {serving_dir} on REST 127.0.0.1:{server.rest_port} and gRPC "
+                      f"127.0.0.1:{server.grpc_port}", soft_wrap=True)
+        over_rest = rest.recommend(user, past, device, k, ts)
+        grpc = GrpcClient(port=server.grpc_port)
+        over_grpc = grpc.recommend(user, past, device, k, ts)
+        rest.close()
+        grpc.close()
+    return over_rest, over_grpc
+
+
 def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) -> int:
     from components import datagen
     start = time.monotonic()
@@ -58,7 +91,7 @@ def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) 
 
     paths = local_runner.run(config, data_root, workdir, console)
     version, model_dir = saved_model.latest_version(paths.serving_dir)
-    console.print(f"\n[bold]pushed model:[/] {model_dir}  (version {version})")
+    console.print(f"\n[bold]pushed model:[/] {model_dir}  (version {version})", soft_wrap=True)
 
     user, past, device, ts = pick_demo_user(data_root, config.data.history_length)
     recs = saved_model.recommend(model_dir, user, past, device, ts, k=10)
@@ -83,5 +116,13 @@ def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) 
                       str(attrs.get("colour", "")), str(attrs.get("style", "")),
                       str(attrs.get("first_seen", ""))[:10], ", ".join(matches))
     console.print(table)
+
+    over_rest, over_grpc = serve_and_recommend(paths.serving_dir, user, past, device, ts, 10,
+                                               console)
+    for api, answer in (("REST", over_rest), ("gRPC", over_grpc)):
+        console.print(f"{api:>4} :predict recommend -> {', '.join(i for i, _ in answer)}")
+    same = [i for i, _ in over_rest] == [i for i, _ in over_grpc] == [i for i, _ in recs]
+    console.print("[green]REST, gRPC and the in-process SavedModel agree[/]" if same else
+                  "[red]REST, gRPC and the in-process SavedModel disagree[/]")
     console.print(f"[bold]demo finished in {time.monotonic() - start:.1f}s[/]")
-    return 0
+    return 0 if same else 1

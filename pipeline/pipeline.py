@@ -1,7 +1,8 @@
 """The one hyperrec pipeline definition; every runner (local, Kubeflow, Airflow) builds this.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated schemas/schema.pbtxt) ->
-ExampleValidator -> AnomaliesGate (a bad span ends the run) -> Transform -> Trainer -> Evaluator (gated against the latest blessed
+ExampleValidator -> AnomaliesGate (a bad span ends the run) -> Transform -> [Tuner, when
+ModelConfig.tune: its best hyperparameters go to the Trainer] -> Trainer -> Evaluator (gated against the latest blessed
 model) -> Pusher (a new integer version under the serving base path, blessed models only).
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipeline.config import HyperrecConfig, project_root
 MODEL_NAME = "hyperrec"
 PREPROCESSING_FN = "components.transform.preprocessing_fn"
 RUN_FN = "components.trainer.run_fn"
+TUNER_FN = "components.tuner.tuner_fn"
 
 
 def code_fingerprint() -> str:
@@ -91,6 +93,23 @@ def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
     )
 
 
+def tuner_component(config: HyperrecConfig, example_gen, transform, schema_gen,
+                    custom_config: dict) -> tfx.components.Tuner:
+    """keras-tuner search (components/tuner.py) on the Trainer's inputs and custom_config,
+    with ModelConfig.tune_max_trials trials of ModelConfig.tune_steps steps each."""
+    return tfx.components.Tuner(
+        tuner_fn=TUNER_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT],
+                                       num_steps=config.model.tune_steps),
+        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT],
+                                     num_steps=config.model.eval_steps or 0),
+        custom_config=custom_config,
+    )
+
+
 def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: str,
                     serving_dir: str, metadata_path: Optional[str] = None,
                     beam_pipeline_args: Optional[List[str]] = None,
@@ -121,19 +140,24 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
                        "code_fingerprint": code_fingerprint()},
     )
     transform.add_upstream_node(anomalies_gate)  # a bad span stops here: no training
+    trainer_custom_config = {"model": dataclasses.asdict(config.model),
+                             "data": dataclasses.asdict(config.data),
+                             "transform": dataclasses.asdict(config.transform),
+                             "code_fingerprint": code_fingerprint()}
+    tuner = tuner_component(config, example_gen, transform, schema_gen,
+                            trainer_custom_config) if config.model.tune else None
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
+        # The Tuner's best hyperparameters override ModelConfig fields in run_fn.
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT],
                                        num_steps=config.model.train_steps or 0),
         eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT],
                                      num_steps=config.model.eval_steps or 0),
-        custom_config={"model": dataclasses.asdict(config.model),
-                       "data": dataclasses.asdict(config.data),
-                       "transform": dataclasses.asdict(config.transform),
-                       "code_fingerprint": code_fingerprint()},
+        custom_config=trainer_custom_config,
     )
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -157,6 +181,8 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
     components = [example_gen, statistics_gen, schema_gen, example_validator,
                   anomalies_gate, transform,
                   trainer, model_resolver, evaluator, pusher]
+    if tuner:
+        components.insert(components.index(trainer), tuner)
     return tfx.dsl.Pipeline(
         pipeline_name=f"hyperrec-{config.name}",
         pipeline_root=pipeline_root,

@@ -2,8 +2,9 @@
 
 `serve` takes tensorflow_model_server's flag names (`--port=8500`, `--enable_batching=true`,
 `--model_config_file=...`), so the same command lines and config files work with the stock
-binary and with this server. The lead's `hyperrec` group registers these commands
-(`register(main)`); `python -m serving` runs `serve` alone.
+binary and with this server. `register(group)` adds the three commands to a click group
+(the `hyperrec` command); `python -m serving` runs `serve` alone and `python -m serving.cli`
+offers all three.
 """
 from __future__ import annotations
 

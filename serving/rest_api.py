@@ -23,10 +23,10 @@ from serving.request_tracking import RequestTracker
 
 _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
-    re.IGNORECASE)
+    re.IGNORECASE | re.ASCII)  # RE2's \d, like TF Serving's, is ASCII digits only
 _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
-    re.IGNORECASE)
+    re.IGNORECASE | re.ASCII)
 _MAX_INT64 = (1 << 63) - 1
 ENTRYPOINT = "REST"
 

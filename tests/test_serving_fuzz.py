@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(240)
 MODEL = "fuzz"
 SIGNATURES = ["serving_default", "classify_x_to_y", "regress_x_to_y", "bytes_echo", "greet",
               "multi", "", "nope"]
-FUZZ_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
+FUZZ_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                          suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                 HealthCheck.too_slow])
 

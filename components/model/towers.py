@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from components import transform
 from components.model.image_encoder import ImageEncoder, decode_png_batch
+from components.model.item_content import ItemContentTable
 from components.model.text_encoder import TextEncoder
 
 HOURS_PER_DAY = 24
@@ -190,19 +191,38 @@ class QueryTower(tf.keras.layers.Layer):
     """Transformed query features -> L2-normalised query embedding [batch, embedding_dim].
 
     `item_id_embedding` is the item tower's id table, shared so that history items and
-    candidate items live in one id space.
+    candidate items live in one id space. With `item_content` (see model/item_content.py)
+    each history item is also represented by its category and its words, embedded with the
+    item tower's `category_embedding` and text `token_embedding` (shared too). Ids without a
+    trained row are masked as in the item tower: an out-of-vocabulary user (new since
+    training) gets the learned "missing user" vector, which `id_dropout` trains on a random
+    share of rows, and out-of-vocabulary history items (new items clicked since training)
+    are left out of the attention like padding.
     """
 
     def __init__(self, embedding_dim: int, id_embedding_dim: int, user_vocab_size: int,
                  device_vocab_size: int, item_id_embedding: tf.keras.layers.Embedding,
-                 dropout: float, **kwargs: Any) -> None:
+                 dropout: float, id_dropout: float = 0.0, num_oov_buckets: int = 1,
+                 fusion_units: Optional[int] = None,
+                 item_content: Optional[ItemContentTable] = None,
+                 category_embedding: Optional[tf.keras.layers.Embedding] = None,
+                 token_embedding: Optional[tf.keras.layers.Embedding] = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
         self.id_embedding_dim = id_embedding_dim
         self.user_vocab_size = user_vocab_size
         self.device_vocab_size = device_vocab_size
         self.dropout = dropout
+        self.id_dropout = id_dropout
+        self.num_oov_buckets = num_oov_buckets
+        self.fusion_units = fusion_units or 2 * embedding_dim
         self.item_id_embedding = item_id_embedding
+        if item_content is not None and (category_embedding is None or token_embedding is None):
+            raise ValueError("item_content needs the category and token embeddings")
+        self.item_content = item_content
+        self.category_embedding = category_embedding
+        self.token_embedding = token_embedding
         self.user_embedding = tf.keras.layers.Embedding(
             user_vocab_size, id_embedding_dim, name="user_embedding")
         self.device_embedding = tf.keras.layers.Embedding(
@@ -212,23 +232,51 @@ class QueryTower(tf.keras.layers.Layer):
         self.day_embedding = tf.keras.layers.Embedding(
             DAYS_PER_WEEK, id_embedding_dim, name="day_of_week_embedding")
         self.history_attention = HistoryAttention(id_embedding_dim, name="history_attention")
-        self.fusion = _fusion_mlp(2 * embedding_dim, embedding_dim, dropout, "query_fusion")
+        self.fusion = _fusion_mlp(self.fusion_units, embedding_dim, dropout, "query_fusion")
+
+    def build(self, input_shape: Any) -> None:
+        self.missing_user = self.add_weight(
+            name="missing_user", shape=[self.id_embedding_dim], initializer="zeros")
+        super().build(input_shape)
+
+    def history_items(self, history_ids: tf.Tensor) -> tf.Tensor:
+        """[batch, history, dim] vectors of the history items: id (+ category and words)."""
+        parts = [self.item_id_embedding(history_ids)]
+        if self.item_content is not None:
+            categories, tokens = self.item_content(history_ids)
+            token_mask = tf.cast(tokens > 0, tf.float32)[..., tf.newaxis]
+            words = tf.math.divide_no_nan(
+                tf.reduce_sum(self.token_embedding(tokens) * token_mask, axis=-2),
+                tf.reduce_sum(token_mask, axis=-2))  # mean over the item's real tokens
+            parts += [self.category_embedding(categories), words]
+        return tf.concat(parts, axis=-1)
+
+    def _known(self, ids: tf.Tensor, table_size: int) -> tf.Tensor:
+        """True for ids with a vocabulary row: not padding (0), not an OOV bucket."""
+        return tf.logical_and(ids > 0, ids < table_size - self.num_oov_buckets)
 
     def call(self, inputs: Mapping[str, tf.Tensor],
              training: Optional[bool] = None) -> tf.Tensor:
         def ids(name: str) -> tf.Tensor:
             return tf.reshape(inputs[name], [-1])
 
+        user_ids = ids(transform.USER_ID_XF)
+        user_known = self._known(user_ids, self.user_vocab_size)
+        if training and self.id_dropout > 0:
+            user_known = tf.logical_and(
+                user_known, tf.random.uniform(tf.shape(user_ids)) >= self.id_dropout)
+        user_mask = tf.cast(user_known, tf.float32)[:, tf.newaxis]
+        user = self.user_embedding(user_ids) * user_mask + (1.0 - user_mask) * self.missing_user
         context = tf.concat([
-            self.user_embedding(ids(transform.USER_ID_XF)),
+            user, user_mask,
             self.device_embedding(ids(transform.DEVICE_XF)),
             self.hour_embedding(ids(transform.HOUR_XF)),
             self.day_embedding(ids(transform.DAY_OF_WEEK_XF)),
         ], axis=1)
         history_ids = inputs[transform.HISTORY_XF]
         history, has_history = self.history_attention(
-            context, self.item_id_embedding(history_ids),
-            tf.not_equal(history_ids, transform.PADDING_ID))
+            context, self.history_items(history_ids),
+            self._known(history_ids, self.item_id_embedding.input_dim))
         fused = self.fusion(tf.concat([context, history, has_history[:, tf.newaxis]], axis=1),
                             training=training)
         return tf.math.l2_normalize(fused, axis=1)
@@ -240,10 +288,21 @@ class QueryTower(tf.keras.layers.Layer):
                 "id_embedding_dim": self.id_embedding_dim,
                 "user_vocab_size": self.user_vocab_size,
                 "device_vocab_size": self.device_vocab_size, "dropout": self.dropout,
-                "item_id_embedding": tf.keras.layers.serialize(self.item_id_embedding)}
+                "id_dropout": self.id_dropout, "num_oov_buckets": self.num_oov_buckets,
+                "fusion_units": self.fusion_units,
+                **{name: tf.keras.layers.serialize(layer) if layer is not None else None
+                   for name, layer in self._shared_layers().items()}}
+
+    def _shared_layers(self) -> Dict[str, Optional[tf.keras.layers.Layer]]:
+        return {"item_id_embedding": self.item_id_embedding, "item_content": self.item_content,
+                "category_embedding": self.category_embedding,
+                "token_embedding": self.token_embedding}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "QueryTower":
         config = dict(config)
-        config["item_id_embedding"] = tf.keras.layers.deserialize(config["item_id_embedding"])
+        for name in ("item_id_embedding", "item_content", "category_embedding",
+                     "token_embedding"):
+            if config.get(name) is not None:
+                config[name] = tf.keras.layers.deserialize(config[name])
         return cls(**config)

@@ -5,16 +5,24 @@ ranking_weight * ranking loss, over a batch of TRANSFORMED features (the Trainer
 applies the TFT layer). `train_step` / `test_step` call it, so `fit` / `evaluate` need no
 compiled loss; metrics live on the task layers and Keras collects them. `call` returns the
 tower embeddings and the ranking score (what export wraps into signatures).
+
+Distribution: under a multi-replica strategy `compute_loss` is this replica's SHARE of the
+global-batch loss (the tasks normalise by global counts and gather candidates across
+replicas), and the optimizer sums gradients over replicas, so a step follows the gradient
+of the single-device loss on the same global batch.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 import tensorflow as tf
 
 from components import transform
+from components.model.item_content import ItemContentTable
 from components.model.ranking import RankingTask
-from components.model.retrieval import RetrievalTask
+from components.model.retrieval import RetrievalTask, replica_context
 from components.model.towers import ItemTower, QueryTower, VocabularySizes
 from pipeline import config as config_lib
 
@@ -60,17 +68,20 @@ class TwoTowerModel(tf.keras.Model):
     # allowlist, unlike `keras`), which costs tens of seconds of tracing per step function.
     @tf.autograph.experimental.do_not_convert
     def train_step(self, data: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        _, replicas = replica_context()
         with tf.GradientTape() as tape:
             loss = self.compute_loss(data, training=True)
-            total = loss + tf.add_n(self.losses) if self.losses else loss
+            # Regularisation losses are per model, not per row: each replica adds its share.
+            total = loss + tf.add_n(self.losses) / replicas if self.losses else loss
         gradients = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
-        self.loss_tracker.update_state(loss)
+        self.loss_tracker.update_state(loss * replicas)  # the global value (see tasks)
         return {m.name: m.result() for m in self.metrics}
 
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        self.loss_tracker.update_state(self.compute_loss(data, training=False))
+        _, replicas = replica_context()
+        self.loss_tracker.update_state(self.compute_loss(data, training=False) * replicas)
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self) -> Dict[str, Any]:
@@ -94,8 +105,11 @@ class TwoTowerModel(tf.keras.Model):
 def build_two_tower_model(model_config: config_lib.ModelConfig,
                           vocabulary_sizes: VocabularySizes,
                           item_log_q: Optional[Sequence[float]],
-                          image_size: int, text_max_tokens: int) -> TwoTowerModel:
-    """The model for a config: the seam the Trainer (and later the Tuner) builds through.
+                          image_size: int, text_max_tokens: int,
+                          num_oov_buckets: int = 1,
+                          item_content: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                          ) -> TwoTowerModel:
+    """The model for a config: the seam the Trainer and the Tuner build through.
 
     Args:
       model_config: sizes, task weights and dropout.
@@ -103,7 +117,12 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
       item_log_q: log sampling probability per transformed item id (None: no correction).
       image_size: side of the square PNGs (DataConfig.image_size).
       text_max_tokens: token sequence length (TransformConfig.text_max_tokens).
+      num_oov_buckets: OOV buckets at the end of each id table (TransformConfig), whose
+        rows no training example reaches: the towers mask them.
+      item_content: (categories, tokens) per transformed item id (model/item_content.py)
+        for the query tower's history items; None: history items by id only.
     """
+    fusion_units = model_config.fusion_units or None
     item_tower = ItemTower(
         embedding_dim=model_config.embedding_dim,
         id_embedding_dim=model_config.id_embedding_dim,
@@ -113,17 +132,29 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
         text_embedding_dim=model_config.text_embedding_dim,
         text_heads=model_config.text_heads, text_layers=model_config.text_layers,
         text_ff_dim=model_config.text_ff_dim, dropout=model_config.dropout,
-        use_item_id=model_config.use_item_id, name="item_tower")
+        use_item_id=model_config.use_item_id, use_content=model_config.use_content,
+        id_dropout=model_config.id_dropout, num_oov_buckets=num_oov_buckets,
+        fusion_units=fusion_units, name="item_tower")
+    content_table = None
+    if item_content is not None and model_config.use_content:
+        categories, tokens = item_content
+        content_table = ItemContentTable(vocabulary_sizes.item, text_max_tokens, categories,
+                                         tokens, name="item_content")
     query_tower = QueryTower(
         embedding_dim=model_config.embedding_dim,
         id_embedding_dim=model_config.id_embedding_dim,
         user_vocab_size=vocabulary_sizes.user, device_vocab_size=vocabulary_sizes.device,
         item_id_embedding=item_tower.item_id_embedding, dropout=model_config.dropout,
+        id_dropout=model_config.id_dropout, num_oov_buckets=num_oov_buckets,
+        fusion_units=fusion_units, item_content=content_table,
+        category_embedding=item_tower.category_embedding if content_table else None,
+        token_embedding=item_tower.text_encoder.token_embedding if content_table else None,
         name="query_tower")
     retrieval = RetrievalTask(model_config.temperature, item_log_q=item_log_q,
-                              item_vocab_size=vocabulary_sizes.item, name="retrieval")
-    ranking = RankingTask([2 * model_config.embedding_dim], model_config.dropout,
-                          name="ranking")
+                              item_vocab_size=vocabulary_sizes.item,
+                              negatives=model_config.retrieval_negatives, name="retrieval")
+    ranking = RankingTask(model_config.ranking_hidden_units or [2 * model_config.embedding_dim],
+                          model_config.dropout, name="ranking")
     return TwoTowerModel(item_tower, query_tower, retrieval, ranking,
                          retrieval_weight=model_config.retrieval_weight,
                          ranking_weight=model_config.ranking_weight, name="two_tower")

@@ -1,0 +1,116 @@
+"""Hyperparameter search: the `tuner_fn` that TFX's Tuner component calls.
+
+keras-tuner's RandomSearch samples model sizes and the learning rate around the configured
+values, trains each trial for a tiny budget (one epoch of ModelConfig.tune_steps steps on
+the real input pipeline) and ranks trials by the eval loss. The Tuner component writes the
+best trial's HyperParameters; the Trainer receives them as fn_args.hyperparameters and
+`trainer.apply_hyperparameters` overrides the ModelConfig fields they name, so every
+hyperparameter here is named after a ModelConfig field.
+
+Keras: keras-tuner is pinned below 1.4 (requirements.in). From 1.4 it imports Keras 3
+whenever Keras 3 is installed (TFX needs it installed), rejects our tf-keras model with
+FatalTypeError (keras-tuner#1039) and ignores TF_USE_LEGACY_KERAS; 1.3.x builds on
+`tf.keras`, which the project resolves to tf-keras.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import keras_tuner as kt
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+
+from components import distribution
+from components import trainer
+from pipeline import config as config_lib
+
+OBJECTIVE = "val_loss"
+PROJECT_NAME = "hyperrec_tuning"
+
+
+def _around(value: int) -> List[int]:
+    """Sizes to try: half, the configured value, double (at least 4)."""
+    return sorted({max(4, value // 2), value, value * 2})
+
+
+def search_space(model_config: config_lib.ModelConfig) -> kt.HyperParameters:
+    """Embedding sizes and the learning rate, centred on the configured values (the
+    configured value is each one's default)."""
+    hp = kt.HyperParameters()
+    hp.Choice("embedding_dim", _around(model_config.embedding_dim),
+              default=model_config.embedding_dim)
+    hp.Choice("id_embedding_dim", _around(model_config.id_embedding_dim),
+              default=model_config.id_embedding_dim)
+    hp.Float("learning_rate", model_config.learning_rate / 3, model_config.learning_rate * 3,
+             sampling="log", default=model_config.learning_rate)
+    return hp
+
+
+class TwoTowerHyperModel(kt.HyperModel):
+    """Builds the Trainer's model (trainer.build_model) for a trial's hyperparameters."""
+
+    def __init__(self, model_config: config_lib.ModelConfig, data_config: config_lib.DataConfig,
+                 transform_config: config_lib.TransformConfig,
+                 tft_output: tft.TFTransformOutput, content: Optional[Tuple[Any, Any]]) -> None:
+        super().__init__(name="two_tower")
+        self.model_config = model_config
+        self.data_config = data_config
+        self.transform_config = transform_config
+        self.tft_output = tft_output
+        self.content = content
+
+    def build(self, hp: kt.HyperParameters) -> tf.keras.Model:
+        model_config = trainer.apply_hyperparameters(self.model_config, hp.get_config())
+        # The schedule spans the trial's steps, as it spans the full run in the Trainer.
+        return trainer.build_model(model_config, self.data_config, self.transform_config,
+                                   self.tft_output, total_steps=model_config.tune_steps,
+                                   content=self.content)
+
+
+# TFX's Tuner component calls this function (`tuner_fn="components.tuner.tuner_fn"`).
+def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+    """Returns the keras-tuner search and the arguments of its `search` (fit) call.
+
+    fn_args: as for run_fn (train/eval files, data accessor, transform graph,
+    custom_config {"model", "data", "transform"}) plus working_dir for the trials' state.
+    """
+    model_config, data_config, transform_config = trainer.configs_from_custom_config(
+        fn_args.custom_config)
+    trainer.seed_everything(model_config)
+    tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    strategy_name = model_config.strategy
+    if strategy_name == "multi_worker_mirrored" or (
+            strategy_name == "auto"
+            and distribution.auto_strategy_name() == "multi_worker_mirrored"):
+        strategy_name = "one_device"  # trials are single-host (no distributed oracle here)
+    strategy = distribution.create_strategy(strategy_name, model_config.tpu)
+
+    content = trainer.catalog_content(
+        trainer.build_catalog_batches(trainer.catalog_file_patterns(fn_args.train_files),
+                                      fn_args.data_accessor, tft_output),
+        tft_output, transform_config)
+    tuner = kt.RandomSearch(
+        TwoTowerHyperModel(model_config, data_config, transform_config, tft_output, content),
+        objective=kt.Objective(OBJECTIVE, direction="min"),
+        max_trials=model_config.tune_max_trials, hyperparameters=search_space(model_config),
+        seed=model_config.seed, distribution_strategy=strategy,
+        directory=fn_args.working_dir, project_name=PROJECT_NAME, overwrite=True)
+    train_dataset = trainer.build_dataset(
+        fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
+        shuffle=True, seed=model_config.seed, num_epochs=None)
+    eval_steps = model_config.eval_steps or fn_args.eval_steps or None
+    eval_dataset = trainer.build_dataset(
+        fn_args.eval_files, fn_args.data_accessor, tft_output, model_config.batch_size,
+        shuffle=False, seed=model_config.seed, num_epochs=None if eval_steps else 1)
+    fit_kwargs: Dict[str, Any] = dict(
+        x=train_dataset, validation_data=eval_dataset, epochs=1,
+        steps_per_epoch=model_config.tune_steps, validation_steps=eval_steps, verbose=2)
+    return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)
+
+
+def best_model_config(model_config: config_lib.ModelConfig,
+                      tuner: kt.Tuner) -> config_lib.ModelConfig:
+    """ModelConfig with the best trial's values (what the Trainer will train)."""
+    best = tuner.get_best_hyperparameters(1)[0]
+    return trainer.apply_hyperparameters(model_config, best.get_config())
