@@ -257,15 +257,19 @@ class ModelManager:
             raise errors.invalid_argument(f"Unrecognized servable version label: {label}")
         return labels[label]
 
-    def servable(self, model_name: str, version: Optional[int] = None,
-                 label: Optional[str] = None) -> Servable:
-        """The servable a request addresses: latest available, a version, or a label."""
+    def _requested_version(self, model_name: str, version: Optional[int],
+                           label: Optional[str]) -> Optional[int]:
+        """The version a request names directly or through a label (None: the latest)."""
         if version is not None and label is not None:
             raise errors.invalid_argument(
                 f"Both model version ({version}) and model version label ({label}) cannot "
                 "be supplied.")
-        if label is not None:
-            version = self.resolve_label(model_name, label)
+        return self.resolve_label(model_name, label) if label is not None else version
+
+    def servable(self, model_name: str, version: Optional[int] = None,
+                 label: Optional[str] = None) -> Servable:
+        """The servable a request addresses: latest available, a version, or a label."""
+        version = self._requested_version(model_name, version, label)
         model = self._model(model_name)
         with self._lock:
             available = model.available if model is not None else {}
@@ -282,12 +286,7 @@ class ModelManager:
     def version_states(self, model_name: str, version: Optional[int] = None,
                        label: Optional[str] = None) -> Dict[int, VersionState]:
         """Version -> state for GetModelStatus (newest first), with TF Serving's errors."""
-        if version is not None and label is not None:
-            raise errors.invalid_argument(
-                f"Both model version ({version}) and model version label ({label}) cannot "
-                "be supplied.")
-        if label is not None:
-            version = self.resolve_label(model_name, label)
+        version = self._requested_version(model_name, version, label)
         model = self._model(model_name)
         with self._lock:
             states = dict(model.states) if model is not None else {}
