@@ -37,9 +37,17 @@ class RunPaths:
 
 
 def beam_args(config: HyperrecConfig) -> List[str]:
-    workers = config.direct_num_workers or os.cpu_count() or 1
-    return [f"--direct_running_mode={config.direct_running_mode}",
-            f"--direct_num_workers={workers}"]
+    """Pipeline-wide DirectRunner arguments.
+
+    Worker parallelism only for multi-process or multi-thread modes: in `in_memory` mode Beam
+    runs bundles of one stage on a thread pool of `direct_num_workers`, which lets TFMA call
+    one loaded SavedModel from two threads at once (seen to abort the process), without the
+    isolation that makes parallel workers safe.
+    """
+    args = [f"--direct_running_mode={config.direct_running_mode}"]
+    if config.direct_running_mode != "in_memory":
+        args.append(f"--direct_num_workers={config.direct_num_workers or os.cpu_count() or 1}")
+    return args
 
 
 def run(config: HyperrecConfig, data_root: str, workdir: str,
