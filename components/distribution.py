@@ -114,6 +114,13 @@ def cleanup_write_dir(path: str, strategy: tf.distribute.Strategy) -> None:
 
 
 def describe(strategy: tf.distribute.Strategy) -> str:
-    """One line for logs: the strategy class and its replica count."""
-    return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
+    """One line for logs: the strategy's public name and its replica count."""
+    # Check subclasses first: MultiWorkerMirroredStrategy is a CollectiveAllReduceStrategy,
+    # not a MirroredStrategy, and reports the former class name.
+    names = [(tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+             (tf.distribute.TPUStrategy, "TPUStrategy"),
+             (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+             (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy")]
+    name = next((n for cls, n in names if isinstance(strategy, cls)), type(strategy).__name__)
+    return f"{name} with {strategy.num_replicas_in_sync} replica(s)"
 

@@ -7,8 +7,9 @@ vocabulary assets are saved), so serving needs no preprocessing of its own:
 - `serving_default`: examples (serialized tf.Example, no label) -> {"score"}: the ranking
   probability. TFMA's Evaluator and TF Serving predict use it.
 - `recommend`: user id, recent history, device, timestamp, k -> top-k catalogue item ids and
-  their retrieval scores (cosine similarity), excluding items in the row's history. The
-  catalogue is embedded ONCE at export and stored as variables in the SavedModel.
+  their retrieval scores (cosine similarity + the item's score bias, see
+  model/retrieval.py), excluding items in the row's history. The catalogue is embedded ONCE
+  at export and stored as variables in the SavedModel.
 - `embed_items`: raw item features -> {"embedding"} (the item tower).
 
 Warmup. `assets.extra/tf_serving_warmup_requests` holds PredictionLogs (PredictRequests for
@@ -25,7 +26,7 @@ stock tensorflow/serving binary loads it.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -94,31 +95,40 @@ def _as_raw_feature(tensor: tf.Tensor, feature_spec: Any) -> Any:
 
 def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
                   catalog_batches: Iterable[Mapping[str, Any]],
-                  ) -> Tuple[np.ndarray, np.ndarray]:
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeds every catalogue item from its raw features with the trained item tower.
 
     Only item features are fed to the TFT layer; it returns the item outputs alone (see
-    components/transform.py). Returns (item ids [C] bytes, embeddings [C, dim] float32).
+    components/transform.py). Returns (item ids [C] bytes, embeddings [C, dim] float32,
+    score biases [C] float32: temperature * the item tower's retrieval bias, so that
+    cosine + score bias ranks as the retrieval logits do).
     """
+    temperature = model.retrieval.temperature
+
     # One graph for all batches (eager map_fn decoding would run per image in Python).
     @tf.function(autograph=False, reduce_retracing=True)
-    def embed(raw: Dict[str, Any]) -> tf.Tensor:
-        return model.item_tower(tft_layer(raw), training=False)
+    def embed(raw: Dict[str, Any]) -> Tuple[tf.Tensor, tf.Tensor]:
+        item = model.item_tower.encode(tft_layer(raw), training=False)
+        return item["embedding"], temperature * item["bias"]
 
-    ids, embeddings = [], []
+    ids, embeddings, biases = [], [], []
     for batch in catalog_batches:
-        embeddings.append(embed({name: batch[name] for name in transform.ITEM_INPUTS}).numpy())
+        embedding, bias = embed({name: batch[name] for name in transform.ITEM_INPUTS})
+        embeddings.append(embedding.numpy())
+        biases.append(bias.numpy())
         ids.append(tf.reshape(batch[features.ITEM_ID], [-1]).numpy())
     if not ids:
         raise ValueError("the catalogue split is empty: nothing to recommend from")
-    return np.concatenate(ids), np.concatenate(embeddings).astype(np.float32)
+    return (np.concatenate(ids), np.concatenate(embeddings).astype(np.float32),
+            np.concatenate(biases).astype(np.float32))
 
 
 class ServingModule(tf.Module):
     """What the SavedModel holds: model, TFT layer, catalogue, and the signature functions."""
 
     def __init__(self, model: TwoTowerModel, tft_output: tft.TFTransformOutput,
-                 catalog_item_ids: np.ndarray, catalog_embeddings: np.ndarray) -> None:
+                 catalog_item_ids: np.ndarray, catalog_embeddings: np.ndarray,
+                 catalog_score_bias: Optional[np.ndarray] = None) -> None:
         super().__init__(name="hyperrec_serving")
         if len(set(catalog_item_ids.tolist())) != len(catalog_item_ids):
             raise ValueError("catalogue item ids must be unique")
@@ -130,6 +140,9 @@ class ServingModule(tf.Module):
                                             name="catalog_item_ids")
         self.catalog_embeddings = tf.Variable(catalog_embeddings, trainable=False,
                                               name="catalog_embeddings")
+        self.catalog_score_bias = tf.Variable(
+            np.zeros(len(catalog_item_ids), np.float32) if catalog_score_bias is None
+            else catalog_score_bias, trainable=False, name="catalog_score_bias")
         # item id -> catalogue row, to exclude history items by scatter in O(batch * history)
         # rather than comparing every history id with every catalogue id.
         self.catalog_index = tf.lookup.StaticHashTable(
@@ -151,9 +164,10 @@ class ServingModule(tf.Module):
     def serve_examples(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
         """serving_default: serialized tf.Examples -> ranking probability [batch]."""
         transformed = self.tft_layer(tf.io.parse_example(examples, self._serving_spec))
-        query = self.model.query_tower(transformed, training=False)
-        item = self.model.item_tower(transformed, training=False)
-        logits = self.model.ranking.score_logits(query, item, training=False)
+        query = self.model.query_tower.encode(transformed, training=False)
+        item = self.model.item_tower.encode(transformed, training=False)
+        logits = self.model.ranking.score_logits(query["fusion"], item["fusion"],
+                                                 training=False)
         return {SCORE: tf.sigmoid(logits)}
 
     def recommend(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
@@ -161,7 +175,8 @@ class ServingModule(tf.Module):
         history = inputs[features.HISTORY]
         query = self._query_embeddings(
             self._raw({name: inputs[name] for name in transform.QUERY_INPUTS}))
-        scores = tf.matmul(query, self.catalog_embeddings, transpose_b=True)  # [batch, C]
+        scores = (tf.matmul(query, self.catalog_embeddings, transpose_b=True)  # [batch, C]
+                  + self.catalog_score_bias[tf.newaxis, :])
 
         history_rows = self.catalog_index.lookup(history)  # -1: padding / not in catalogue
         seen = history_rows >= 0
@@ -270,8 +285,9 @@ def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput
     """Embeds the catalogue and writes the SavedModel with its three signatures, plus warmup
     requests from `warmup_examples` (serialized serving tf.Examples) when given."""
     tft_layer = tft_output.transform_features_layer()
-    catalog_ids, catalog_embeddings = embed_catalog(model, tft_layer, catalog_batches)
-    module = ServingModule(model, tft_output, catalog_ids, catalog_embeddings)
+    catalog_ids, catalog_embeddings, catalog_bias = embed_catalog(model, tft_layer,
+                                                                  catalog_batches)
+    module = ServingModule(model, tft_output, catalog_ids, catalog_embeddings, catalog_bias)
     tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
     if warmup_examples:
         write_warmup_requests(serving_model_dir, warmup_examples, recommend_k)

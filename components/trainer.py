@@ -38,6 +38,7 @@ from components import export
 from components import features
 from components import transform
 from components.model import item_content
+from components.model.image_encoder import colour_signature, decode_png_batch
 from components.model.towers import VocabularySizes
 from components.model.two_tower import TwoTowerModel, build_two_tower_model
 from pipeline import config as config_lib
@@ -191,21 +192,27 @@ def vocabulary_sizes(tft_output: tft.TFTransformOutput,
 
 
 def catalog_content(catalog_batches: tf.data.Dataset, tft_output: tft.TFTransformOutput,
-                    transform_config: config_lib.TransformConfig) -> Tuple[Any, Any]:
-    """(categories, tokens) of every catalogue item by transformed item id, for the query
-    tower's history items (components/model/item_content.py)."""
+                    transform_config: config_lib.TransformConfig,
+                    data_config: config_lib.DataConfig) -> item_content.ItemContent:
+    """(categories, tokens, colours) of every catalogue item by transformed item id, for the
+    query tower's history items (components/model/item_content.py)."""
     tft_layer = tft_output.transform_features_layer()
 
     @tf.function(autograph=False, reduce_retracing=True)
-    def transform_items(raw: Dict[str, Any]) -> Dict[str, tf.Tensor]:
-        return tft_layer(raw)
+    def content(raw: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+        transformed = tft_layer(raw)
+        pixels, mask = decode_png_batch(transformed[transform.IMAGE_XF], data_config.image_size)
+        return {transform.ITEM_ID_XF: transformed[transform.ITEM_ID_XF],
+                transform.CATEGORY_XF: transformed[transform.CATEGORY_XF],
+                transform.TITLE_TOKENS_XF: transformed[transform.TITLE_TOKENS_XF],
+                item_content.COLOUR: colour_signature(pixels, mask)}
 
-    transformed = ({k: v.numpy() for k, v in transform_items(
+    batches = ({k: v.numpy() for k, v in content(
         {name: batch[name] for name in transform.ITEM_INPUTS}).items()}
         for batch in catalog_batches)
     return item_content.content_arrays(
-        transformed, transform.vocabulary_table_size(tft_output, transform.ITEM_VOCAB,
-                                                     transform_config),
+        batches, transform.vocabulary_table_size(tft_output, transform.ITEM_VOCAB,
+                                                 transform_config),
         transform_config.text_max_tokens, transform_config.num_oov_buckets)
 
 
@@ -228,7 +235,7 @@ def build_model(model_config: config_lib.ModelConfig, data_config: config_lib.Da
                 transform_config: config_lib.TransformConfig,
                 tft_output: tft.TFTransformOutput,
                 total_steps: Optional[int] = None,
-                content: Optional[Tuple[Any, Any]] = None) -> TwoTowerModel:
+                content: Optional[item_content.ItemContent] = None) -> TwoTowerModel:
     """A compiled two-tower model sized by the transform output (call it in the strategy's
     scope). total_steps: the training length the learning-rate schedule spans; content:
     `catalog_content` for the history items (None: history by id only)."""
@@ -345,7 +352,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     catalog_patterns = catalog_file_patterns(fn_args.train_files)
     content = catalog_content(
         build_catalog_batches(catalog_patterns, fn_args.data_accessor, tft_output),
-        tft_output, transform_config)
+        tft_output, transform_config, data_config)
     with strategy.scope():
         model = build_model(model_config, data_config, transform_config, tft_output,
                             plan.total_steps, content)

@@ -18,6 +18,11 @@ Outputs (names from `components.features`, dtypes/shapes per example):
 - image (string): the PNG bytes unchanged; the model decodes them (so serving takes the
   same raw bytes).
 - label (int64): passed through when the raw data has it (never at serving).
+- item age at the event (float32 days, training data only): how new the item was when the
+  row happened; the model trains the id-less (cold-start) path of the item tower on items
+  that were new at the time. It reads a query feature (timestamp) AND an item feature
+  (first seen), so the TFT layer leaves it out whenever either side is not fed (catalogue,
+  serving); it is the one output outside the two groups below.
 
 Item-only inputs. The catalogue split and the `embed_items` signature carry item features
 only. Every output here depends on either query features or item features, never both, and
@@ -47,6 +52,7 @@ CATEGORY_XF = features.xf(features.CATEGORY)
 PRICE_XF = features.xf(features.PRICE)
 IMAGE_XF = features.xf(features.IMAGE)
 LABEL_XF = features.xf(features.LABEL)
+ITEM_AGE_XF = features.xf("item_age_days")
 TITLE_TOKENS_XF = features.TITLE_TOKENS
 HOUR_XF = features.HOUR
 DAY_OF_WEEK_XF = features.DAY_OF_WEEK
@@ -231,6 +237,9 @@ def preprocessing_fn(inputs: Dict[str, Any],
         tft.vocabulary(tf.boolean_mask(item_id, tf.equal(label, 1)),
                        vocab_filename=POSITIVE_ITEM_COUNTS, store_frequency=True)
         tft.vocabulary(item_id, vocab_filename=ITEM_ROW_COUNTS, store_frequency=True)
+    if features.LABEL in inputs and features.FIRST_SEEN in inputs:
+        first_seen = tf.cast(_scalar_column(inputs[features.FIRST_SEEN], 0), tf.int64)
+        outputs[ITEM_AGE_XF] = tf.cast(timestamp - first_seen, tf.float32) / SECONDS_PER_DAY
     return outputs
 
 

@@ -89,7 +89,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     content = trainer.catalog_content(
         trainer.build_catalog_batches(trainer.catalog_file_patterns(fn_args.train_files),
                                       fn_args.data_accessor, tft_output),
-        tft_output, transform_config)
+        tft_output, transform_config, data_config)
     tuner = kt.RandomSearch(
         TwoTowerHyperModel(model_config, data_config, transform_config, tft_output, content),
         objective=kt.Objective(OBJECTIVE, direction="min"),
@@ -108,9 +108,3 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         steps_per_epoch=model_config.tune_steps, validation_steps=eval_steps, verbose=2)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)
 
-
-def best_model_config(model_config: config_lib.ModelConfig,
-                      tuner: kt.Tuner) -> config_lib.ModelConfig:
-    """ModelConfig with the best trial's values (what the Trainer will train)."""
-    best = tuner.get_best_hyperparameters(1)[0]
-    return trainer.apply_hyperparameters(model_config, best.get_config())

@@ -63,8 +63,12 @@ class ModelConfig:
     # ---- model part of issue 4: objectives, distribution, training habits, tuning ---------
     use_content: bool = True  # image/text/category/price in the item tower (False: id-only)
     id_dropout: float = 0.0  # share of training rows whose user/item id is masked (cold start)
+    new_item_days: float = 14.0  # items younger at the event train id-less (cold start)
     retrieval_negatives: str = "positives"  # positives | batch (impressions' items join)
     fusion_units: int = 0  # hidden units of the towers' fusion MLPs; 0 = 2 * embedding_dim
+    # Towers = fusion_weight * unit fusion-MLP output + unit shared content vector (history
+    # content for queries): a small weight keeps "like your recent items" dominant.
+    fusion_weight: float = 0.3
     ranking_hidden_units: tuple = ()  # ranking MLP; () = one layer of 2 * embedding_dim
     # tf.distribute: auto | one_device | mirrored | multi_worker_mirrored | tpu. The batch
     # size is GLOBAL (split over replicas), so results do not depend on the replica count.

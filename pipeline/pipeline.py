@@ -120,7 +120,9 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         examples=example_gen.outputs["examples"], exclude_splits=[features.CATALOG_SPLIT])
     for ingest in (example_gen, statistics_gen):
         ingest.with_beam_pipeline_args(
-            [f"--direct_running_mode={config.ingest_running_mode}"])
+            [f"--direct_running_mode={config.ingest_running_mode}",
+             f"--direct_num_workers={config.direct_num_workers or os.cpu_count() or 1}"]
+            if config.ingest_running_mode != "in_memory" else [])
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=os.path.join(project_root(), config.schema_file))
     example_validator = tfx.components.ExampleValidator(

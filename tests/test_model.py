@@ -124,6 +124,7 @@ _SERVING_SCRIPT = textwrap.dedent("""
     result["catalog_ids"] = loaded.catalog_item_ids.numpy().astype(str)
 
     # As TF Serving loads it: the TF1 SavedModel loader in a session, signature by tensor name.
+    recommend_feed = {name: tensor(spec).numpy() for name, spec in request["recommend"].items()}
     with tf.compat.v1.Graph().as_default(), tf.compat.v1.Session() as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], model_dir)
         signature = meta_graph.signature_def[names["serving_default"]]
@@ -131,6 +132,29 @@ _SERVING_SCRIPT = textwrap.dedent("""
             signature.outputs[score_key].name,
             {signature.inputs[examples_key].name: [bytes.fromhex(e)
                                                    for e in examples["values"]]})
+        signature = meta_graph.signature_def[names["recommend"]]
+        result["rec_ids_tf1"] = session.run(
+            signature.outputs[names["item_ids"]].name,
+            {signature.inputs[name].name: value
+             for name, value in recommend_feed.items()}).astype(str)
+
+    # Every op of every graph (the main graph and all functions) is registered in a process
+    # that imported TensorFlow alone: no custom-op library is needed to serve the model.
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.framework import op_def_registry
+    saved_model = saved_model_pb2.SavedModel()
+    with open(model_dir + "/saved_model.pb", "rb") as f:
+        saved_model.ParseFromString(f.read())
+    ops = set()
+    for meta in saved_model.meta_graphs:
+        functions = {fn.signature.name for fn in meta.graph_def.library.function}
+        ops |= {node.op for node in meta.graph_def.node}
+        for fn in meta.graph_def.library.function:
+            ops |= {node.op for node in fn.node_def}
+        ops -= functions  # a call of a library function names the function, not an op
+    result["ops"] = np.array(sorted(ops))
+    result["unregistered_ops"] = np.array(
+        sorted(op for op in ops if op_def_registry.get(op) is None), dtype=str)
     np.savez(result_path, **result)
 """)
 
@@ -221,6 +245,43 @@ def test_serving_default_scores_serialized_examples(served):
     assert scores.shape == (64,)
     assert np.all(np.isfinite(scores)) and np.all((scores > 0) & (scores < 1))
     np.testing.assert_allclose(served["score_tf1"], scores, atol=1e-6)
+
+
+def test_serving_graphs_use_core_tensorflow_ops_only(served):
+    assert len(served["ops"]) > 20  # the walk saw the graphs
+    assert served["unregistered_ops"].tolist() == []
+
+
+def test_recommend_runs_in_a_tf1_session(served):
+    np.testing.assert_array_equal(served["rec_ids_tf1"], served["rec_ids"])
+
+
+def test_warmup_requests_replay_against_the_signatures(trained):
+    """assets.extra/tf_serving_warmup_requests: PredictionLogs with PredictRequests for
+    serving_default and recommend, built from real eval examples, that the model answers."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    model_dir = trained["fn_args"].serving_model_dir
+    path = os.path.join(model_dir, export.WARMUP_FILE)
+    logs = [prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset(path)]
+    requests = [log.predict_log.request for log in logs]
+    by_signature = {}
+    for request in requests:
+        by_signature.setdefault(request.model_spec.signature_name, []).append(request)
+    assert set(by_signature) == {export.SERVING_DEFAULT, export.RECOMMEND}
+    loaded = tf.saved_model.load(model_dir)
+    eval_users = {r[features.USER_ID] for r in trained["rows"]["eval"]}
+    for signature, signature_requests in by_signature.items():
+        sizes = []
+        for request in signature_requests:
+            inputs = {name: tf.constant(tf.make_ndarray(proto))
+                      for name, proto in request.inputs.items()}
+            outputs = loaded.signatures[signature](**inputs)
+            sizes.append(next(iter(outputs.values())).shape[0])
+            if signature == export.RECOMMEND:
+                users = {u.decode() for u in inputs[features.USER_ID].numpy()}
+                assert users <= eval_users  # real examples, not made-up ones
+        assert sorted(sizes) == sorted(export.WARMUP_BATCH_SIZES)
 
 
 def test_same_score_at_batch_sizes_1_7_64(served):

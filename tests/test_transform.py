@@ -258,7 +258,7 @@ def test_transformed_training_features(transformed_env):
     out = tft_output.transform_features_layer()(raw)
 
     assert set(out) == set(transform.ITEM_OUTPUTS + transform.QUERY_OUTPUTS
-                           + (transform.LABEL_XF,))
+                           + (transform.LABEL_XF, transform.ITEM_AGE_XF))
     cfg = TEST_TRANSFORM_CONFIG
     assert out[transform.TITLE_TOKENS_XF].shape == (40, cfg.text_max_tokens)
     assert out[transform.HISTORY_XF].shape == (40, TEST_DATA_CONFIG.history_length)
@@ -291,6 +291,11 @@ def test_transformed_training_features(transformed_env):
 
     price = out[transform.PRICE_XF].numpy()
     assert np.all(np.isfinite(price)) and price.std() > 0.1
+
+    # Item age at the event, in days (training only: it reads both sides).
+    np.testing.assert_allclose(
+        out[transform.ITEM_AGE_XF].numpy(),
+        [(r[features.TIMESTAMP] - r[features.FIRST_SEEN]) / 86400 for r in rows], rtol=1e-6)
 
 
 def test_price_z_score_uses_train_statistics(transformed_env):
@@ -338,3 +343,44 @@ def test_item_log_sampling_probability(transformed_env):
     np.testing.assert_allclose(np.exp(log_q[index]),
                                positives.count(most_common) / len(positives), rtol=1e-5)
     assert np.all(np.isfinite(log_q)) and np.all(log_q <= 0)
+
+
+def test_item_log_sampling_probability_of_all_rows_for_batch_negatives(transformed_env):
+    """With impressions as negatives ("batch"), candidates are every train row's item."""
+    tft_output = transformed_env["tft_output"]
+    log_q = transform.item_log_sampling_probability(tft_output, TEST_TRANSFORM_CONFIG,
+                                                    negatives="batch")
+    rows = [r[features.ITEM_ID] for r in transformed_env["rows"]["train"]]
+    item_vocab = tft_output.vocabulary_by_name(transform.ITEM_VOCAB)
+    for item in sorted(set(rows))[:5]:
+        index = item_vocab.index(item.encode()) + 1
+        np.testing.assert_allclose(np.exp(log_q[index]), rows.count(item) / len(rows),
+                                   rtol=1e-5)
+
+
+def test_frequency_threshold_and_oov_buckets(transformed_env, tmp_path):
+    """Ids seen fewer than id_min_frequency times in train share the OOV buckets; with
+    several buckets, unseen ids hash into them (never into padding or the vocabulary)."""
+    from collections import Counter
+    train = transformed_env["rows"]["train"]
+    user_counts = Counter(r[features.USER_ID] for r in train)
+    threshold = sorted(user_counts.values())[len(user_counts) // 2]  # about half are rare
+    config = dataclasses.replace(TEST_TRANSFORM_CONFIG, id_min_frequency=threshold,
+                                 num_oov_buckets=3)
+    root = str(tmp_path / "examples")
+    write_examples(root)
+    output_dir = str(tmp_path / "transform_output")
+    os.makedirs(output_dir)
+    tft_output = run_transform_analysis(root, output_dir, transformed_env["schema"],
+                                        transform_custom_config(config))
+    vocab = [v.decode() for v in tft_output.vocabulary_by_name(transform.USER_VOCAB)]
+    assert set(vocab) == {u for u, c in user_counts.items() if c >= threshold}
+    assert len(vocab) < len(user_counts)
+    raw = parse_raw(train, transformed_env["schema"], transform.QUERY_INPUTS)
+    user_ids = tft_output.transform_features_layer()(raw)[transform.USER_ID_XF].numpy()
+    oov = [u for u, r in zip(user_ids, train) if user_counts[r[features.USER_ID]] < threshold]
+    assert oov and all(len(vocab) < u <= len(vocab) + 3 for u in oov)
+    kept = [u for u, r in zip(user_ids, train) if user_counts[r[features.USER_ID]] >= threshold]
+    assert all(1 <= u <= len(vocab) for u in kept)
+    assert transform.vocabulary_table_size(tft_output, transform.USER_VOCAB,
+                                           config) == 1 + len(vocab) + 3

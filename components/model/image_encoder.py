@@ -41,6 +41,36 @@ def decode_png_batch(image_bytes: tf.Tensor, image_size: int) -> Tuple[tf.Tensor
     return pixels, tf.cast(is_png, tf.float32)
 
 
+# Product photos are shot on a light background: a pixel whose darkest channel is above this
+# is background, the rest is the product.
+_BACKGROUND_MIN_CHANNEL = 0.8
+# A fixed palette: the 27 points of a 3x3x3 grid over the RGB cube, and the width of the
+# Gaussian soft assignment of a colour to them (about a third of the grid spacing).
+_PALETTE = [[r, g, b] for r in (0.2, 0.5, 0.8) for g in (0.2, 0.5, 0.8) for b in (0.2, 0.5, 0.8)]
+_PALETTE_SIGMA = 0.15
+COLOUR_SIGNATURE_DIM = len(_PALETTE)
+
+
+def colour_signature(pixels: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """[batch, 27]: the product's mean colour, softly binned into a fixed 27-colour palette
+    (unit length; zeros without an image).
+
+    A fixed (not learned) colour histogram in the manner of content-based image retrieval.
+    Soft bins, not raw RGB, so that a sum over several items counts colours instead of
+    blending them (red + blue is not purple). It is cheap enough to precompute for every
+    catalogue item, which lets the query tower compare the colours of a user's recent items
+    with a candidate's (model/item_content.py) without running the CNN on history items.
+    """
+    foreground = tf.cast(tf.reduce_min(pixels, axis=-1, keepdims=True)
+                         < _BACKGROUND_MIN_CHANNEL, pixels.dtype)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(pixels * foreground, axis=[1, 2]),
+                                 tf.reduce_sum(foreground, axis=[1, 2]))  # [batch, 3]
+    distances = tf.reduce_sum(
+        tf.square(mean[:, tf.newaxis, :] - tf.constant(_PALETTE, pixels.dtype)), axis=-1)
+    bins = tf.math.l2_normalize(tf.exp(-distances / (2 * _PALETTE_SIGMA ** 2)), axis=-1)
+    return bins * mask[:, tf.newaxis]
+
+
 class ResidualSeparableBlock(tf.keras.layers.Layer):
     """Two depthwise-separable 3x3 convolutions with a residual shortcut, then 2x pooling.
 

@@ -1,6 +1,6 @@
 """Ranking task: P(engaged | user, item, context) trained on impressions vs engagements.
 
-An MLP scores [query, item, query * item] (the towers' embeddings; the query carries the
+An MLP scores [query, item, query * item] (the towers' fusion outputs; the query carries the
 context) to a logit; the loss is binary cross-entropy on LABEL over every row of the batch.
 The exported `serving_default` signature returns sigmoid(logit) as "score". Under a
 multi-replica strategy each replica returns its share of the GLOBAL batch mean (its rows'

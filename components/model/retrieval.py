@@ -4,7 +4,8 @@ Every positive (LABEL == 1) row is a query whose own item is the target among a 
 candidate items; the other candidates are its negatives. Candidates are the items of the
 batch: the positives' items (`negatives="positives"`, the classic in-batch softmax) or every
 row's item (`negatives="batch"`: impressions join as negatives, "mixed negative sampling").
-Logits are cosine / temperature.
+Logits are cosine / temperature + the candidate's bias (the item tower's popularity term;
+`recommend` ranks by temperature * logit, i.e. cosine + temperature * bias).
 
 Sampling-bias (logQ) correction. Popular items are candidates more often than uniform
 sampling would make them, which biases the softmax against them; subtracting log Q(item)
@@ -51,7 +52,9 @@ def global_sum(value: tf.Tensor) -> tf.Tensor:
 
 def gather_candidates(item_embeddings: tf.Tensor, item_ids: tf.Tensor,
                       labels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """All replicas' (embeddings, ids, labels) and where this replica's rows start in them."""
+    """All replicas' (embeddings, ids, labels) and where this replica's rows start in them.
+
+    item_embeddings may carry extra float columns (the bias): they are gathered alike."""
     context, replicas = replica_context()
     if replicas == 1:
         return item_embeddings, item_ids, labels, tf.constant(0, tf.int32)
@@ -87,21 +90,28 @@ class RetrievalTask(tf.keras.layers.Layer):
         self.accuracy_tracker = tf.keras.metrics.Mean(name="retrieval_top1")
 
     def call(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
-             item_ids: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+             item_ids: tf.Tensor, labels: tf.Tensor,
+             item_bias: Optional[tf.Tensor] = None) -> tf.Tensor:
         """This replica's share of the global mean softmax loss over positive rows.
 
         query_embeddings, item_embeddings: [batch, dim] L2-normalised; item_ids [batch]
-        transformed item ids; labels [batch] 1 engaged / 0 impression. With one replica the
-        share is the whole mean; a (global) batch without positives gives 0.
+        transformed item ids; labels [batch] 1 engaged / 0 impression; item_bias [batch]
+        (None: 0). With one replica the share is the whole mean; a (global) batch without
+        positives gives 0.
         """
         item_ids = tf.reshape(item_ids, [-1])
         labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
         is_positive = tf.equal(labels, 1)
+        if item_bias is None:
+            item_bias = tf.zeros_like(item_embeddings[:, 0])
+        # One gather for embeddings and biases: the bias rides as an extra column.
         candidates, candidate_ids, candidate_labels, offset = gather_candidates(
-            item_embeddings, item_ids, labels)
+            tf.concat([item_embeddings, tf.reshape(item_bias, [-1, 1])], axis=1),
+            item_ids, labels)
+        candidates, candidate_bias = candidates[:, :-1], candidates[:, -1]
 
         logits = tf.matmul(query_embeddings, candidates, transpose_b=True) / self.temperature
-        logits -= tf.gather(self.item_log_q, candidate_ids)[tf.newaxis, :]
+        logits += (candidate_bias - tf.gather(self.item_log_q, candidate_ids))[tf.newaxis, :]
         targets = offset + tf.range(tf.shape(item_ids)[0])  # each row's own column
         is_target = tf.equal(targets[:, tf.newaxis],
                              tf.range(tf.shape(candidate_ids)[0])[tf.newaxis, :])

@@ -10,11 +10,17 @@ layer, so the tower never reads an all-zero encoding as real content.
 The item id is such a modality too. A cold-start item has no trained id (it maps to an
 out-of-vocabulary bucket, whose embedding row no training example ever updates), so OOV
 ids are masked like a missing image. Training on warm items alone would never exercise that
-path, so `id_dropout` masks the id of a random share of training rows (DropoutNet, Volkovs
-et al. 2017): the tower learns to embed an item from content alone, which is exactly what it
-must do for a new item. `use_content=False` leaves the id alone (the id-only baseline). The query tower
-attends over the embeddings of the user's recent items, looked up in the item tower's
-item-id table (one shared table: history and candidate ids index the same vocabulary).
+path, so training masks the id of the rows whose item was new at the time (`new_item_days`)
+and of a random share of rows (`id_dropout`; DropoutNet, Volkovs et al. 2017): the tower
+learns to embed an item from content alone, which is exactly what it must do for a new
+item. `use_content=False` leaves the id alone (the id-only baseline).
+
+Both towers also share a content space (model/item_content.py): the item embedding is a
+weighted fusion-MLP output plus the item's content vector (category, words, colour), the
+query embedding a weighted fusion-MLP output plus the mean content vector of the user's
+recent items. The query tower attends over the user's recent items, each represented by its
+id (the item tower's table, shared: history and candidate ids index one vocabulary) and its
+content vector.
 """
 from __future__ import annotations
 
@@ -24,8 +30,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from components import transform
-from components.model.image_encoder import ImageEncoder, decode_png_batch
-from components.model.item_content import ItemContentTable
+from components.model.image_encoder import ImageEncoder, colour_signature, decode_png_batch
+from components.model.item_content import ContentVector, ItemContentTable
 from components.model.text_encoder import TextEncoder
 
 HOURS_PER_DAY = 24
@@ -61,7 +67,8 @@ class ItemTower(tf.keras.layers.Layer):
                  text_heads: int, text_layers: int, text_ff_dim: int, dropout: float,
                  use_item_id: bool = True, use_content: bool = True, id_dropout: float = 0.0,
                  num_oov_buckets: int = 1, fusion_units: Optional[int] = None,
-                 **kwargs: Any) -> None:
+                 content_residual: bool = False, new_item_days: float = 0.0,
+                 fusion_weight: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
         self.id_embedding_dim = id_embedding_dim
@@ -79,6 +86,8 @@ class ItemTower(tf.keras.layers.Layer):
         self.use_item_id = use_item_id
         self.use_content = use_content
         self.id_dropout = id_dropout
+        self.new_item_days = new_item_days
+        self.fusion_weight = fusion_weight
         self.num_oov_buckets = num_oov_buckets
         self.fusion_units = fusion_units or 2 * embedding_dim
         if not (use_item_id or use_content):
@@ -93,55 +102,89 @@ class ItemTower(tf.keras.layers.Layer):
                                         text_heads, text_layers, text_ff_dim, dropout,
                                         name="text")
         self.fusion = _fusion_mlp(self.fusion_units, embedding_dim, dropout, "item_fusion")
-
-    def build(self, input_shape: Any) -> None:
-        # Learned stand-ins for an absent modality (see the module docstring).
+        # The item's retrieval bias: how often it is chosen whoever asks (popularity, and for
+        # id-less rows: how new items fare), which a unit-length embedding anchored at its
+        # content cannot express. Zero at initialisation.
+        self.bias_layer = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="bias")
+        # Learned stand-ins for an absent modality (see the module docstring). Created here,
+        # not in build(): encode() is called directly, not through __call__.
         self.missing_image = self.add_weight(
             name="missing_image", shape=[self.embedding_dim], initializer="zeros")
         self.missing_text = self.add_weight(
             name="missing_text", shape=[self.text_embedding_dim], initializer="zeros")
         self.missing_id = self.add_weight(
             name="missing_id", shape=[self.id_embedding_dim], initializer="zeros")
-        super().build(input_shape)
+        self.content_residual = content_residual and use_content
+        # The shared content space (model/item_content.py), also used by the query tower.
+        self.content_vector = ContentVector(
+            embedding_dim, self.category_embedding, self.text_encoder.token_embedding,
+            name="content_vector") if self.content_residual else None
 
-    def id_mask(self, item_ids: tf.Tensor, training: Optional[bool]) -> tf.Tensor:
+    def id_mask(self, item_ids: tf.Tensor, training: Optional[bool],
+                item_age_days: Optional[tf.Tensor] = None) -> tf.Tensor:
         """1.0 where the row's item id embedding is used, 0.0 where it is masked.
 
         Masked: padding (0) and out-of-vocabulary ids (the last `num_oov_buckets` rows of
-        the table, never trained), and in training a random `id_dropout` share of rows when
-        the tower also has content to fall back on.
+        the table, never trained), and in training (when the tower has content to fall back
+        on) a random `id_dropout` share of rows and the rows whose item was younger than
+        `new_item_days` at the event (`item_age_days`, from Transform): new items are what
+        cold-start items are at serving time, so they teach the id-less path both how
+        content maps to taste and how new items fare (the shop's new-arrival exposure).
         """
         known = tf.logical_and(item_ids > 0,
                                item_ids < self.item_vocab_size - self.num_oov_buckets)
-        if training and self.id_dropout > 0 and self.use_content:
-            kept = tf.random.uniform(tf.shape(item_ids)) >= self.id_dropout
-            known = tf.logical_and(known, kept)
+        if training and self.use_content:
+            if self.id_dropout > 0:
+                known = tf.logical_and(
+                    known, tf.random.uniform(tf.shape(item_ids)) >= self.id_dropout)
+            if self.new_item_days > 0 and item_age_days is not None:
+                known = tf.logical_and(
+                    known, tf.reshape(item_age_days, [-1]) >= self.new_item_days)
         return tf.cast(known, tf.float32)
 
-    def content_parts(self, inputs: Mapping[str, tf.Tensor],
-                      training: Optional[bool]) -> list:
-        """Image, text, category, price and the modality mask bits of each row."""
+    def content_parts(self, inputs: Mapping[str, tf.Tensor], training: Optional[bool],
+                      ) -> Tuple[list, tf.Tensor]:
+        """Image, text, category, price and the modality mask bits of each row, and the
+        colour signature of its image."""
         pixels, image_mask = decode_png_batch(inputs[transform.IMAGE_XF], self.image_size)
         image = self.image_encoder((pixels, image_mask))
         image += (1.0 - image_mask)[:, tf.newaxis] * self.missing_image
         text, text_mask = self.text_encoder(inputs[transform.TITLE_TOKENS_XF],
                                             training=training)
         text += (1.0 - text_mask)[:, tf.newaxis] * self.missing_text
-        return [image, text,
-                self.category_embedding(tf.reshape(inputs[transform.CATEGORY_XF], [-1])),
-                tf.reshape(tf.cast(inputs[transform.PRICE_XF], tf.float32), [-1, 1]),
-                tf.stack([image_mask, text_mask], axis=1)]
+        parts = [image, text,
+                 self.category_embedding(tf.reshape(inputs[transform.CATEGORY_XF], [-1])),
+                 tf.reshape(tf.cast(inputs[transform.PRICE_XF], tf.float32), [-1, 1]),
+                 tf.stack([image_mask, text_mask], axis=1)]
+        return parts, colour_signature(pixels, image_mask)
+
+    def encode(self, inputs: Mapping[str, tf.Tensor],
+               training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+        """{"embedding": the retrieval embedding [batch, embedding_dim] (L2-normalised),
+        "fusion": the fusion MLP's unit output (the ranking head's item input, free of the
+        content anchoring), "bias": the retrieval bias [batch]}."""
+        parts, colours = (self.content_parts(inputs, training) if self.use_content
+                          else ([], None))
+        if self.use_item_id:
+            item_ids = tf.reshape(inputs[transform.ITEM_ID_XF], [-1])
+            id_mask = self.id_mask(item_ids, training,
+                                   inputs.get(transform.ITEM_AGE_XF))[:, tf.newaxis]
+            parts += [self.item_id_embedding(item_ids) * id_mask
+                      + (1.0 - id_mask) * self.missing_id, id_mask]
+        features = tf.concat(parts, axis=1)
+        fusion = tf.math.l2_normalize(self.fusion(features, training=training), axis=1)
+        embedding = fusion
+        if self.content_vector is not None:
+            # Unit fusion output (weighted) + unit content vector (see item_content.py).
+            content = self.content_vector(tf.reshape(inputs[transform.CATEGORY_XF], [-1]),
+                                          inputs[transform.TITLE_TOKENS_XF], colours)
+            embedding = tf.math.l2_normalize(self.fusion_weight * fusion + content, axis=1)
+        return {"embedding": embedding, "fusion": fusion,
+                "bias": tf.squeeze(self.bias_layer(features), 1)}
 
     def call(self, inputs: Mapping[str, tf.Tensor],
              training: Optional[bool] = None) -> tf.Tensor:
-        parts = self.content_parts(inputs, training) if self.use_content else []
-        if self.use_item_id:
-            item_ids = tf.reshape(inputs[transform.ITEM_ID_XF], [-1])
-            id_mask = self.id_mask(item_ids, training)[:, tf.newaxis]
-            parts += [self.item_id_embedding(item_ids) * id_mask
-                      + (1.0 - id_mask) * self.missing_id, id_mask]
-        fused = self.fusion(tf.concat(parts, axis=1), training=training)
-        return tf.math.l2_normalize(fused, axis=1)
+        return self.encode(inputs, training)["embedding"]
 
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "embedding_dim": self.embedding_dim,
@@ -156,7 +199,8 @@ class ItemTower(tf.keras.layers.Layer):
                 "text_ff_dim": self.text_ff_dim, "dropout": self.dropout,
                 "use_item_id": self.use_item_id, "use_content": self.use_content,
                 "id_dropout": self.id_dropout, "num_oov_buckets": self.num_oov_buckets,
-                "fusion_units": self.fusion_units}
+                "fusion_units": self.fusion_units, "content_residual": self.content_residual,
+                "new_item_days": self.new_item_days, "fusion_weight": self.fusion_weight}
 
 
 class HistoryAttention(tf.keras.layers.Layer):
@@ -205,8 +249,7 @@ class QueryTower(tf.keras.layers.Layer):
                  dropout: float, id_dropout: float = 0.0, num_oov_buckets: int = 1,
                  fusion_units: Optional[int] = None,
                  item_content: Optional[ItemContentTable] = None,
-                 category_embedding: Optional[tf.keras.layers.Embedding] = None,
-                 token_embedding: Optional[tf.keras.layers.Embedding] = None,
+                 content_vector: Optional[ContentVector] = None, fusion_weight: float = 1.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
@@ -218,11 +261,11 @@ class QueryTower(tf.keras.layers.Layer):
         self.num_oov_buckets = num_oov_buckets
         self.fusion_units = fusion_units or 2 * embedding_dim
         self.item_id_embedding = item_id_embedding
-        if item_content is not None and (category_embedding is None or token_embedding is None):
-            raise ValueError("item_content needs the category and token embeddings")
+        if (item_content is None) != (content_vector is None):
+            raise ValueError("item_content and content_vector come together")
         self.item_content = item_content
-        self.category_embedding = category_embedding
-        self.token_embedding = token_embedding
+        self.content_vector = content_vector
+        self.fusion_weight = fusion_weight
         self.user_embedding = tf.keras.layers.Embedding(
             user_vocab_size, id_embedding_dim, name="user_embedding")
         self.device_embedding = tf.keras.layers.Embedding(
@@ -233,30 +276,27 @@ class QueryTower(tf.keras.layers.Layer):
             DAYS_PER_WEEK, id_embedding_dim, name="day_of_week_embedding")
         self.history_attention = HistoryAttention(id_embedding_dim, name="history_attention")
         self.fusion = _fusion_mlp(self.fusion_units, embedding_dim, dropout, "query_fusion")
-
-    def build(self, input_shape: Any) -> None:
+        # Created here, not in build(): encode() is called directly, not through __call__.
         self.missing_user = self.add_weight(
             name="missing_user", shape=[self.id_embedding_dim], initializer="zeros")
-        super().build(input_shape)
 
-    def history_items(self, history_ids: tf.Tensor) -> tf.Tensor:
-        """[batch, history, dim] vectors of the history items: id (+ category and words)."""
-        parts = [self.item_id_embedding(history_ids)]
-        if self.item_content is not None:
-            categories, tokens = self.item_content(history_ids)
-            token_mask = tf.cast(tokens > 0, tf.float32)[..., tf.newaxis]
-            words = tf.math.divide_no_nan(
-                tf.reduce_sum(self.token_embedding(tokens) * token_mask, axis=-2),
-                tf.reduce_sum(token_mask, axis=-2))  # mean over the item's real tokens
-            parts += [self.category_embedding(categories), words]
-        return tf.concat(parts, axis=-1)
+    def history_items(self, history_ids: tf.Tensor) -> Tuple[tf.Tensor, Optional[tf.Tensor]]:
+        """History item vectors [batch, history, dim] for the attention (id, plus content
+        vector), and their content vectors alone (None without item content)."""
+        ids = self.item_id_embedding(history_ids)
+        if self.item_content is None:
+            return ids, None
+        content = self.content_vector(*self.item_content(history_ids))
+        return tf.concat([ids, content], axis=-1), content
 
     def _known(self, ids: tf.Tensor, table_size: int) -> tf.Tensor:
         """True for ids with a vocabulary row: not padding (0), not an OOV bucket."""
         return tf.logical_and(ids > 0, ids < table_size - self.num_oov_buckets)
 
-    def call(self, inputs: Mapping[str, tf.Tensor],
-             training: Optional[bool] = None) -> tf.Tensor:
+    def encode(self, inputs: Mapping[str, tf.Tensor],
+               training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
+        """{"embedding": the retrieval embedding (L2-normalised), "fusion": the fusion MLP's
+        unit output (the ranking head's query input)}."""
         def ids(name: str) -> tf.Tensor:
             return tf.reshape(inputs[name], [-1])
 
@@ -274,12 +314,24 @@ class QueryTower(tf.keras.layers.Layer):
             self.day_embedding(ids(transform.DAY_OF_WEEK_XF)),
         ], axis=1)
         history_ids = inputs[transform.HISTORY_XF]
-        history, has_history = self.history_attention(
-            context, self.history_items(history_ids),
-            self._known(history_ids, self.item_id_embedding.input_dim))
-        fused = self.fusion(tf.concat([context, history, has_history[:, tf.newaxis]], axis=1),
-                            training=training)
-        return tf.math.l2_normalize(fused, axis=1)
+        known = self._known(history_ids, self.item_id_embedding.input_dim)
+        items, content = self.history_items(history_ids)
+        history, has_history = self.history_attention(context, items, known)
+        fusion = tf.math.l2_normalize(self.fusion(
+            tf.concat([context, history, has_history[:, tf.newaxis]], axis=1),
+            training=training), axis=1)
+        embedding = fusion
+        if content is not None:
+            # Anchor the query at the content of the recent items (model/item_content.py).
+            weights = tf.cast(known, tf.float32)[:, :, tf.newaxis]
+            embedding = tf.math.l2_normalize(self.fusion_weight * fusion + tf.math.l2_normalize(
+                tf.reduce_sum(content * weights, axis=1), axis=1), axis=1)
+        return {"embedding": embedding, "fusion": fusion}
+
+    def call(self, inputs: Mapping[str, tf.Tensor],
+             training: Optional[bool] = None) -> tf.Tensor:
+        return self.encode(inputs, training)["embedding"]
+
 
     def get_config(self) -> Dict[str, Any]:
         # from_config rebuilds an UNSHARED copy of the id table; build_two_tower_model is the
@@ -289,20 +341,18 @@ class QueryTower(tf.keras.layers.Layer):
                 "user_vocab_size": self.user_vocab_size,
                 "device_vocab_size": self.device_vocab_size, "dropout": self.dropout,
                 "id_dropout": self.id_dropout, "num_oov_buckets": self.num_oov_buckets,
-                "fusion_units": self.fusion_units,
+                "fusion_units": self.fusion_units, "fusion_weight": self.fusion_weight,
                 **{name: tf.keras.layers.serialize(layer) if layer is not None else None
                    for name, layer in self._shared_layers().items()}}
 
     def _shared_layers(self) -> Dict[str, Optional[tf.keras.layers.Layer]]:
         return {"item_id_embedding": self.item_id_embedding, "item_content": self.item_content,
-                "category_embedding": self.category_embedding,
-                "token_embedding": self.token_embedding}
+                "content_vector": self.content_vector}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "QueryTower":
         config = dict(config)
-        for name in ("item_id_embedding", "item_content", "category_embedding",
-                     "token_embedding"):
+        for name in ("item_id_embedding", "item_content", "content_vector"):
             if config.get(name) is not None:
                 config[name] = tf.keras.layers.deserialize(config[name])
         return cls(**config)

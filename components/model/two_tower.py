@@ -13,14 +13,12 @@ of the single-device loss on the same global batch.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
 from components import transform
-from components.model.item_content import ItemContentTable
+from components.model.item_content import ItemContent, ItemContentTable
 from components.model.ranking import RankingTask
 from components.model.retrieval import RetrievalTask, replica_context
 from components.model.towers import ItemTower, QueryTower, VocabularySizes
@@ -44,23 +42,29 @@ class TwoTowerModel(tf.keras.Model):
 
     def call(self, inputs: Mapping[str, tf.Tensor],
              training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
-        query = self.query_tower(inputs, training=training)
-        item = self.item_tower(inputs, training=training)
-        score = tf.sigmoid(self.ranking.score_logits(query, item, training=training))
-        return {"query_embedding": query, "item_embedding": item, "score": score}
+        query = self.query_tower.encode(inputs, training=training)
+        item = self.item_tower.encode(inputs, training=training)
+        score = tf.sigmoid(self.ranking.score_logits(query["fusion"], item["fusion"],
+                                                     training=training))
+        return {"query_embedding": query["embedding"], "item_embedding": item["embedding"],
+                "score": score}
 
     def compute_loss(self, features: Mapping[str, tf.Tensor],  # pylint: disable=arguments-differ
                      training: Optional[bool] = None) -> tf.Tensor:
         """The weighted multi-task loss of a batch of transformed features (with label)."""
-        query = self.query_tower(features, training=training)
-        item = self.item_tower(features, training=training)
+        query = self.query_tower.encode(features, training=training)
+        item = self.item_tower.encode(features, training=training)
         labels = features[transform.LABEL_XF]
         loss = tf.constant(0.0)
         if self.retrieval_weight:
             loss += self.retrieval_weight * self.retrieval(
-                query, item, features[transform.ITEM_ID_XF], labels)
+                query["embedding"], item["embedding"], features[transform.ITEM_ID_XF], labels,
+                item["bias"])
         if self.ranking_weight:
-            loss += self.ranking_weight * self.ranking(query, item, labels, training=training)
+            # Ranking reads the fusion outputs: the retrieval embeddings are anchored at
+            # shared content, which serves retrieval, not click propensity.
+            loss += self.ranking_weight * self.ranking(query["fusion"], item["fusion"], labels,
+                                                       training=training)
         return loss
 
     # Autograph is off for the steps: the model has no tensor-dependent Python control flow,
@@ -107,7 +111,7 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                           item_log_q: Optional[Sequence[float]],
                           image_size: int, text_max_tokens: int,
                           num_oov_buckets: int = 1,
-                          item_content: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                          item_content: Optional[ItemContent] = None,
                           ) -> TwoTowerModel:
     """The model for a config: the seam the Trainer and the Tuner build through.
 
@@ -119,7 +123,8 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
       text_max_tokens: token sequence length (TransformConfig.text_max_tokens).
       num_oov_buckets: OOV buckets at the end of each id table (TransformConfig), whose
         rows no training example reaches: the towers mask them.
-      item_content: (categories, tokens) per transformed item id (model/item_content.py)
+      item_content: (categories, tokens, colours) per transformed item id (see
+        model/item_content.py)
         for the query tower's history items; None: history items by id only.
     """
     fusion_units = model_config.fusion_units or None
@@ -134,12 +139,13 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
         text_ff_dim=model_config.text_ff_dim, dropout=model_config.dropout,
         use_item_id=model_config.use_item_id, use_content=model_config.use_content,
         id_dropout=model_config.id_dropout, num_oov_buckets=num_oov_buckets,
-        fusion_units=fusion_units, name="item_tower")
+        fusion_units=fusion_units, content_residual=item_content is not None,
+        new_item_days=model_config.new_item_days, fusion_weight=model_config.fusion_weight,
+        name="item_tower")
     content_table = None
-    if item_content is not None and model_config.use_content:
-        categories, tokens = item_content
-        content_table = ItemContentTable(vocabulary_sizes.item, text_max_tokens, categories,
-                                         tokens, name="item_content")
+    if item_tower.content_vector is not None:
+        content_table = ItemContentTable(vocabulary_sizes.item, text_max_tokens, *item_content,
+                                         name="item_content")
     query_tower = QueryTower(
         embedding_dim=model_config.embedding_dim,
         id_embedding_dim=model_config.id_embedding_dim,
@@ -147,8 +153,8 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
         item_id_embedding=item_tower.item_id_embedding, dropout=model_config.dropout,
         id_dropout=model_config.id_dropout, num_oov_buckets=num_oov_buckets,
         fusion_units=fusion_units, item_content=content_table,
-        category_embedding=item_tower.category_embedding if content_table else None,
-        token_embedding=item_tower.text_encoder.token_embedding if content_table else None,
+        content_vector=item_tower.content_vector if content_table else None,
+        fusion_weight=model_config.fusion_weight,
         name="query_tower")
     retrieval = RetrievalTask(model_config.temperature, item_log_q=item_log_q,
                               item_vocab_size=vocabulary_sizes.item,
