@@ -5,6 +5,11 @@ batching off and on, all in one run and on one machine, then prints the ratios t
 design is judged by:
 - gRPC p50 at 1 client / in-process p50 at 1 client (target: <= 1.3x);
 - throughput at 32 clients, batching on / batching off (target: >= 3x).
+Beside them it measures the floor under the first ratio: a PredictionService that only
+echoes the request (no TensorFlow, the same stubs and payload) over the same Python gRPC;
+(in-process + echo) / in-process is the best ratio any Python gRPC server could reach here.
+With batching on, the table shows the mean rows per executed batch (from the server's
+Prometheus batch-size histogram), which is what batching's throughput follows.
 The model is a two-layer MLP (serving/testing.py DenseModel) whose 64 MB of weights make a
 batch-1 call memory-bound: exactly the per-call cost that batching shares between requests.
 Each server is its own `python -m serving` process (so the clients do not share its GIL);
@@ -24,9 +29,12 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from typing import Callable, Dict, Iterator, List, Tuple
 
 import grpc
@@ -38,6 +46,9 @@ from serving import testing
 
 MODEL = "dense"
 CONCURRENCY = (1, 8, 32)
+METRICS_PATH = "/monitoring/prometheus/metrics"
+MONITORING_CONFIG = f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n'
+_BATCH_SIZE_METRIC = ":tensorflow:serving:batching_session:processed_batch_size"
 BATCHING_PARAMETERS = """\
 max_batch_size { value: 32 }
 batch_timeout_micros { value: 10000 }
@@ -124,14 +135,70 @@ def grpc_caller(port: int, row: np.ndarray) -> Callable[[], Caller]:
     return make
 
 
+# ---- the transport floor: an echo PredictionService ------------------------------------------
+
+def run_echo_server(port: int) -> None:
+    """Serves Predict by echoing each input back as an output (no model, no TensorFlow call):
+    what is left is the Python gRPC round trip with the benchmark's payload."""
+    from concurrent import futures
+
+    class Echo(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            response = predict_pb2.PredictResponse()
+            response.model_spec.CopyFrom(request.model_spec)
+            for alias, tensor in request.inputs.items():
+                response.outputs[alias].CopyFrom(tensor)
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Echo(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[int]:
+    port = testing.free_port()
+    process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server",
+                                str(port)], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        request = predict_pb2.PredictRequest()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request,
+                                                                              timeout=60)
+        yield port
+    finally:
+        process.kill()
+        process.wait(30)
+
+
+def batch_counts(rest_port: int) -> Tuple[float, float]:
+    """(rows, batches) the server has executed so far, from its Prometheus histogram."""
+    url = f"http://127.0.0.1:{rest_port}{METRICS_PATH}"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        text = answer.read().decode("utf-8")
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(_BATCH_SIZE_METRIC + "_sum") or \
+                line.startswith(_BATCH_SIZE_METRIC + "_count"):
+            name, value = line.rsplit(" ", 1)
+            values[name.rsplit("_", 1)[1]] = float(value)
+    return values.get("sum", 0.0), values.get("count", 0.0)
+
+
 # ---- servers ---------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def model_server(base: str, work: str, batching: bool) -> Iterator[Tuple[int, int]]:
     grpc_port, rest_port = testing.free_port(), testing.free_port()
+    monitoring = os.path.join(work, "monitoring.config")
+    with open(monitoring, "w", encoding="utf-8") as handle:
+        handle.write(MONITORING_CONFIG)
     args = ["--model_name", MODEL, "--model_base_path", base, "--port", str(grpc_port),
             "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0",
-            "--grpc_max_threads", "64"]
+            "--grpc_max_threads", "64", "--monitoring_config_file", monitoring]
     if batching:
         parameters = os.path.join(work, "batching_parameters.txt")
         with open(parameters, "w", encoding="utf-8") as handle:
@@ -174,15 +241,19 @@ def check_same_answer(model_dir: str, row: np.ndarray, grpc_port: int, rest_port
 
 def print_table(results: Dict[Tuple[str, str, int], Dict[str, float]]) -> None:
     print(f"\n{'path':<11} {'batching':<9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'req/s':>9} {'calls':>7}")
+          f"{'req/s':>9} {'calls':>7} {'rows/batch':>10}")
     for (path, batching, clients), row in results.items():
+        rows = f"{row['rows_per_batch']:>10.1f}" if "rows_per_batch" in row else f"{'-':>10}"
         print(f"{path:<11} {batching:<9} {clients:>7} {row['p50_ms']:>8.2f} "
-              f"{row['p99_ms']:>8.2f} {row['rps']:>9.1f} {row['calls']:>7d}")
+              f"{row['p99_ms']:>8.2f} {row['rps']:>9.1f} {row['calls']:>7d} {rows}")
 
 
 def print_ratios(results: Dict[Tuple[str, str, int], Dict[str, float]]) -> None:
     base = results[("in-process", "-", 1)]["p50_ms"]
+    echo = results[("grpc-echo", "-", 1)]["p50_ms"]
     print("\nratios (same run, same machine)")
+    print(f"  floor: (in-process p50 + gRPC echo p50) / in-process p50: "
+          f"{(base + echo) / base:5.2f}x  (echo round trip, no model: {echo:.2f} ms)")
     for path in ("grpc", "rest"):
         for batching in ("off", "on"):
             ratio = results[(path, batching, 1)]["p50_ms"] / base
@@ -206,7 +277,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.5, help="measured seconds per cell")
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo_server:
+        run_echo_server(args.echo_server)
+        return
 
     started = time.perf_counter()
     work = tempfile.mkdtemp(prefix="bench-serving-")
@@ -228,9 +303,18 @@ def main() -> None:
                 for path, make in (("grpc", grpc_caller(grpc_port, row)),
                                    ("rest", rest_caller(rest_port, row))):
                     for clients in CONCURRENCY:
-                        results[(path, label, clients)] = measure(make, clients, args.seconds)
+                        rows_before, batches_before = batch_counts(rest_port)
+                        cell = measure(make, clients, args.seconds)
+                        rows_after, batches_after = batch_counts(rest_port)
+                        if batching and batches_after > batches_before:
+                            cell["rows_per_batch"] = ((rows_after - rows_before)
+                                                      / (batches_after - batches_before))
+                        results[(path, label, clients)] = cell
+        with echo_server() as echo_port:
+            results[("grpc-echo", "-", 1)] = measure(grpc_caller(echo_port, row), 1,
+                                                     args.seconds)
         ordered = dict(sorted(results.items(), key=lambda kv: (
-            ["in-process", "grpc", "rest"].index(kv[0][0]), kv[0][1], kv[0][2])))
+            ["in-process", "grpc-echo", "grpc", "rest"].index(kv[0][0]), kv[0][1], kv[0][2])))
         print_table(ordered)
         print_ratios(results)
         print(f"\ntotal benchmark time: {time.perf_counter() - started:.0f}s; load average "

@@ -12,6 +12,7 @@ shared by every row in the batch.
 """
 from __future__ import annotations
 
+import _thread
 import collections
 import threading
 import time
@@ -27,20 +28,30 @@ RunBatch = Callable[[Tensors], Tensors]
 
 
 class _Task:
-    """One request (or one piece of a split request) waiting for its slice of a batch."""
+    """One request (or one piece of a split request) waiting for its slice of a batch.
 
-    __slots__ = ("inputs", "size", "done", "outputs", "error")
+    Completion is a bare lock held from creation and released by `finish`: one futex
+    hand-off per task, where a threading.Event costs a Condition, a fresh waiter lock and
+    the Condition's own lock on both sides (it shows at 32 concurrent requests).
+    """
+
+    __slots__ = ("inputs", "size", "_pending", "outputs", "error")
 
     def __init__(self, inputs: Tensors, size: int):
         self.inputs = inputs
         self.size = size
-        self.done = threading.Event()
+        self._pending = _thread.allocate_lock()
+        self._pending.acquire()
         self.outputs: Optional[Tensors] = None
         self.error: Optional[errors.ServingError] = None
 
     def finish(self, outputs: Optional[Tensors], error: Optional[errors.ServingError]) -> None:
         self.outputs, self.error = outputs, error
-        self.done.set()
+        self._pending.release()
+
+    def wait(self) -> None:
+        self._pending.acquire()
+        self._pending.release()  # later waits (none today) return at once
 
 
 class _Batch:
@@ -135,7 +146,7 @@ class BatchScheduler:
             return self._run_batch(inputs)  # nothing to share (or shutting down): run inline
         tasks = self._schedule(inputs, size)
         for task in tasks:
-            task.done.wait()
+            task.wait()
         for task in tasks:
             if task.error is not None:
                 raise task.error

@@ -11,6 +11,7 @@ from typing import Dict, List
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, input_pb2,
                                      predict_pb2, regression_pb2)
 
@@ -31,15 +32,39 @@ def _fill_model_spec(spec, servable: Servable, signature_name: str) -> None:
     spec.signature_name = signature_name
 
 
+# Numeric dtypes whose TensorProto can carry the raw bytes in `tensor_content`: for these the
+# conversions below skip tf.make_ndarray / tf.make_tensor_proto (~0.1 ms each per request)
+# and give the same arrays and byte-identical protos.
+_RAW_DTYPES = {tf.as_dtype(dtype).as_datatype_enum: np.dtype(dtype) for dtype in (
+    np.float32, np.float64, np.int32, np.int64, np.int16, np.int8, np.uint8, np.uint16,
+    np.uint32, np.uint64, np.bool_)}
+# The dtypes tf.make_tensor_proto itself writes as tensor_content (tensor_util's
+# _TENSOR_CONTENT_TYPES), for arrays of more than one element.
+_RAW_ENUMS = {np.dtype(dtype): tf.as_dtype(dtype).as_datatype_enum for dtype in (
+    np.float32, np.float64, np.int32, np.uint8, np.int16, np.int8, np.int64, np.uint32,
+    np.uint64)}
+
+
 def tensor_to_array(alias: str, tensor_proto) -> np.ndarray:
     try:
+        raw_dtype = _RAW_DTYPES.get(tensor_proto.dtype)
+        if raw_dtype is not None and tensor_proto.tensor_content:
+            shape = [dim.size for dim in tensor_proto.tensor_shape.dim]
+            return np.frombuffer(tensor_proto.tensor_content, dtype=raw_dtype).reshape(shape)
         return tf.make_ndarray(tensor_proto)
     except Exception as err:
         raise errors.invalid_argument(f"tensor parsing error: {alias}") from err
 
 
 def array_to_tensor(array: np.ndarray):
-    return tf.make_tensor_proto(array)
+    enum = _RAW_ENUMS.get(array.dtype)
+    if enum is None or array.size <= 1:
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=enum,
+                                   tensor_content=np.ascontiguousarray(array).tobytes())
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = size
+    return proto
 
 
 # ---- predict -------------------------------------------------------------------------------

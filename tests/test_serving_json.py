@@ -4,6 +4,8 @@ import serving  # noqa: F401  (Keras env before TensorFlow)
 import json
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 from tensorflow.core.framework import types_pb2
 
@@ -116,3 +118,77 @@ def test_classify_regress_examples():
         json_codec.classify_regress_input({"examples": [{"n": 2 ** 63}]})
     with pytest.raises(errors.ServingError, match="unexpected JSON type: Null"):
         json_codec.classify_regress_input({"examples": [{"n": None}]})
+
+
+_leaves = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([0.0, 1.0, -1.0, 2.0 ** 24, 2.0 ** 25, 3.5e38, -0.0]),
+    st.integers(min_value=-(2 ** 60), max_value=2 ** 60),
+    st.sampled_from([0, 1, 2 ** 24, 2 ** 24 - 1, 2 ** 53 + 1]),
+    st.booleans(), st.none(), st.text(max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.lists(_leaves, min_size=0, max_size=4), min_size=1, max_size=4),
+       dtype=st.sampled_from([FLOAT, types_pb2.DT_DOUBLE]))
+def test_fast_float_path_and_exact_walk_accept_and_refuse_the_same_tensors(rows, dtype):
+    """Whatever the leaves (bools and big ints look like floats to numpy), the numpy path
+    either declines or returns exactly what the element-by-element walk returns."""
+    shape = json_codec._dense_shape(rows)
+    fast = json_codec._dense_floats(rows, shape, dtype)
+    try:
+        exact = []
+        json_codec._TensorFiller(dtype).fill(rows, shape, exact)
+        expected = json_codec._to_array(exact, shape, dtype)
+    except errors.ServingError:
+        assert fast is None
+        return
+    if fast is not None:
+        np.testing.assert_array_equal(json_codec._to_array(fast, shape, dtype), expected)
+        assert json_codec._to_array(fast, shape, dtype).dtype == expected.dtype
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(5, dtype=np.int64),
+    np.array([True, False]), np.zeros((2, 0), np.float32), np.array(3.0, np.float32),
+    np.array([[1.5]]), np.array([7], np.int32), np.arange(6, dtype=np.uint8).reshape(2, 3),
+    np.arange(4, dtype=np.uint16), np.array([b"a", b"bc"], object),
+])
+def test_tensor_proto_conversions_match_tensorflow(array):
+    """The server's proto <-> array shortcuts give TensorFlow's bytes and arrays."""
+    import tensorflow as tf
+
+    from serving import inference
+    reference = tf.make_tensor_proto(array)
+    assert inference.array_to_tensor(array).SerializeToString() == \
+        reference.SerializeToString()
+    back = inference.tensor_to_array("x", reference)
+    expected = tf.make_ndarray(reference)
+    assert back.dtype == expected.dtype and back.shape == expected.shape
+    np.testing.assert_array_equal(back, expected)
+
+
+_EDGE_FLOAT32 = [0.0, -0.0, 1.0, 0.1, 1e-45, 1.17549435e-38, 3.4028235e38, 2.0 ** 24, 2.0 ** 31,
+                 12345.03125, 1073740000.0, 999999.5, 9999995.0, 0.99999994, 1e-5, 1e6, 1e7,
+                 123456.5, 100000.0, 5e-324, float("nan"), float("inf"), float("-inf")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(bits=st.lists(st.integers(min_value=0, max_value=2 ** 32 - 1), min_size=1, max_size=64),
+       edges=st.lists(st.sampled_from(_EDGE_FLOAT32), max_size=8))
+def test_vectorised_float32_writer_matches_the_per_value_rule(bits, edges):
+    """Any float32 bit pattern (and known edge values) comes out exactly as `_float32_text`
+    writes it; the float64 shortcut must never change a digit."""
+    array = np.concatenate([np.array(bits, np.uint32).view(np.float32),
+                            np.array(edges, np.float64).astype(np.float32)])
+    expected = [json_codec._float32_text(value) for value in array.astype(np.float64).tolist()]
+    assert json_codec._float_texts(array) == expected
+
+
+def test_float32_writer_on_decimal_grids():
+    """Values that are short decimals (where "%g" round-trips) across the exponent range."""
+    grid = np.concatenate([np.arange(-2000, 2000) * 10.0 ** power for power in range(-40, 36, 3)])
+    array = grid.astype(np.float32)
+    expected = [json_codec._float32_text(value) for value in array.astype(np.float64).tolist()]
+    assert json_codec._float_texts(array) == expected
