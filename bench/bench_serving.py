@@ -8,8 +8,9 @@ design is judged by:
 Beside them it measures the floor under the first ratio: a PredictionService that only
 echoes the request (no TensorFlow, the same stubs and payload) over the same Python gRPC;
 (in-process + echo) / in-process is the best ratio any Python gRPC server could reach here.
-With batching on, the table shows the mean rows per executed batch (from the server's
-Prometheus batch-size histogram), which is what batching's throughput follows.
+From the server's Prometheus histograms the table also shows, per cell, the server's own
+mean request time (so client-side latency splits into server and transport) and, with
+batching on, the mean rows per executed batch, which is what batching's throughput follows.
 The model is a two-layer MLP (serving/testing.py DenseModel) whose 64 MB of weights make a
 batch-1 call memory-bound: exactly the per-call cost that batching shares between requests.
 Each server is its own `python -m serving` process (so the clients do not share its GIL);
@@ -49,6 +50,7 @@ CONCURRENCY = (1, 8, 32)
 METRICS_PATH = "/monitoring/prometheus/metrics"
 MONITORING_CONFIG = f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n'
 _BATCH_SIZE_METRIC = ":tensorflow:serving:batching_session:processed_batch_size"
+_LATENCY_METRIC = ":tensorflow:serving:request_latency"
 BATCHING_PARAMETERS = """\
 max_batch_size { value: 32 }
 batch_timeout_micros { value: 10000 }
@@ -174,18 +176,44 @@ def echo_server() -> Iterator[int]:
         process.wait(30)
 
 
-def batch_counts(rest_port: int) -> Tuple[float, float]:
-    """(rows, batches) the server has executed so far, from its Prometheus histogram."""
+def histogram_totals(rest_port: int) -> Dict[str, Tuple[float, float]]:
+    """(sum, count) per histogram series the server has recorded so far, keyed by the
+    series name with its labels (from its Prometheus exposition)."""
     url = f"http://127.0.0.1:{rest_port}{METRICS_PATH}"
     with urllib.request.urlopen(url, timeout=30) as answer:
         text = answer.read().decode("utf-8")
-    values = {}
+    totals: Dict[str, List[float]] = {}
     for line in text.splitlines():
-        if line.startswith(_BATCH_SIZE_METRIC + "_sum") or \
-                line.startswith(_BATCH_SIZE_METRIC + "_count"):
-            name, value = line.rsplit(" ", 1)
-            values[name.rsplit("_", 1)[1]] = float(value)
-    return values.get("sum", 0.0), values.get("count", 0.0)
+        series, _, value = line.rpartition(" ")
+        name, _, labels = series.partition("{")
+        for suffix, slot in (("_sum", 0), ("_count", 1)):
+            if name.endswith(suffix):
+                key = name[:-len(suffix)] + ("{" + labels if labels else "")
+                totals.setdefault(key, [0.0, 0.0])[slot] = float(value)
+    return {key: (pair[0], pair[1]) for key, pair in totals.items()}
+
+
+def cell_metrics(before: Dict[str, Tuple[float, float]], after: Dict[str, Tuple[float, float]],
+                 entrypoint: str) -> Dict[str, float]:
+    """What the server saw during one cell: mean rows per executed batch and its own mean
+    request latency (handler entry to exit, transport excluded) for `entrypoint`."""
+    def delta(select: Callable[[str], bool]) -> Tuple[float, float]:
+        total, count = 0.0, 0.0
+        for key, (value_sum, value_count) in after.items():
+            if select(key):
+                old_sum, old_count = before.get(key, (0.0, 0.0))
+                total, count = total + value_sum - old_sum, count + value_count - old_count
+        return total, count
+
+    found = {}
+    rows, batches = delta(lambda key: key.startswith(_BATCH_SIZE_METRIC))
+    if batches:
+        found["rows_per_batch"] = rows / batches
+    micros, requests = delta(lambda key: key.startswith(_LATENCY_METRIC) and
+                             f'entrypoint="{entrypoint}"' in key)
+    if requests:
+        found["server_ms"] = micros / requests / 1e3
+    return found
 
 
 # ---- servers ---------------------------------------------------------------------------------
@@ -241,11 +269,15 @@ def check_same_answer(model_dir: str, row: np.ndarray, grpc_port: int, rest_port
 
 def print_table(results: Dict[Tuple[str, str, int], Dict[str, float]]) -> None:
     print(f"\n{'path':<11} {'batching':<9} {'clients':>7} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'req/s':>9} {'calls':>7} {'rows/batch':>10}")
+          f"{'req/s':>9} {'calls':>7} {'server ms':>9} {'rows/batch':>10}")
     for (path, batching, clients), row in results.items():
+        server = f"{row['server_ms']:>9.2f}" if "server_ms" in row else f"{'-':>9}"
         rows = f"{row['rows_per_batch']:>10.1f}" if "rows_per_batch" in row else f"{'-':>10}"
         print(f"{path:<11} {batching:<9} {clients:>7} {row['p50_ms']:>8.2f} "
-              f"{row['p99_ms']:>8.2f} {row['rps']:>9.1f} {row['calls']:>7d} {rows}")
+              f"{row['p99_ms']:>8.2f} {row['rps']:>9.1f} {row['calls']:>7d} {server} {rows}")
+    print("server ms: the server's own mean request time (Prometheus request_latency: handler "
+          "entry to exit,\nmodel call included, transport excluded); rows/batch: mean rows per "
+          "executed batch.")
 
 
 def print_ratios(results: Dict[Tuple[str, str, int], Dict[str, float]]) -> None:
@@ -303,12 +335,10 @@ def main() -> None:
                 for path, make in (("grpc", grpc_caller(grpc_port, row)),
                                    ("rest", rest_caller(rest_port, row))):
                     for clients in CONCURRENCY:
-                        rows_before, batches_before = batch_counts(rest_port)
+                        before = histogram_totals(rest_port)
                         cell = measure(make, clients, args.seconds)
-                        rows_after, batches_after = batch_counts(rest_port)
-                        if batching and batches_after > batches_before:
-                            cell["rows_per_batch"] = ((rows_after - rows_before)
-                                                      / (batches_after - batches_before))
+                        cell.update(cell_metrics(before, histogram_totals(rest_port),
+                                                 path.upper()))
                         results[(path, label, clients)] = cell
         with echo_server() as echo_port:
             results[("grpc-echo", "-", 1)] = measure(grpc_caller(echo_port, row), 1,
