@@ -166,8 +166,9 @@ class ServingModule(tf.Module):
         transformed = self.tft_layer(tf.io.parse_example(examples, self._serving_spec))
         query = self.model.query_tower.encode(transformed, training=False)
         item = self.model.item_tower.encode(transformed, training=False)
-        logits = self.model.ranking.score_logits(query["fusion"], item["fusion"],
-                                                 training=False)
+        logits = self.model.ranking.score_logits(
+            query["fusion"], item["fusion"], training=False,
+            retrieval_signals=self.model.ranking_signals(query, item))
         return {SCORE: tf.sigmoid(logits)}
 
     def recommend(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

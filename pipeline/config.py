@@ -70,6 +70,7 @@ class ModelConfig:
     # content for queries): a small weight keeps "like your recent items" dominant.
     fusion_weight: float = 0.3
     ranking_hidden_units: tuple = ()  # ranking MLP; () = one layer of 2 * embedding_dim
+    ranking_uses_retrieval: bool = True  # ranking head also reads retrieval cosine and bias
     # tf.distribute: auto | one_device | mirrored | multi_worker_mirrored | tpu. The batch
     # size is GLOBAL (split over replicas), so results do not depend on the replica count.
     strategy: str = "auto"
@@ -77,7 +78,7 @@ class ModelConfig:
     lr_schedule: str = "warmup_cosine"  # constant | warmup_cosine
     warmup_fraction: float = 0.1  # of all train steps, linear from 0 to learning_rate
     min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
-    early_stopping_monitor: str = "val_loss"  # a Keras log key; mode from the name
+    early_stopping_monitor: str = "val_auc"  # the gated ranking AUC (Keras picks max mode)
     early_stopping_patience: int = 2  # epochs without improvement; 0 = no early stopping
     backup_dir: str = ""  # BackupAndRestore state; "" = <model_run_dir>/backup
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism

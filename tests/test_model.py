@@ -413,3 +413,25 @@ def test_layer_configs_round_trip():
     for layer in layers:
         config = layer.get_config()
         assert type(layer).from_config(config).get_config() == config
+
+
+def test_ranking_reads_retrieval_signals_without_reshaping_retrieval():
+    """The ranking head's extra inputs are each pair's retrieval cosine and the item's
+    retrieval bias (hand-computed here); no ranking gradient flows back through them."""
+    from components.model.ranking import RankingTask
+    from components.model.two_tower import retrieval_signals
+    query = {"embedding": tf.constant([[0.6, 0.8], [1.0, 0.0]])}
+    item = {"embedding": tf.Variable([[0.6, 0.8], [0.0, 1.0]]),
+            "bias": tf.Variable([0.25, -0.5])}
+    with tf.GradientTape() as tape:
+        signals = retrieval_signals(query, item)
+        loss = tf.reduce_sum(signals)
+    np.testing.assert_allclose(signals.numpy(), [[1.0, 0.25], [0.0, -0.5]], atol=1e-6)
+    assert all(g is None for g in tape.gradient(loss, [item["embedding"], item["bias"]]))
+
+    ranking = RankingTask([4], 0.0)
+    fusion = tf.ones([2, 3])
+    with_signals = ranking.score_logits(fusion, fusion, retrieval_signals=signals)
+    assert with_signals.shape == (2,)
+    assert ranking.logit.kernel.shape[0] == 4  # the hidden layer saw 3 * 3 + 2 inputs
+    assert ranking.hidden[0].kernel.shape[0] == 3 * 3 + 2

@@ -1,7 +1,9 @@
 """Ranking task: P(engaged | user, item, context) trained on impressions vs engagements.
 
-An MLP scores [query, item, query * item] (the towers' fusion outputs; the query carries the
-context) to a logit; the loss is binary cross-entropy on LABEL over every row of the batch.
+An MLP scores [query, item, query * item, retrieval signals] (the towers' fusion outputs; the
+query carries the context; the retrieval signals are the pair's retrieval cosine and the
+item's retrieval bias, so ranking builds on what retrieval learned about affinity and
+popularity) to a logit; the loss is binary cross-entropy on LABEL over every row of the batch.
 The exported `serving_default` signature returns sigmoid(logit) as "score". Under a
 multi-replica strategy each replica returns its share of the GLOBAL batch mean (its rows'
 sum / the global row count), like the retrieval task, so summed gradients are the
@@ -30,18 +32,24 @@ class RankingTask(tf.keras.layers.Layer):
         self.auc = tf.keras.metrics.AUC(name="auc")
 
     def score_logits(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
-                     training: Optional[bool] = None) -> tf.Tensor:
-        """Ranking logits [batch] of each (query, item) row."""
-        hidden = tf.concat([query_embeddings, item_embeddings,
-                            query_embeddings * item_embeddings], axis=1)
+                     training: Optional[bool] = None,
+                     retrieval_signals: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """Ranking logits [batch] of each (query, item) row; retrieval_signals [batch, n]
+        are extra pair features (see the module docstring)."""
+        parts = [query_embeddings, item_embeddings, query_embeddings * item_embeddings]
+        if retrieval_signals is not None:
+            parts.append(retrieval_signals)
+        hidden = tf.concat(parts, axis=1)
         for layer in self.hidden:
             hidden = self.hidden_dropout(layer(hidden), training=training)
         return tf.squeeze(self.logit(hidden), axis=1)
 
     def call(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
-             labels: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
+             labels: tf.Tensor, training: Optional[bool] = None,
+             retrieval_signals: Optional[tf.Tensor] = None) -> tf.Tensor:
         """This replica's share of the global mean binary cross-entropy; updates metrics."""
-        logits = self.score_logits(query_embeddings, item_embeddings, training=training)
+        logits = self.score_logits(query_embeddings, item_embeddings, training=training,
+                                   retrieval_signals=retrieval_signals)
         targets = tf.cast(tf.reshape(labels, [-1]), tf.float32)
         row_losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
         global_rows = global_sum(tf.cast(tf.size(row_losses), tf.float32))

@@ -25,12 +25,22 @@ from components.model.towers import ItemTower, QueryTower, VocabularySizes
 from pipeline import config as config_lib
 
 
+def retrieval_signals(query: Mapping[str, tf.Tensor],
+                      item: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    """[batch, 2]: the pair's retrieval cosine and the item's retrieval bias, inputs of the
+    ranking head (from the towers' `encode` outputs). Read-only for ranking: the gradient
+    stops here, so the ranking loss uses what retrieval learned without reshaping it."""
+    cosine = tf.reduce_sum(query["embedding"] * item["embedding"], axis=1)
+    return tf.stop_gradient(tf.stack([cosine, item["bias"]], axis=1))
+
+
 class TwoTowerModel(tf.keras.Model):
     """Query and item towers trained jointly for retrieval and ranking."""
 
     def __init__(self, item_tower: ItemTower, query_tower: QueryTower,
                  retrieval: RetrievalTask, ranking: RankingTask, retrieval_weight: float,
-                 ranking_weight: float, **kwargs: Any) -> None:
+                 ranking_weight: float, ranking_uses_retrieval: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item_tower = item_tower
         self.query_tower = query_tower
@@ -38,16 +48,23 @@ class TwoTowerModel(tf.keras.Model):
         self.ranking = ranking
         self.retrieval_weight = retrieval_weight
         self.ranking_weight = ranking_weight
+        self.ranking_uses_retrieval = ranking_uses_retrieval
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
     def call(self, inputs: Mapping[str, tf.Tensor],
              training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
         query = self.query_tower.encode(inputs, training=training)
         item = self.item_tower.encode(inputs, training=training)
-        score = tf.sigmoid(self.ranking.score_logits(query["fusion"], item["fusion"],
-                                                     training=training))
+        score = tf.sigmoid(self.ranking.score_logits(
+            query["fusion"], item["fusion"], training=training,
+            retrieval_signals=self.ranking_signals(query, item)))
         return {"query_embedding": query["embedding"], "item_embedding": item["embedding"],
                 "score": score}
+
+    def ranking_signals(self, query: Mapping[str, tf.Tensor],
+                        item: Mapping[str, tf.Tensor]) -> Optional[tf.Tensor]:
+        """The retrieval signals the ranking head reads (None when configured off)."""
+        return retrieval_signals(query, item) if self.ranking_uses_retrieval else None
 
     def compute_loss(self, features: Mapping[str, tf.Tensor],  # pylint: disable=arguments-differ
                      training: Optional[bool] = None) -> tf.Tensor:
@@ -63,8 +80,9 @@ class TwoTowerModel(tf.keras.Model):
         if self.ranking_weight:
             # Ranking reads the fusion outputs: the retrieval embeddings are anchored at
             # shared content, which serves retrieval, not click propensity.
-            loss += self.ranking_weight * self.ranking(query["fusion"], item["fusion"], labels,
-                                                       training=training)
+            loss += self.ranking_weight * self.ranking(
+                query["fusion"], item["fusion"], labels, training=training,
+                retrieval_signals=self.ranking_signals(query, item))
         return loss
 
     # Autograph is off for the steps: the model has no tensor-dependent Python control flow,
@@ -94,7 +112,8 @@ class TwoTowerModel(tf.keras.Model):
                 "retrieval": tf.keras.layers.serialize(self.retrieval),
                 "ranking": tf.keras.layers.serialize(self.ranking),
                 "retrieval_weight": self.retrieval_weight,
-                "ranking_weight": self.ranking_weight, "name": self.name}
+                "ranking_weight": self.ranking_weight,
+                "ranking_uses_retrieval": self.ranking_uses_retrieval, "name": self.name}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any],
@@ -163,4 +182,6 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                           model_config.dropout, name="ranking")
     return TwoTowerModel(item_tower, query_tower, retrieval, ranking,
                          retrieval_weight=model_config.retrieval_weight,
-                         ranking_weight=model_config.ranking_weight, name="two_tower")
+                         ranking_weight=model_config.ranking_weight,
+                         ranking_uses_retrieval=model_config.ranking_uses_retrieval,
+                         name="two_tower")
