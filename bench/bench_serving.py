@@ -41,16 +41,18 @@ from typing import Callable, Dict, Iterator, List, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving import testing
+from serving import config as serving_config
+from serving import metrics, testing
 
 MODEL = "dense"
 CONCURRENCY = (1, 8, 32)
-METRICS_PATH = "/monitoring/prometheus/metrics"
-MONITORING_CONFIG = f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n'
-_BATCH_SIZE_METRIC = ":tensorflow:serving:batching_session:processed_batch_size"
-_LATENCY_METRIC = ":tensorflow:serving:request_latency"
+# The production monitoring config (Prometheus on the REST port) serves the benchmark too.
+MONITORING_CONFIG = os.path.join(os.path.dirname(os.path.abspath(serving.__file__)),
+                                 "monitoring.config")
+METRICS_PATH = serving_config.read_monitoring_config_file(MONITORING_CONFIG).prometheus_path
 BATCHING_PARAMETERS = """\
 max_batch_size { value: 32 }
 batch_timeout_micros { value: 10000 }
@@ -176,28 +178,31 @@ def echo_server() -> Iterator[int]:
         process.wait(30)
 
 
-def histogram_totals(rest_port: int) -> Dict[str, Tuple[float, float]]:
-    """(sum, count) per histogram series the server has recorded so far, keyed by the
-    series name with its labels (from its Prometheus exposition)."""
+Totals = Dict[Tuple[str, frozenset], Tuple[float, float]]  # (name, labels) -> (sum, count)
+
+
+def histogram_totals(rest_port: int) -> Totals:
+    """(sum, count) of every histogram series the server has recorded so far, keyed by
+    (metric name, labels), read from its Prometheus exposition."""
     url = f"http://127.0.0.1:{rest_port}{METRICS_PATH}"
     with urllib.request.urlopen(url, timeout=30) as answer:
         text = answer.read().decode("utf-8")
-    totals: Dict[str, List[float]] = {}
-    for line in text.splitlines():
-        series, _, value = line.rpartition(" ")
-        name, _, labels = series.partition("{")
-        for suffix, slot in (("_sum", 0), ("_count", 1)):
-            if name.endswith(suffix):
-                key = name[:-len(suffix)] + ("{" + labels if labels else "")
-                totals.setdefault(key, [0.0, 0.0])[slot] = float(value)
+    totals: Dict[Tuple[str, frozenset], List[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.type != "histogram":
+            continue
+        for sample in family.samples:
+            slot = {family.name + "_sum": 0, family.name + "_count": 1}.get(sample.name)
+            if slot is not None:
+                key = (family.name, frozenset(sample.labels.items()))
+                totals.setdefault(key, [0.0, 0.0])[slot] = sample.value
     return {key: (pair[0], pair[1]) for key, pair in totals.items()}
 
 
-def cell_metrics(before: Dict[str, Tuple[float, float]], after: Dict[str, Tuple[float, float]],
-                 entrypoint: str) -> Dict[str, float]:
+def cell_metrics(before: Totals, after: Totals, entrypoint: str) -> Dict[str, float]:
     """What the server saw during one cell: mean rows per executed batch and its own mean
     request latency (handler entry to exit, transport excluded) for `entrypoint`."""
-    def delta(select: Callable[[str], bool]) -> Tuple[float, float]:
+    def delta(select: Callable[[Tuple[str, frozenset]], bool]) -> Tuple[float, float]:
         total, count = 0.0, 0.0
         for key, (value_sum, value_count) in after.items():
             if select(key):
@@ -206,11 +211,11 @@ def cell_metrics(before: Dict[str, Tuple[float, float]], after: Dict[str, Tuple[
         return total, count
 
     found = {}
-    rows, batches = delta(lambda key: key.startswith(_BATCH_SIZE_METRIC))
+    rows, batches = delta(lambda key: key[0] == metrics.BATCH_SIZE)
     if batches:
         found["rows_per_batch"] = rows / batches
-    micros, requests = delta(lambda key: key.startswith(_LATENCY_METRIC) and
-                             f'entrypoint="{entrypoint}"' in key)
+    micros, requests = delta(lambda key: key[0] == metrics.REQUEST_LATENCY and
+                             ("entrypoint", entrypoint) in key[1])
     if requests:
         found["server_ms"] = micros / requests / 1e3
     return found
@@ -221,12 +226,9 @@ def cell_metrics(before: Dict[str, Tuple[float, float]], after: Dict[str, Tuple[
 @contextlib.contextmanager
 def model_server(base: str, work: str, batching: bool) -> Iterator[Tuple[int, int]]:
     grpc_port, rest_port = testing.free_port(), testing.free_port()
-    monitoring = os.path.join(work, "monitoring.config")
-    with open(monitoring, "w", encoding="utf-8") as handle:
-        handle.write(MONITORING_CONFIG)
     args = ["--model_name", MODEL, "--model_base_path", base, "--port", str(grpc_port),
             "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0",
-            "--grpc_max_threads", "64", "--monitoring_config_file", monitoring]
+            "--grpc_max_threads", "64", "--monitoring_config_file", MONITORING_CONFIG]
     if batching:
         parameters = os.path.join(work, "batching_parameters.txt")
         with open(parameters, "w", encoding="utf-8") as handle:

@@ -39,10 +39,10 @@ _RAW_DTYPES = {tf.as_dtype(dtype).as_datatype_enum: np.dtype(dtype) for dtype in
     np.float32, np.float64, np.int32, np.int64, np.int16, np.int8, np.uint8, np.uint16,
     np.uint32, np.uint64, np.bool_)}
 # The dtypes tf.make_tensor_proto itself writes as tensor_content (tensor_util's
-# _TENSOR_CONTENT_TYPES), for arrays of more than one element.
-_RAW_ENUMS = {np.dtype(dtype): tf.as_dtype(dtype).as_datatype_enum for dtype in (
-    np.float32, np.float64, np.int32, np.uint8, np.int16, np.int8, np.int64, np.uint32,
-    np.uint64)}
+# _TENSOR_CONTENT_TYPES), for arrays of more than one element: all of the above but bool and
+# uint16, which it writes as repeated values.
+_RAW_ENUMS = {dtype: enum for enum, dtype in _RAW_DTYPES.items()
+              if dtype not in (np.dtype(np.bool_), np.dtype(np.uint16))}
 
 
 def tensor_to_array(alias: str, tensor_proto) -> np.ndarray:

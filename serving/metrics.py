@@ -19,6 +19,12 @@ _LATENCY_BUCKETS_US = (50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 5
                        100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000)
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
+# Metric names, as TF Serving exports them (readers such as bench/ use these too).
+REQUEST_COUNT = ":tensorflow:serving:request_count"
+REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
+BATCH_SIZE = ":tensorflow:serving:batching_session:processed_batch_size"
+
 disable_created_metrics()  # the `*_created` series only add noise to TF Serving's metric set
 
 
@@ -28,19 +34,19 @@ class ServingMetrics:
     def __init__(self):
         self.registry = CollectorRegistry(auto_describe=True)
         self.request_count = Counter(
-            ":tensorflow:serving:request_count",
+            REQUEST_COUNT,
             "The total number of requests.", ["model_name", "status"], registry=self.registry)
         self.request_latency = Histogram(
-            ":tensorflow:serving:request_latency",
+            REQUEST_LATENCY,
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
             ["model_name", "API", "entrypoint"], buckets=_LATENCY_BUCKETS_US,
             registry=self.registry)
         self.load_attempts = Counter(
-            ":tensorflow:cc:saved_model:load_attempt_count",
+            LOAD_ATTEMPT_COUNT,
             "The number of times a SavedModel was successfully loaded.",
             ["model_path", "status"], registry=self.registry)
         self.batch_size = Histogram(
-            ":tensorflow:serving:batching_session:processed_batch_size",
+            BATCH_SIZE,
             "Tracks the batch size distribution on processing.", buckets=_BATCH_SIZE_BUCKETS,
             registry=self.registry)
         self._children = {}  # label values -> (count, latency) children: labels() is not free
