@@ -46,15 +46,26 @@ def _bool_flag(name: str, default: bool, help_text: str):
                         help=help_text)
 
 
-def _configure_tensorflow_threads(intra_op: int, inter_op: int) -> None:
-    """TensorFlow's thread pools, as tensorflow_model_server's flags of the same names set
-    them; must run before the first op executes."""
-    if intra_op or inter_op:
-        import tensorflow as tf
-        if intra_op:
-            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
-        if inter_op:
-            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+def _configure_tensorflow(session_config, intra_op: int, inter_op: int) -> None:
+    """TensorFlow's runtime as tensorflow_model_server's flags of the same names set it: the
+    session ConfigProto first, then the thread flags, which override its thread counts. Must
+    run before TensorFlow's eager context exists (its thread pools are made with it)."""
+    if session_config is None and not (intra_op or inter_op):
+        return
+    import tensorflow as tf
+    if session_config is not None:
+        # TF 2 has no public setter for the whole ConfigProto: tf.compat.v1's
+        # enable_eager_execution is a no-op once eager is the default, so this is the
+        # function it would call, which makes the eager context from the config.
+        from tensorflow.python.framework import ops
+        try:
+            ops.enable_eager_execution_internal(config=session_config)
+        except ValueError as err:  # only if something already made the context
+            raise click.UsageError(f"--tensorflow_session_config_file applied too late: {err}")
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
 def _configure_logging() -> None:
@@ -90,8 +101,14 @@ def _configure_logging() -> None:
               help="Append every request and response (PredictionLog TFRecords) here.")
 @_bool_flag("--enable_model_warmup", True,
             "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
+@click.option("--rest_api_num_threads", type=int, default=64, show_default=True,
+              help="Threads running REST requests' model calls (a batch never holds more "
+              "REST requests than this); JSON and HTTP run on one event-loop thread.")
 @click.option("--grpc_max_threads", type=int, default=64, show_default=True,
               help="Threads serving gRPC calls (a batch cannot be larger than this).")
+@click.option("--tensorflow_session_config_file", type=click.Path(dir_okay=False, exists=True),
+              default=None, help="Text TensorFlow ConfigProto for the runtime (thread pools, "
+              "spinning, ...); the two flags below override its thread counts.")
 @click.option("--tensorflow_intra_op_parallelism", type=int, default=0, show_default=True,
               help="Threads inside one op (0: TensorFlow picks, about the core count).")
 @click.option("--tensorflow_inter_op_parallelism", type=int, default=0, show_default=True,
@@ -102,16 +119,21 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
           batching_parameters_file: Optional[str], file_system_poll_wait_seconds: float,
           rest_api_max_request_bytes: int, monitoring_config_file: Optional[str],
           request_log_dir: Optional[str], enable_model_warmup: bool,
-          grpc_max_threads: int, tensorflow_intra_op_parallelism: int,
-          tensorflow_inter_op_parallelism: int) -> None:
+          rest_api_num_threads: int, grpc_max_threads: int,
+          tensorflow_session_config_file: Optional[str],
+          tensorflow_intra_op_parallelism: int, tensorflow_inter_op_parallelism: int) -> None:
     """Serves SavedModels over TF Serving's REST and gRPC APIs (tensorflow_model_server's flags)."""
     _configure_logging()
     # Request threads hand work to batch threads and back; a short GIL switch interval keeps
     # those hand-offs from waiting out CPython's default 5 ms under load.
     sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
-    _configure_tensorflow_threads(tensorflow_intra_op_parallelism,
-                                  tensorflow_inter_op_parallelism)
     from serving import config
+    try:
+        session_config = config.read_session_config_file(tensorflow_session_config_file)
+    except config.ConfigError as err:
+        raise click.UsageError(str(err)) from err
+    _configure_tensorflow(session_config, tensorflow_intra_op_parallelism,
+                          tensorflow_inter_op_parallelism)
     from serving.server import ModelServer, options_from_flags
     try:
         options = options_from_flags(
@@ -122,7 +144,8 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
             poll_seconds=file_system_poll_wait_seconds,
             config_poll_seconds=model_config_file_poll_wait_seconds,
             max_request_bytes=rest_api_max_request_bytes, request_log_dir=request_log_dir,
-            enable_warmup=enable_model_warmup, grpc_max_threads=grpc_max_threads)
+            enable_warmup=enable_model_warmup, grpc_max_threads=grpc_max_threads,
+            rest_api_num_threads=rest_api_num_threads)
     except config.ConfigError as err:
         raise click.UsageError(str(err)) from err
     server = ModelServer(options)

@@ -14,6 +14,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 from google.protobuf import text_format
+from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config_protos
@@ -216,3 +217,12 @@ def read_monitoring_config_file(path: Optional[str]) -> MonitoringOptions:
     prometheus = config.prometheus_config
     return MonitoringOptions(prometheus_enabled=prometheus.enable,
                              prometheus_path=prometheus.path or DEFAULT_PROMETHEUS_PATH)
+
+
+# ---- TensorFlow session -----------------------------------------------------------------------
+
+def read_session_config_file(path: Optional[str]) -> Optional[config_pb2.ConfigProto]:
+    """A text-format TensorFlow ConfigProto (`--tensorflow_session_config_file`); None: defaults."""
+    if not path:
+        return None
+    return _read_text_proto(path, config_pb2.ConfigProto())

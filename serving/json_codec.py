@@ -560,18 +560,30 @@ def _float_texts(array: np.ndarray) -> List[str]:
     return _float32_texts(flat)
 
 
-def _float32_texts(flat: np.ndarray) -> List[str]:
-    """`_float32_text` of every element, one printf per element instead of two and a parse.
+# 10**0 .. 10**22: exactly representable doubles (from exact integers, not pow()).
+_POWERS_OF_TEN = np.array([float(10 ** i) for i in range(23)])
+_EXPONENT_TEXT = {exponent: "e%+03d" % exponent for exponent in range(-50, 50)}  # printf's
 
-    Whether six significant digits ("%g") round-trip is decided in float64 arithmetic for
-    the whole array. float64 carries 29 more bits than float32, so that estimate is exact
-    unless the element sits within about 1e-12 of a decision edge (a rounding tie at the
-    sixth digit, a power of ten, a float32 rounding boundary); those elements, and
-    non-finite ones, are written by `_float32_text` itself.
+
+def _float32_texts(flat: np.ndarray) -> List[str]:
+    """`_float32_text` of every element, without a printf per element where it can.
+
+    `_float32_text` prints six significant digits ("%g") when they round-trip to the same
+    float32, else nine ("%.9g"). Both decisions are made here for the whole array in float64
+    arithmetic, which carries 29 more bits than float32, so they are exact unless an element
+    sits within about 1e-12 of a decision edge (a rounding tie, a power of ten, a float32
+    rounding boundary); such elements, and non-finite ones, are written by `_float32_text`.
+
+    printf's text is then a function of the rounded significant digits and the decimal
+    exponent alone. The double nearest to digits / 10**k (both exact, so one correctly
+    rounded division) has exactly those digits as its shortest representation, which is
+    what orjson prints, in fixed notation for these magnitudes. So one orjson call writes
+    every element: the value itself where printf uses fixed notation (exponent -4 up to the
+    precision), else the mantissa, to which printf's exponent ("e-05") is appended.
     """
-    values = flat.astype(np.float64)
-    magnitude = np.abs(values)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        values = flat.astype(np.float64)  # "invalid" here: a signalling NaN's bit pattern
+        magnitude = np.abs(values)
         exponent = np.floor(np.log10(magnitude))
         scale = 10.0 ** (5.0 - exponent)
         scaled = magnitude * scale  # six significant digits before the point
@@ -582,19 +594,38 @@ def _float32_texts(flat: np.ndarray) -> List[str]:
         unsure = ~np.isfinite(values) | (low != high) | \
             (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6) | \
             (digits < 1e5) | (digits >= 1e6)
-        unsure &= magnitude != 0
-        round_trips = (low == magnitude.astype(np.float32)) | (magnitude == 0)
-    texts = [("%g" if short else "%.9g") % value for short, value in
-             zip(round_trips.tolist(), values.tolist())]
-    for index in np.flatnonzero(unsure).tolist():
-        texts[index] = _float32_text(float(values[index]))
-    # Only integral values can print without a point or exponent ("3" -> "3.0").
-    with np.errstate(invalid="ignore"):
-        integral = np.flatnonzero((np.floor(values) == values) & ~unsure)
-    for index in integral.tolist():
-        text = texts[index]
-        if "." not in text and "e" not in text:
-            texts[index] = text + ".0"
+        zero = magnitude == 0
+        unsure &= ~zero
+        round_trips = (low == magnitude.astype(np.float32)) | zero
+
+        precision = np.where(round_trips, 6, 9)
+        candidate = ~unsure & ~zero
+        shift = np.where(candidate, precision - 1 - exponent, 0.0)
+        scaled_p = magnitude * 10.0 ** shift  # `precision` significant digits before the point
+        digits_p = np.round(scaled_p)
+        known = candidate & (np.abs(scaled_p - np.floor(scaled_p) - 0.5) >= 1e-6) & \
+            (digits_p >= _POWERS_OF_TEN[precision - 1]) & (digits_p < _POWERS_OF_TEN[precision])
+        fixed = known & (exponent >= -4) & (exponent < precision)  # then shift is 0 .. 12
+        scientific = known & ~fixed
+        divisor = _POWERS_OF_TEN[np.where(fixed, shift, precision - 1).astype(np.intp)]
+        nearest = np.where(known, np.copysign(digits_p / divisor, values), values)
+        nearest[~known & ~zero] = 0.0  # written below by printf
+    texts = orjson.dumps(nearest, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
+    for index, power in zip(np.flatnonzero(scientific).tolist(),
+                            exponent[scientific].astype(np.intp).tolist()):
+        mantissa = texts[index]
+        if mantissa.endswith(".0"):  # printf writes "1e-05", not "1.0e-05"
+            mantissa = mantissa[:-2]
+        texts[index] = mantissa + _EXPONENT_TEXT[power]
+    unsure_list, round_trips_list = unsure.tolist(), round_trips.tolist()
+    for index in np.flatnonzero(~known & ~zero).tolist():
+        value = float(values[index])
+        if unsure_list[index]:
+            texts[index] = _float32_text(value)
+            continue
+        text = ("%g" if round_trips_list[index] else "%.9g") % value
+        # Only integral values print without a point or exponent ("3" -> "3.0").
+        texts[index] = text if "." in text or "e" in text else text + ".0"
     return texts
 
 

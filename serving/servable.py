@@ -54,6 +54,14 @@ def read_meta_graph(path: str, tag: str = SERVE_TAG) -> meta_graph_pb2.MetaGraph
         "available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`")
 
 
+def _to_array(tensor: tf.Tensor) -> np.ndarray:
+    """The tensor's value as an array; `.numpy()` gives a scalar string as plain bytes."""
+    value = tensor.numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    return np.array(value, dtype=object if tensor.dtype == tf.string else None)
+
+
 class Servable:
     """A loaded version: SignatureDefs plus callable signature functions."""
 
@@ -119,7 +127,7 @@ class Servable:
         try:
             tensors = {alias: tf.constant(array) for alias, array in inputs.items()}
             results = function(**tensors)
-            return {alias: tensor.numpy() for alias, tensor in results.items()}
+            return {alias: _to_array(tensor) for alias, tensor in results.items()}
         except Exception as err:
             raise errors.from_exception(err) from err
 

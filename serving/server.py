@@ -42,6 +42,7 @@ class ServerOptions:
     request_log_max_file_bytes: int = 64 * 1024 * 1024
     enable_warmup: bool = True
     grpc_max_threads: int = 64
+    rest_api_num_threads: int = 64
 
 
 class ModelServer:
@@ -83,7 +84,8 @@ class ModelServer:
         if options.rest_port is not None:
             self._rest = RestServer(options.host, options.rest_port,
                                     RestApi(self.manager, self.tracker), self.metrics,
-                                    options.monitoring, options.max_request_bytes)
+                                    options.monitoring, options.max_request_bytes,
+                                    num_threads=options.rest_api_num_threads)
             self._rest.start()
             LOG.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self._rest.port)
         return self

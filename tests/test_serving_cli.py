@@ -169,3 +169,42 @@ def test_server_options_default_to_loopback():
     assert ServerOptions(models=[]).host == "127.0.0.1"
     assert cli.serve.make_context("serve", ["--model_base_path", "/x"]).params["host"] == \
         "127.0.0.1"
+
+
+def test_serve_rejects_an_unparsable_session_config(tmp_path):
+    bad = tmp_path / "session.config"
+    bad.write_text("intra_op_parallelism_threads: many\n")
+    result = CliRunner().invoke(cli.serve, [
+        "--model_base_path", str(tmp_path), "--tensorflow_session_config_file", str(bad)])
+    assert result.exit_code == 2 and "Invalid protobuf file" in result.output
+
+
+def test_session_config_reaches_tensorflow_and_thread_flags_override_it(tmp_path):
+    """--tensorflow_session_config_file is applied before TensorFlow's context exists (a
+    fresh interpreter, as `serve` is), and the thread flags win over its thread counts."""
+    session = tmp_path / "session.config"
+    session.write_text("intra_op_parallelism_threads: 3\ninter_op_parallelism_threads: 5\n"
+                       "experimental { disable_thread_spinning: true }\n")
+    script = (
+        "import serving\n"
+        "from serving import cli, config\n"
+        f"cli._configure_tensorflow(config.read_session_config_file({str(session)!r}), 1, 0)\n"
+        "from tensorflow.python.eager import context\n"
+        "import tensorflow as tf\n"
+        "tf.constant(1.0) + 1.0\n"
+        "c = context.context().config\n"
+        "print(c.intra_op_parallelism_threads, c.inter_op_parallelism_threads,\n"
+        "      c.experimental.disable_thread_spinning)\n")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out[-3:] == ["1", "5", "True"]
+
+
+def test_rest_threads_flag_reaches_the_server_options(tmp_path):
+    context = cli.serve.make_context("serve", ["--model_base_path", "/x",
+                                               "--rest_api_num_threads", "7"])
+    assert context.params["rest_api_num_threads"] == 7
+    options = options_from_flags("m", "/x", None, rest_api_num_threads=7)
+    assert options.rest_api_num_threads == 7

@@ -189,6 +189,18 @@ def test_b64_binary_inputs_and_bytes_outputs(rest):
         "signature_name": "bytes_echo", "inputs": [{"b64": "aGk"}]})[2]["outputs"]["length"] == [2]
 
 
+def test_scalar_string_tensors_in_and_out(rest):
+    """A columnar scalar is a 0-d tensor: its string outputs are 0-d too (TensorFlow hands
+    those back as plain bytes, which once made this a 500)."""
+    status, _, doc = call(rest, "POST", f"/v1/models/{MODEL}:predict", {
+        "signature_name": "bytes_echo", "inputs": {"b64": "aGk="}})
+    assert status == 200
+    assert doc == {"outputs": {"echo_bytes": {"b64": "aGk="}, "length": 2, "upper": "HI"}}
+    assert call(rest, "POST", f"/v1/models/{MODEL}:predict", {
+        "signature_name": "bytes_echo", "inputs": ""})[2] == {
+        "outputs": {"echo_bytes": {"b64": ""}, "length": 0, "upper": ""}}
+
+
 def test_string_signature(rest):
     assert call(rest, "POST", f"/v1/models/{MODEL}:predict", {
         "signature_name": "greet", "instances": ["ann", "bo"]})[2] == {

@@ -192,3 +192,25 @@ def test_float32_writer_on_decimal_grids():
     array = grid.astype(np.float32)
     expected = [json_codec._float32_text(value) for value in array.astype(np.float64).tolist()]
     assert json_codec._float_texts(array) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.floats(min_value=float(np.float32(1e-4)), max_value=1e9, width=32),
+                       min_size=1, max_size=64),
+       signs=st.lists(st.booleans(), min_size=64, max_size=64))
+def test_float32_writer_in_the_fixed_notation_range(values, signs):
+    """Where printf writes fixed notation (exponent -4 up to the precision) the writer takes
+    its one-orjson-call path; six- and nine-digit values must come out as printf's."""
+    array = np.array([-v if negative else v for v, negative in zip(values, signs)], np.float32)
+    expected = [json_codec._float32_text(value) for value in array.astype(np.float64).tolist()]
+    assert json_codec._float_texts(array) == expected
+
+
+def test_float32_writer_on_exact_ties_at_the_ninth_digit():
+    """Exact float32 values whose tenth significant digit is a final 5: printf rounds the
+    tie half to even, and so must the vectorised path."""
+    ties = np.array([1955245.625, 1133305.875, 1478832.375, 1245600.125, 1905088.125,
+                     -1610865.125], np.float32)
+    expected = [json_codec._float32_text(value) for value in ties.astype(np.float64).tolist()]
+    assert expected[0] == "1955245.62" and expected[1] == "1133305.88"
+    assert json_codec._float_texts(ties) == expected
