@@ -67,7 +67,7 @@ class BadRequest(Exception):
 class _Request:
     """One parsed request head."""
 
-    __slots__ = ("method", "path", "headers", "keep_alive", "body_bytes_read")
+    __slots__ = ("method", "path", "headers", "keep_alive")
 
     def __init__(self, method: str, path: str, headers: http.client.HTTPMessage,
                  keep_alive: bool):
@@ -75,7 +75,6 @@ class _Request:
         self.path = path
         self.headers = headers
         self.keep_alive = keep_alive
-        self.body_bytes_read = 0  # how much of the body the stream has given us so far
 
 
 async def _read_line(reader: asyncio.StreamReader, what: str, status: int) -> bytes:
@@ -126,10 +125,10 @@ async def read_request_head(reader: asyncio.StreamReader) -> Optional[_Request]:
     return _Request(method, target, headers, keep_alive)
 
 
-async def read_body(reader: asyncio.StreamReader, request: _Request, limit: int) -> bytes:
+async def read_body(reader: asyncio.StreamReader, headers: http.client.HTTPMessage,
+                    limit: int) -> bytes:
     """The body by Content-Length or chunked framing, gunzipped when so encoded, at most
     `limit` bytes (0: no limit) before and after decompression."""
-    headers = request.headers
     if "chunked" in headers.get("Transfer-Encoding", "").lower():
         parts, total = [], 0
         while True:
@@ -143,7 +142,6 @@ async def read_body(reader: asyncio.StreamReader, request: _Request, limit: int)
             if limit and total > limit:
                 raise RequestTooLarge(total)
             parts.append(await reader.readexactly(size))
-            request.body_bytes_read = total
             await _read_line(reader, "Chunk end", 400)
         body = b"".join(parts)
     else:
@@ -153,30 +151,12 @@ async def read_body(reader: asyncio.StreamReader, request: _Request, limit: int)
         if limit and length > limit:
             raise RequestTooLarge(length)
         body = await reader.readexactly(length) if length else b""
-        request.body_bytes_read = length
     if "gzip" in headers.get("Content-Encoding", "").lower() and body:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         body = inflater.decompress(body, limit + 1 if limit else 0)
         if limit and len(body) > limit:
             raise RequestTooLarge(len(body))
     return body
-
-
-async def drain_unread_body(reader: asyncio.StreamReader, request: _Request) -> None:
-    """Reads (and drops) what is left of a moderately oversized Content-Length body, so the
-    client sees our 413 rather than a reset connection; beyond _MAX_DRAIN_BYTES the
-    connection is simply closed."""
-    try:
-        length = int(request.headers.get("Content-Length") or 0)
-    except ValueError:
-        return
-    remaining = length - request.body_bytes_read
-    if 0 < length <= _MAX_DRAIN_BYTES:
-        while remaining > 0:
-            chunk = await reader.read(min(remaining, 1 << 16))
-            if not chunk:
-                return
-            remaining -= len(chunk)
 
 
 class _HttpDate:
@@ -300,9 +280,10 @@ class RestServer:
     @staticmethod
     async def _lingering_close(reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter) -> None:
-        """Half-closes, then reads (and drops) what the client still sends for a moment:
-        closing a socket with unread input sends a reset, which can destroy the answer
-        (a 413, a 431) before the client has read it."""
+        """Half-closes, then reads (and drops) what the client still sends for a moment (the
+        rest of a refused body, up to _MAX_DRAIN_BYTES): closing a socket with unread input
+        sends a reset, which can destroy the answer (a 413, a 431) before the client has
+        read it."""
         try:
             if writer.can_write_eof():
                 writer.write_eof()
@@ -345,11 +326,10 @@ class RestServer:
         if request.headers.get("Expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            body = await read_body(reader, request, self.max_request_bytes)
+            body = await read_body(reader, request.headers, self.max_request_bytes)
         except RequestTooLarge as err:
             message = (f"Request body of {err.args[0]} bytes exceeds the limit of "
                        f"{self.max_request_bytes} bytes (--rest_api_max_request_bytes)")
-            await drain_unread_body(reader, request)
             await self._send(writer, 413, errors.error_json(message), close=True)
             return False
         except BadRequest as err:

@@ -609,7 +609,7 @@ def _float32_texts(flat: np.ndarray) -> List[str]:
         scientific = known & ~fixed
         divisor = _POWERS_OF_TEN[np.where(fixed, shift, precision - 1).astype(np.intp)]
         nearest = np.where(known, np.copysign(digits_p / divisor, values), values)
-        nearest[~known & ~zero] = 0.0  # written below by printf
+        nearest[~known & ~zero] = 0.0  # written below by `_float32_text`
     texts = orjson.dumps(nearest, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
     for index, power in zip(np.flatnonzero(scientific).tolist(),
                             exponent[scientific].astype(np.intp).tolist()):
@@ -617,15 +617,8 @@ def _float32_texts(flat: np.ndarray) -> List[str]:
         if mantissa.endswith(".0"):  # printf writes "1e-05", not "1.0e-05"
             mantissa = mantissa[:-2]
         texts[index] = mantissa + _EXPONENT_TEXT[power]
-    unsure_list, round_trips_list = unsure.tolist(), round_trips.tolist()
-    for index in np.flatnonzero(~known & ~zero).tolist():
-        value = float(values[index])
-        if unsure_list[index]:
-            texts[index] = _float32_text(value)
-            continue
-        text = ("%g" if round_trips_list[index] else "%.9g") % value
-        # Only integral values print without a point or exponent ("3" -> "3.0").
-        texts[index] = text if "." in text or "e" in text else text + ".0"
+    for index in np.flatnonzero(~known & ~zero).tolist():  # edges and non-finite: rare
+        texts[index] = _float32_text(float(values[index]))
     return texts
 
 
