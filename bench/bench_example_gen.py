@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
 
 import click  # noqa: E402
 from ml_metadata.metadata_store import metadata_store  # noqa: E402
@@ -23,9 +23,9 @@ from rich.table import Table  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx.orchestration import metadata  # noqa: E402
 
-from components import datagen  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from pipeline import pipeline as pipeline_def  # noqa: E402
+from hyperrec.components import datagen  # noqa: E402
+from hyperrec.pipeline import config as config_lib  # noqa: E402
+from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
 
 
 def run_example_gen(data_root: str, workdir: str, window_spans: int, mode: str):

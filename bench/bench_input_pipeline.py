@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
 
 import click  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -36,11 +36,11 @@ from tfx.orchestration import metadata  # noqa: E402
 from tfx.proto import transform_pb2  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 
-from components import datagen  # noqa: E402
-from components import features  # noqa: E402
-from components import trainer  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from pipeline import pipeline as pipeline_def  # noqa: E402
+from hyperrec.components import datagen  # noqa: E402
+from hyperrec.components import features  # noqa: E402
+from hyperrec.components import trainer  # noqa: E402
+from hyperrec.pipeline import config as config_lib  # noqa: E402
+from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
 
 
 def run_ingest_and_transform(config: config_lib.HyperrecConfig, data_root: str,

@@ -14,15 +14,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
 
 import click  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from components.importers import online_retail  # noqa: E402
-from pipeline import config as config_lib  # noqa: E402
-from pipeline import local_runner  # noqa: E402
+from hyperrec.components.importers import online_retail  # noqa: E402
+from hyperrec.pipeline import config as config_lib  # noqa: E402
+from hyperrec.pipeline import local_runner  # noqa: E402
 
 RDA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                    "data", "online_retail", "onlineretail.rda")

@@ -16,14 +16,14 @@ mean request time (so client-side latency splits into server and transport) and,
 batching on, the mean rows per executed batch, which is what batching's throughput follows.
 The model is a two-layer MLP (serving/testing.py DenseModel) whose 64 MB of weights make a
 batch-1 call memory-bound: exactly the per-call cost that batching shares between requests.
-Each server is its own `python -m serving` process (so the clients do not share its GIL);
+Each server is its own `python -m hyperrec.serving` process (so the clients do not share its GIL);
 everything listens on 127.0.0.1. Total run time is bounded (about 1-1.5 minutes).
 
     python bench/bench_serving.py [--seconds 2.5] [--width 2048] [--hidden 4096]
 """
 from __future__ import annotations
 
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import argparse
 import contextlib
@@ -47,14 +47,14 @@ import tensorflow as tf
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving import config as serving_config
-from serving import metrics, testing
+from hyperrec.serving import config as serving_config
+from hyperrec.serving import metrics, testing
 
 MODEL = "dense"
 CONCURRENCY = (1, 8, 32)
 INTERLEAVED_ROUNDS = 10
 # The production monitoring config (Prometheus on the REST port) serves the benchmark too.
-MONITORING_CONFIG = os.path.join(os.path.dirname(os.path.abspath(serving.__file__)),
+MONITORING_CONFIG = os.path.join(os.path.dirname(os.path.abspath(hyperrec.serving.__file__)),
                                  "monitoring.config")
 METRICS_PATH = serving_config.read_monitoring_config_file(MONITORING_CONFIG).prometheus_path
 BATCHING_PARAMETERS = """\

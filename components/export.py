@@ -34,9 +34,9 @@ import tensorflow_transform as tft
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from components import features
-from components import transform
-from components.model.two_tower import TwoTowerModel
+from hyperrec.components import features
+from hyperrec.components import transform
+from hyperrec.components.model.two_tower import TwoTowerModel
 
 # ---- signature names and their input/output keys --------------------------------------------
 SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY

@@ -18,7 +18,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from serving import saved_model
+from hyperrec.serving import saved_model
 
 
 def _same_saved_model(a: str, b: str) -> bool:

@@ -33,15 +33,15 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import distribution
-from components import export
-from components import features
-from components import transform
-from components.model import item_content
-from components.model.image_encoder import colour_signature, decode_png_batch
-from components.model.towers import VocabularySizes
-from components.model.two_tower import TwoTowerModel, build_two_tower_model
-from pipeline import config as config_lib
+from hyperrec.components import distribution
+from hyperrec.components import export
+from hyperrec.components import features
+from hyperrec.components import transform
+from hyperrec.components.model import item_content
+from hyperrec.components.model.image_encoder import colour_signature, decode_png_batch
+from hyperrec.components.model.towers import VocabularySizes
+from hyperrec.components.model.two_tower import TwoTowerModel, build_two_tower_model
+from hyperrec.pipeline import config as config_lib
 
 _CATALOG_BATCH_SIZE = 256
 _COUNT_BATCH_SIZE = 1024

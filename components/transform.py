@@ -40,8 +40,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
-from pipeline import config as config_lib
+from hyperrec.components import features
+from hyperrec.pipeline import config as config_lib
 
 # ---- Transformed feature names (features.py spells the raw ones) ---------------------------
 USER_ID_XF = features.xf(features.USER_ID)

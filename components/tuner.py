@@ -21,9 +21,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from components import distribution
-from components import trainer
-from pipeline import config as config_lib
+from hyperrec.components import distribution
+from hyperrec.components import trainer
+from hyperrec.pipeline import config as config_lib
 
 OBJECTIVE = "val_loss"
 PROJECT_NAME = "hyperrec_tuning"
@@ -68,7 +68,7 @@ class TwoTowerHyperModel(kt.HyperModel):
                                    content=self.content)
 
 
-# TFX's Tuner component calls this function (`tuner_fn="components.tuner.tuner_fn"`).
+# TFX's Tuner component calls this function (`tuner_fn="hyperrec.components.tuner.tuner_fn"`).
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     """Returns the keras-tuner search and the arguments of its `search` (fit) call.
 

@@ -9,13 +9,13 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from components import features
-from components.example_gen import executor as example_gen_executor
-from components.example_gen import history as history_lib
-from pipeline import local_runner
-from pipeline import pipeline as pipeline_def
-from pipeline.config import HyperrecConfig
-from serving import saved_model
+from hyperrec.components import features
+from hyperrec.components.example_gen import executor as example_gen_executor
+from hyperrec.components.example_gen import history as history_lib
+from hyperrec.pipeline import local_runner
+from hyperrec.pipeline import pipeline as pipeline_def
+from hyperrec.pipeline.config import HyperrecConfig
+from hyperrec.serving import saved_model
 
 
 def _latest_span_dir(data_root: str) -> str:
@@ -48,9 +48,9 @@ def pick_demo_user(data_root: str, history_length: int):
 def serve_and_recommend(serving_dir: str, user: str, past, device: str, ts: int, k: int,
                         console: Console):
     """Serves the pushed base path on free loopback ports and asks over REST and gRPC."""
-    from serving.client import GrpcClient, RestClient
-    from serving.config import ModelSettings
-    from serving.server import ModelServer, ServerOptions
+    from hyperrec.serving.client import GrpcClient, RestClient
+    from hyperrec.serving.config import ModelSettings
+    from hyperrec.serving.server import ModelServer, ServerOptions
 
     options = ServerOptions(models=[ModelSettings(pipeline_def.MODEL_NAME, serving_dir)],
                             grpc_port=0, rest_port=0)
@@ -78,7 +78,7 @@ def serve_and_recommend(serving_dir: str, user: str, past, device: str, ts: int,
 
 
 def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) -> int:
-    from components import datagen
+    from hyperrec.components import datagen
     start = time.monotonic()
     data_root = os.path.abspath(os.path.join(workdir, "data", f"{config.data_scale}-seed{seed}"))
     if os.path.exists(os.path.join(data_root, "ground_truth.json")):

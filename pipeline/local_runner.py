@@ -10,9 +10,9 @@ from absl import logging as absl_logging
 from rich.console import Console
 from tfx import v1 as tfx
 
-from pipeline import pipeline as pipeline_def
-from pipeline.config import HyperrecConfig
-from pipeline.progress import ComponentTiming, component_progress
+from hyperrec.pipeline import pipeline as pipeline_def
+from hyperrec.pipeline.config import HyperrecConfig
+from hyperrec.pipeline.progress import ComponentTiming, component_progress
 
 
 @dataclasses.dataclass

@@ -18,23 +18,23 @@ from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, transform_pb2
 
-from components import features
-from components.example_gen import executor as example_gen_executor
-from components import pusher as pusher_executor
-from components.validation_gate import AnomaliesGate
-from pipeline.config import HyperrecConfig, project_root
+from hyperrec.components import features
+from hyperrec.components.example_gen import executor as example_gen_executor
+from hyperrec.components import pusher as pusher_executor
+from hyperrec.components.validation_gate import AnomaliesGate
+from hyperrec.pipeline.config import HyperrecConfig, project_root
 
 MODEL_NAME = "hyperrec"
-PREPROCESSING_FN = "components.transform.preprocessing_fn"
-RUN_FN = "components.trainer.run_fn"
-TUNER_FN = "components.tuner.tuner_fn"
+PREPROCESSING_FN = "hyperrec.components.transform.preprocessing_fn"
+RUN_FN = "hyperrec.components.trainer.run_fn"
+TUNER_FN = "hyperrec.components.tuner.tuner_fn"
 
 
 def code_fingerprint() -> str:
     """A digest of the code that runs inside components (components/*.py).
 
     TFX caches an execution by its inputs and properties. With functions named by import path
-    (`run_fn="components.trainer.run_fn"`) the code itself is not among them, so a changed
+    (`run_fn="hyperrec.components.trainer.run_fn"`) the code itself is not among them, so a changed
     model would silently reuse the cached one; passing this digest as a property makes a code
     change invalidate exactly the components it can affect.
     """

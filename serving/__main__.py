@@ -1,5 +1,5 @@
-"""`python -m serving [FLAGS]`: the model server, with tensorflow_model_server's flags."""
-from serving.cli import serve
+"""`python -m hyperrec.serving [FLAGS]`: the model server, with tensorflow_model_server's flags."""
+from hyperrec.serving.cli import serve
 
 if __name__ == "__main__":
-    serve(prog_name="python -m serving")
+    serve(prog_name="python -m hyperrec.serving")

@@ -20,8 +20,8 @@ from typing import Callable, Deque, Dict, List, Optional
 
 import numpy as np
 
-from serving import errors
-from serving.config import BatchingOptions
+from hyperrec.serving import errors
+from hyperrec.serving.config import BatchingOptions
 
 Tensors = Dict[str, np.ndarray]
 RunBatch = Callable[[Tensors], Tensors]

@@ -3,12 +3,12 @@
 `serve` takes tensorflow_model_server's flag names (`--port=8500`, `--enable_batching=true`,
 `--model_config_file=...`), so the same command lines and config files work with the stock
 binary and with this server. `register(group)` adds the three commands to a click group
-(the `hyperrec` command); `python -m serving` runs `serve` alone and `python -m serving.cli`
+(the `hyperrec` command); `python -m hyperrec.serving` runs `serve` alone and `python -m hyperrec.serving.cli`
 offers all three.
 """
 from __future__ import annotations
 
-import serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+import hyperrec.serving  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 
 import gc
 import json
@@ -19,7 +19,7 @@ from typing import Optional
 
 import click
 
-from serving.client import DEFAULT_MODEL_NAME, ServingClientError, make_client
+from hyperrec.serving.client import DEFAULT_MODEL_NAME, ServingClientError, make_client
 
 _LOOPBACK = "127.0.0.1"
 _GIL_SWITCH_INTERVAL_S = 0.0005
@@ -127,14 +127,14 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
     # Request threads hand work to batch threads and back; a short GIL switch interval keeps
     # those hand-offs from waiting out CPython's default 5 ms under load.
     sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
-    from serving import config
+    from hyperrec.serving import config
     try:
         session_config = config.read_session_config_file(tensorflow_session_config_file)
     except config.ConfigError as err:
         raise click.UsageError(str(err)) from err
     _configure_tensorflow(session_config, tensorflow_intra_op_parallelism,
                           tensorflow_inter_op_parallelism)
-    from serving.server import ModelServer, options_from_flags
+    from hyperrec.serving.server import ModelServer, options_from_flags
     try:
         options = options_from_flags(
             model_name, model_base_path, model_config_file, host=host,

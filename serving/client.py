@@ -169,7 +169,7 @@ class GrpcClient:
                 signature_name: Optional[str] = None, version: Optional[int] = None,
                 label: Optional[str] = None) -> dict:
         """REST-style JSON in and out, carried over gRPC (dtypes read from the metadata)."""
-        from serving import json_codec
+        from hyperrec.serving import json_codec
         signature = signature_name or "serving_default"
         signature_def = self.signature_defs(version, label).get(signature)
         if signature_def is None:

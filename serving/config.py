@@ -17,7 +17,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import config_protos
+from hyperrec.serving import config_protos
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 TENSORFLOW_PLATFORM = "tensorflow"

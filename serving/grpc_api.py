@@ -13,9 +13,9 @@ import grpc
 from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
-from serving import config, errors, inference, model_status
-from serving.manager import ModelManager
-from serving.request_tracking import RequestTracker
+from hyperrec.serving import config, errors, inference, model_status
+from hyperrec.serving.manager import ModelManager
+from hyperrec.serving.request_tracking import RequestTracker
 
 ENTRYPOINT = "GRPC"
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}

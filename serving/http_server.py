@@ -32,11 +32,11 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional, Tuple
 
-from serving import errors
-from serving.config import MonitoringOptions
-from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from serving.metrics import ServingMetrics
-from serving.rest_api import RestApi
+from hyperrec.serving import errors
+from hyperrec.serving.config import MonitoringOptions
+from hyperrec.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hyperrec.serving.metrics import ServingMetrics
+from hyperrec.serving.rest_api import RestApi
 
 LOG = logging.getLogger("serving.http")
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)

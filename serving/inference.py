@@ -15,8 +15,8 @@ from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, input_pb2,
                                      predict_pb2, regression_pb2)
 
-from serving import errors
-from serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, Servable
+from hyperrec.serving import errors
+from hyperrec.serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, Servable
 
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef
 CLASSIFY_INPUTS = "inputs"

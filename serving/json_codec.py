@@ -27,7 +27,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import input_pb2
 
-from serving import errors
+from hyperrec.serving import errors
 
 ROW = "row"  # request had `instances`: answer with `predictions`
 COLUMNAR = "columnar"  # request had `inputs`: answer with `outputs`

@@ -21,10 +21,10 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from serving import errors, version_scanner, warmup
-from serving.config import BatchingOptions, ModelSettings
-from serving.metrics import ServingMetrics
-from serving.servable import Servable
+from hyperrec.serving import errors, version_scanner, warmup
+from hyperrec.serving.config import BatchingOptions, ModelSettings
+from hyperrec.serving.metrics import ServingMetrics
+from hyperrec.serving.servable import Servable
 
 LOG = logging.getLogger("serving.manager")
 

@@ -5,7 +5,7 @@ from typing import Mapping
 
 from tensorflow_serving.apis import get_model_status_pb2
 
-from serving.manager import VersionState
+from hyperrec.serving.manager import VersionState
 
 
 def status_response(states: Mapping[int, VersionState]

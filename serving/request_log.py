@@ -19,7 +19,7 @@ import os
 import threading
 from typing import Any, Dict, Iterator, List, Optional
 
-from serving import record_io
+from hyperrec.serving import record_io
 
 FILE_PREFIX = "requests-"
 FILE_SUFFIX = ".tfrecord"

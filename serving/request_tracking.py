@@ -12,10 +12,10 @@ from typing import Iterator, Mapping, Optional
 import numpy as np
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from serving import errors, inference
-from serving.metrics import ServingMetrics
-from serving.request_log import RequestLogWriter
-from serving.servable import Servable
+from hyperrec.serving import errors, inference
+from hyperrec.serving.metrics import ServingMetrics
+from hyperrec.serving.request_log import RequestLogWriter
+from hyperrec.serving.servable import Servable
 
 
 class RequestTracker:

@@ -24,9 +24,9 @@ from typing import Callable, Optional, Tuple, TypeVar
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from serving import errors, inference, json_codec, model_status
-from serving.manager import ModelManager
-from serving.request_tracking import RequestTracker
+from hyperrec.serving import errors, inference, json_codec, model_status
+from hyperrec.serving.manager import ModelManager
+from hyperrec.serving.request_tracking import RequestTracker
 
 _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",

@@ -18,9 +18,9 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving import errors
-from serving.batching import BatchScheduler
-from serving.config import BatchingOptions
+from hyperrec.serving import errors
+from hyperrec.serving.batching import BatchScheduler
+from hyperrec.serving.config import BatchingOptions
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"

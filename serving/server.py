@@ -11,15 +11,15 @@ import logging
 import threading
 from typing import Callable, List, Optional
 
-from serving import config
-from serving.config import BatchingOptions, ModelSettings, MonitoringOptions
-from serving.grpc_api import GrpcServer
-from serving.http_server import RestServer
-from serving.manager import ModelManager
-from serving.metrics import ServingMetrics
-from serving.request_log import RequestLogWriter
-from serving.request_tracking import RequestTracker
-from serving.rest_api import RestApi
+from hyperrec.serving import config
+from hyperrec.serving.config import BatchingOptions, ModelSettings, MonitoringOptions
+from hyperrec.serving.grpc_api import GrpcServer
+from hyperrec.serving.http_server import RestServer
+from hyperrec.serving.manager import ModelManager
+from hyperrec.serving.metrics import ServingMetrics
+from hyperrec.serving.request_log import RequestLogWriter
+from hyperrec.serving.request_tracking import RequestTracker
+from hyperrec.serving.rest_api import RestApi
 
 LOG = logging.getLogger("serving.server")
 LOOPBACK = "127.0.0.1"

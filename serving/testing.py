@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from serving import record_io
-from serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, SAVED_MODEL_FILE
+from hyperrec.serving import record_io
+from hyperrec.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, SAVED_MODEL_FILE
 
 MODEL_NAME = "half_plus_two"
 CATALOG = tuple(f"item-{i:02d}" for i in range(20))
@@ -238,8 +238,8 @@ def wait_until_serving(rest_port: int, model_name: str, timeout: float = 60.0,
 
 
 def server_command(args: Sequence[str]) -> List[str]:
-    """`python -m serving ARGS` with this interpreter."""
-    return [sys.executable, "-m", "serving", *args]
+    """`python -m hyperrec.serving ARGS` with this interpreter."""
+    return [sys.executable, "-m", "hyperrec.serving", *args]
 
 
 def start_server_process(args: Sequence[str], log_path: str) -> subprocess.Popen:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Dict, NamedTuple, Optional
 
-from serving.servable import SAVED_MODEL_FILE
+from hyperrec.serving.servable import SAVED_MODEL_FILE
 
 _MAX_VERSION = (1 << 63) - 1
 

@@ -12,8 +12,8 @@ import os
 
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import errors, inference, record_io
-from serving.servable import Servable
+from hyperrec.serving import errors, inference, record_io
+from hyperrec.serving.servable import Servable
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's kMaxNumRecords

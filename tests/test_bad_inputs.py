@@ -8,11 +8,11 @@ in test_validation_gate.py; this module runs the ExampleGen executor on one dirt
 import json
 import os
 
-import components  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.components  # noqa: F401  (Keras env before TensorFlow)
 import pytest
 
-from components import features
-from components.example_gen import executor as executor_lib
+from hyperrec.components import features
+from hyperrec.components.example_gen import executor as executor_lib
 from test_example_gen import DAY, T0, _iso, _png, _read_split, _run_executor, _write_csv
 
 ITEMS = features.ITEM_COLUMNS

@@ -15,14 +15,14 @@ import sys
 import textwrap
 from typing import Dict, Optional
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
 
-from components import distribution
+from hyperrec.components import distribution
 
 import test_model
 import test_transform as synthetic
@@ -32,14 +32,14 @@ import test_transform as synthetic
 TRAIN_SCRIPT = textwrap.dedent("""
     import dataclasses, json, sys
     spec = json.load(open(sys.argv[1]))
-    import components  # Keras 2 before TensorFlow
+    import hyperrec.components  # Keras 2 before TensorFlow
     import tensorflow as tf
     if spec.get("logical_cpus", 1) > 1:  # before anything initialises the runtime
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * spec["logical_cpus"])
     import test_model
-    from components import trainer
+    from hyperrec.components import trainer
     fn_args = test_model.make_fn_args(spec["examples"], spec["transform"], spec["model_root"])
     fn_args.custom_config["model"].update(spec["model"])
     trainer.run_fn(fn_args)

@@ -4,7 +4,7 @@ import io
 import json
 import os
 
-import components  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.components  # noqa: F401  (Keras env before TensorFlow)
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -12,8 +12,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import features
-from components.example_gen import executor as executor_lib
+from hyperrec.components import features
+from hyperrec.components.example_gen import executor as executor_lib
 
 DAY = 86400
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z

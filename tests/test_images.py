@@ -3,7 +3,7 @@ import io
 
 from PIL import Image
 
-from components.example_gen import images
+from hyperrec.components.example_gen import images
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from components import features
-from components.example_gen import images as example_gen_images
-from components.importers import categories, cli, contract, image_folder, online_retail, rda
+from hyperrec.components import features
+from hyperrec.components.example_gen import images as example_gen_images
+from hyperrec.components.importers import categories, cli, contract, image_folder, online_retail, rda
 from support import tree_digest
 
 INTERACTION_HEADER = list(features.INTERACTION_COLUMNS + features.CONTEXT_COLUMNS)

@@ -16,7 +16,7 @@ import sys
 import textwrap
 from typing import Dict, List
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
 import pytest
@@ -26,15 +26,15 @@ from tfx.components.util import examples_utils, tfxio_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 
-from components import export
-from components import features
-from components import trainer
-from components import transform
-from components.model.image_encoder import decode_png_batch
-from components.model.retrieval import RetrievalTask
-from components.model.text_encoder import TextEncoder
-from components.model.towers import HistoryAttention
-from pipeline import config as config_lib
+from hyperrec.components import export
+from hyperrec.components import features
+from hyperrec.components import trainer
+from hyperrec.components import transform
+from hyperrec.components.model.image_encoder import decode_png_batch
+from hyperrec.components.model.retrieval import RetrievalTask
+from hyperrec.components.model.text_encoder import TextEncoder
+from hyperrec.components.model.towers import HistoryAttention
+from hyperrec.pipeline import config as config_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_transform as synthetic  # noqa: E402  (the shared synthetic data builders)
@@ -396,9 +396,9 @@ def test_history_attention_ignores_padding_and_survives_empty_history():
 
 
 def test_layer_configs_round_trip():
-    from components.model.image_encoder import ImageEncoder
-    from components.model.ranking import RankingTask
-    from components.model.towers import ItemTower, QueryTower
+    from hyperrec.components.model.image_encoder import ImageEncoder
+    from hyperrec.components.model.ranking import RankingTask
+    from hyperrec.components.model.towers import ItemTower, QueryTower
     item_tower = ItemTower(embedding_dim=8, id_embedding_dim=4, item_vocab_size=10,
                            category_vocab_size=5, text_vocab_size=20, text_max_tokens=6,
                            image_size=8, cnn_filters=(4, 8), text_embedding_dim=8, text_heads=2,
@@ -418,8 +418,8 @@ def test_layer_configs_round_trip():
 def test_ranking_reads_retrieval_signals_without_reshaping_retrieval():
     """The ranking head's extra inputs are each pair's retrieval cosine and the item's
     retrieval bias (hand-computed here); no ranking gradient flows back through them."""
-    from components.model.ranking import RankingTask
-    from components.model.two_tower import retrieval_signals
+    from hyperrec.components.model.ranking import RankingTask
+    from hyperrec.components.model.two_tower import retrieval_signals
     query = {"embedding": tf.constant([[0.6, 0.8], [1.0, 0.0]])}
     item = {"embedding": tf.Variable([[0.6, 0.8], [0.0, 1.0]]),
             "bias": tf.Variable([0.25, -0.5])}

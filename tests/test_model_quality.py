@@ -26,17 +26,17 @@ import json
 import os
 from typing import Dict, List
 
-import pipeline  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import datagen
-from components import features
-from components import trainer
-from pipeline import config as config_lib
-from pipeline import local_runner
+from hyperrec.components import datagen
+from hyperrec.components import features
+from hyperrec.components import trainer
+from hyperrec.pipeline import config as config_lib
+from hyperrec.pipeline import local_runner
 
 import test_model
 

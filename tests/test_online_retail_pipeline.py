@@ -6,18 +6,18 @@ image tower is masked for every item and the scores stay finite.
 import glob
 import os
 
-import pipeline  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import numpy as np
 import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from components import features
-from components.importers import online_retail
-from pipeline import config as config_lib
-from pipeline import local_runner
-from serving import saved_model
+from hyperrec.components import features
+from hyperrec.components.importers import online_retail
+from hyperrec.pipeline import config as config_lib
+from hyperrec.pipeline import local_runner
+from hyperrec.serving import saved_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_shared]
 

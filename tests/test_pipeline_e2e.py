@@ -5,15 +5,15 @@ import subprocess
 import sys
 import textwrap
 
-import pipeline  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from components import datagen
-from pipeline import config as config_lib
-from pipeline import local_runner
+from hyperrec.components import datagen
+from hyperrec.pipeline import config as config_lib
+from hyperrec.pipeline import local_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +80,7 @@ def test_pushed_model_scores_and_recommends_in_a_fresh_process(tiny_run):
     script = textwrap.dedent(f"""
         import glob, json, sys
         import tensorflow as tf
-        from serving import saved_model
+        from hyperrec.serving import saved_model
         version, model_dir = saved_model.latest_version({paths.serving_dir!r})
         loaded = tf.saved_model.load(model_dir)
         records = tf.data.TFRecordDataset(glob.glob({eval_glob!r}), compression_type="GZIP")
@@ -111,7 +111,7 @@ def test_trainer_inside_the_pipeline_used_the_same_keras_as_a_plain_import(tiny_
 
 def test_schema_diff_command_compares_the_run_statistics_with_the_curated_schema(tiny_run):
     from click.testing import CliRunner
-    from pipeline import cli
+    from hyperrec.pipeline import cli
     paths, _ = tiny_run
     result = CliRunner().invoke(cli.main, ["schema-diff", "--workdir", paths.workdir,
                                            "--experiment", "tiny"])

@@ -1,9 +1,9 @@
 """The curated schema's environments: SERVING data lacks the label and log-derived fields."""
-import components  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.components  # noqa: F401  (Keras env before TensorFlow)
 import pandas as pd
 import tensorflow_data_validation as tfdv
 
-from components import features
+from hyperrec.components import features
 
 SERVING_ABSENT = (features.LABEL, features.EVENT, features.IMAGE_STATUS, features.FIRST_SEEN,
                   features.COLD_START)

@@ -1,10 +1,10 @@
 """The schema update workflow: differences between a curated and an inferred schema."""
-import components  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.components  # noqa: F401  (Keras env before TensorFlow)
 import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline import schema_tools
+from hyperrec.pipeline import schema_tools
 
 CURATED = """
 feature { name: "device" type: BYTES domain: "device" }

@@ -1,5 +1,5 @@
 """Request batching: the scheduler's rules, the parameters file, and a batching server."""
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import concurrent.futures
 import http.client
@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from serving import config, errors, testing
-from serving.batching import BatchScheduler
-from serving.config import BatchingOptions
-from serving.server import ModelServer, ServerOptions
+from hyperrec.serving import config, errors, testing
+from hyperrec.serving.batching import BatchScheduler
+from hyperrec.serving.config import BatchingOptions
+from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,5 +1,5 @@
 """The serving commands (serve, recommend, predict) and the production config files."""
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import json
 import pathlib
@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import cli, client, config, testing
-from serving.server import ModelServer, ServerOptions, options_from_flags
+from hyperrec.serving import cli, client, config, testing
+from hyperrec.serving.server import ModelServer, ServerOptions, options_from_flags
 
 pytestmark = pytest.mark.timeout(120)
 
-SERVING_DIR = pathlib.Path(serving.__file__).resolve().parent
+SERVING_DIR = pathlib.Path(hyperrec.serving.__file__).resolve().parent
 STOCK_IMAGE = "tensorflow/serving:2.16.1"
 
 

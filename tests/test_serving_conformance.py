@@ -4,7 +4,7 @@ The expectations are TF Serving's own (http_rest_api_handler_test.cc, json_tenso
 predict_util.cc, get_model_status_impl.cc): status JSON, routing, error codes and bodies.
 REST is spoken with http.client, gRPC with the official tensorflow_serving.apis stubs.
 """
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import base64
 import http.client
@@ -20,8 +20,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from serving import config, testing
-from serving.server import ModelServer, ServerOptions
+from hyperrec.serving import config, testing
+from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
 

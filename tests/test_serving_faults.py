@@ -3,7 +3,7 @@
 All traffic is real HTTP on 127.0.0.1. Counts and durations are bounded; nothing asserts
 absolute timings.
 """
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import http.client
 import json
@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from serving import config, request_log, testing
-from serving.server import ModelServer, ServerOptions
+from hyperrec.serving import config, request_log, testing
+from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -4,7 +4,7 @@ Whatever the body (random bytes, random JSON, or JSON shaped like a predict/clas
 with random values), the server answers either a correct result or a 4xx with a JSON
 `{"error": ...}`: never a 5xx, a non-JSON body or a dropped connection.
 """
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import http.client
 import json
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving import config, testing
-from serving.server import ModelServer, ServerOptions
+from hyperrec.serving import config, testing
+from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(240)
 

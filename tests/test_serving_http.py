@@ -5,7 +5,7 @@ HTTP/1.0), malformed HTTP answered with a 4xx `{"error": ...}` and a closed conn
 model calls running off the event loop (so concurrent REST requests share a batch), and a
 shutdown that lets a request in flight finish.
 """
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import gzip
 import http.client
@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from serving import config, testing
-from serving.config import BatchingOptions
-from serving.server import ModelServer, ServerOptions
+from hyperrec.serving import config, testing
+from hyperrec.serving.config import BatchingOptions
+from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
 

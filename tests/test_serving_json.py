@@ -1,5 +1,5 @@
 """TF Serving's JSON tensor rules (json_tensor.cc) as unit tests of serving/json_codec.py."""
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import json
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from serving import errors, json_codec
+from hyperrec.serving import errors, json_codec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,7 +159,7 @@ def test_tensor_proto_conversions_match_tensorflow(array):
     """The server's proto <-> array shortcuts give TensorFlow's bytes and arrays."""
     import tensorflow as tf
 
-    from serving import inference
+    from hyperrec.serving import inference
     reference = tf.make_tensor_proto(array)
     assert inference.array_to_tensor(array).SerializeToString() == \
         reference.SerializeToString()

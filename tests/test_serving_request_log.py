@@ -1,6 +1,6 @@
 """The request log: TFRecord framing, torn tails, rotation, a writer killed by SIGKILL, and
 what the server writes into it."""
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import http.client
 import io
@@ -15,8 +15,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from serving import config, record_io, request_log, testing
-from serving.server import ModelServer, ServerOptions
+from hyperrec.serving import config, record_io, request_log, testing
+from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -87,7 +87,7 @@ def test_a_new_writer_starts_a_new_file(tmp_path):
 
 WRITER_SCRIPT = textwrap.dedent("""
     import sys
-    from serving import request_log
+    from hyperrec.serving import request_log
     writer = request_log.RequestLogWriter(sys.argv[1], max_file_bytes=int(sys.argv[2]))
     print("ready", flush=True)
     index = 0

@@ -1,5 +1,5 @@
 """Versions: discovery, readiness, version policy, labels, warmup, failed loads, reloads."""
-import serving  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import shutil
 import textwrap
@@ -12,10 +12,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import config, errors, testing, version_scanner
-from serving.config import ModelSettings, VersionPolicy
-from serving.manager import ModelManager
-from serving.server import ModelServer, ServerOptions
+from hyperrec.serving import config, errors, testing, version_scanner
+from hyperrec.serving.config import ModelSettings, VersionPolicy
+from hyperrec.serving.manager import ModelManager
+from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,15 +3,15 @@ import json
 import os
 import shutil
 
-import pipeline  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import pytest
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
-from components import datagen
-from pipeline import config as config_lib
-from pipeline import pipeline as pipeline_def
+from hyperrec.components import datagen
+from hyperrec.pipeline import config as config_lib
+from hyperrec.pipeline import pipeline as pipeline_def
 
 
 def _run_example_gen(config, data_root, workdir):

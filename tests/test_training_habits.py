@@ -11,12 +11,12 @@ import os
 import signal
 import time
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
 
-from components import trainer
-from pipeline import config as config_lib
+from hyperrec.components import trainer
+from hyperrec.pipeline import config as config_lib
 
 from test_distribution import data, finish, read_history, start_training  # noqa: F401
 

@@ -13,7 +13,7 @@ import os
 import tempfile
 from typing import Dict, List, Sequence
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
 import pytest
@@ -24,9 +24,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.public import tfxio
 
-from components import features
-from components import transform
-from pipeline import config as config_lib
+from hyperrec.components import features
+from hyperrec.components import transform
+from hyperrec.pipeline import config as config_lib
 
 # ---- synthetic data -------------------------------------------------------------------------
 NUM_ITEMS = 30

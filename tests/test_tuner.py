@@ -11,18 +11,18 @@ import dataclasses
 import json
 import os
 
-import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
-from components import features
-from components import trainer
-from components import tuner as tuner_lib
-from pipeline import config as config_lib
-from pipeline import pipeline as pipeline_def
+from hyperrec.components import features
+from hyperrec.components import trainer
+from hyperrec.components import tuner as tuner_lib
+from hyperrec.pipeline import config as config_lib
+from hyperrec.pipeline import pipeline as pipeline_def
 
 import test_model
 import test_transform as synthetic

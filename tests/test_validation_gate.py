@@ -3,17 +3,17 @@ import csv
 import os
 import shutil
 
-import pipeline  # noqa: F401  (Keras env before TensorFlow)
+import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import pytest
 from ml_metadata.metadata_store import metadata_store
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
-from components import datagen, features
-from components.validation_gate import describe_anomalies
-from pipeline import config as config_lib
-from pipeline import local_runner
+from hyperrec.components import datagen, features
+from hyperrec.components.validation_gate import describe_anomalies
+from hyperrec.pipeline import config as config_lib
+from hyperrec.pipeline import local_runner
 
 
 def test_describe_anomalies_names_split_feature_and_reason():

@@ -19,9 +19,9 @@ import dataclasses
 import os
 from typing import Dict
 
-from components import features
-from components.datagen import attributes, behaviour, catalogue, streams, text, writer
-from components.datagen.scales import SCALES, DatagenScale, get_scale, iso_utc
+from hyperrec.components import features
+from hyperrec.components.datagen import attributes, behaviour, catalogue, streams, text, writer
+from hyperrec.components.datagen.scales import SCALES, DatagenScale, get_scale, iso_utc
 
 __all__ = ["generate", "SCALES", "DatagenScale", "get_scale"]
 

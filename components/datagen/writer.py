@@ -19,10 +19,10 @@ import re
 import shutil
 from typing import Dict, List, Sequence, Tuple
 
-from components import features
-from components.datagen import images
-from components.datagen.catalogue import Item
-from components.datagen.scales import DatagenScale, iso_utc
+from hyperrec.components import features
+from hyperrec.components.datagen import images
+from hyperrec.components.datagen.catalogue import Item
+from hyperrec.components.datagen.scales import DatagenScale, iso_utc
 
 INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"

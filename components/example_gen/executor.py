@@ -33,8 +33,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components import features
-from components.example_gen import history, images
+from hyperrec.components import features
+from hyperrec.components.example_gen import history, images
 
 REPORT_FILE = "ingest_report.json"
 ITEMS_FILE = "items.csv"

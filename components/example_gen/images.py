@@ -11,7 +11,7 @@ from typing import Tuple
 
 from PIL import Image, UnidentifiedImageError
 
-from components import features
+from hyperrec.components import features
 
 STATUS_OK, STATUS_MISSING, STATUS_CORRUPT = features.IMAGE_STATUSES
 

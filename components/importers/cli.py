@@ -2,7 +2,7 @@
 
 A click group that the `hyperrec` command mounts; each subcommand is a thin wrapper around one
 importer module, imported inside the command so that `hyperrec --help` stays fast. Also
-runnable alone: `python -m components.importers.cli online-retail PATH --out DIR`.
+runnable alone: `python -m hyperrec.components.importers.cli online-retail PATH --out DIR`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def import_data() -> None:
 def online_retail(path: str, out_dir: str, span_days: int, max_customers: Optional[int],
                   seed: int, negatives_per_purchase: int) -> None:
     """UCI Online Retail (.rda/.rds, e.g. onlineretail.rda) -> purchases and a catalogue."""
-    from components.importers import online_retail as importer
+    from hyperrec.components.importers import online_retail as importer
 
     start = time.monotonic()
     try:
@@ -69,7 +69,7 @@ def online_retail(path: str, out_dir: str, span_days: int, max_customers: Option
 def image_folder(path: str, out_dir: str, sample_users: int, weeks: int, start_date: str,
                  seed: int) -> None:
     """Class folders of photos (PATH/<class>/*.jpg|png) -> a catalogue with images."""
-    from components.importers import image_folder as importer
+    from hyperrec.components.importers import image_folder as importer
 
     start = time.monotonic()
     try:

@@ -21,9 +21,9 @@ from typing import Any, Dict, List, Tuple
 
 import pandas as pd
 
-from components import features
-from components.datagen import writer
-from components.datagen.scales import SECONDS_PER_DAY, iso_utc
+from hyperrec.components import features
+from hyperrec.components.datagen import writer
+from hyperrec.components.datagen.scales import SECONDS_PER_DAY, iso_utc
 
 REPORT_FILE = "import_report.json"
 IMAGES_DIR = writer.IMAGES_DIR

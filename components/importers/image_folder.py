@@ -27,9 +27,9 @@ from typing import Any, Dict, List, Set, Tuple
 
 import pandas as pd
 
-from components import features
-from components.example_gen import images as example_gen_images
-from components.importers import contract, synthetic_log
+from hyperrec.components import features
+from hyperrec.components.example_gen import images as example_gen_images
+from hyperrec.components.importers import contract, synthetic_log
 
 IMAGE_EXTENSIONS = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}  # source -> written
 _CHECK_SIZE = 8  # pixels: the verdict does not depend on the size, small is fast

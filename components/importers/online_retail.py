@@ -31,9 +31,9 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import pandas as pd
 
-from components import features
-from components.datagen.scales import iso_utc
-from components.importers import categories, contract
+from hyperrec.components import features
+from hyperrec.components.datagen.scales import iso_utc
+from hyperrec.components.importers import categories, contract
 
 SOURCE_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate",
                   "UnitPrice", "CustomerID", "Country")
@@ -236,7 +236,7 @@ def sample_customers(events: pd.DataFrame, max_customers: Optional[int], seed: i
 
 def read_source(path: str) -> tuple[pd.DataFrame, Dict[str, Any]]:
     """The Online Retail table from an .rda/.rds file, and where it came from."""
-    from components.importers import rda
+    from hyperrec.components.importers import rda
 
     frames, reader = rda.read_data_frames(path)
     tables = {name: frame for name, frame in frames.items()

@@ -23,8 +23,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
-from components import features
-from components.datagen import streams
+from hyperrec.components import features
+from hyperrec.components.datagen import streams
 
 # The importers' stream keys, apart from the generator's keys in components.datagen.streams.
 SAMPLE_USERS_STREAM = 101

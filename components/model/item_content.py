@@ -21,8 +21,8 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from components import transform
-from components.model.image_encoder import COLOUR_SIGNATURE_DIM
+from hyperrec.components import transform
+from hyperrec.components.model.image_encoder import COLOUR_SIGNATURE_DIM
 
 
 COLOUR = "colour_signature"  # the extra key of content batches

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import tensorflow as tf
 
-from components.model.retrieval import global_sum, replica_context
+from hyperrec.components.model.retrieval import global_sum, replica_context
 
 
 class RankingTask(tf.keras.layers.Layer):

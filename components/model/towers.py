@@ -29,10 +29,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from components import transform
-from components.model.image_encoder import ImageEncoder, colour_signature, decode_png_batch
-from components.model.item_content import ContentVector, ItemContentTable
-from components.model.text_encoder import TextEncoder
+from hyperrec.components import transform
+from hyperrec.components.model.image_encoder import ImageEncoder, colour_signature, decode_png_batch
+from hyperrec.components.model.item_content import ContentVector, ItemContentTable
+from hyperrec.components.model.text_encoder import TextEncoder
 
 HOURS_PER_DAY = 24
 DAYS_PER_WEEK = 7

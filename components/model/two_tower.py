@@ -17,12 +17,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from components import transform
-from components.model.item_content import ItemContent, ItemContentTable
-from components.model.ranking import RankingTask
-from components.model.retrieval import RetrievalTask, replica_context
-from components.model.towers import ItemTower, QueryTower, VocabularySizes
-from pipeline import config as config_lib
+from hyperrec.components import transform
+from hyperrec.components.model.item_content import ItemContent, ItemContentTable
+from hyperrec.components.model.ranking import RankingTask
+from hyperrec.components.model.retrieval import RetrievalTask, replica_context
+from hyperrec.components.model.towers import ItemTower, QueryTower, VocabularySizes
+from hyperrec.pipeline import config as config_lib
 
 
 def retrieval_signals(query: Mapping[str, tf.Tensor],

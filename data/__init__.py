@@ -1,0 +1,1 @@
+"""The data contract's code: one writer of the contract, the synthetic generator, importers."""
