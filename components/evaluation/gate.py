@@ -1,0 +1,99 @@
+"""The push gate on the ranking result, and the readable table of a result.
+
+Blessed when (1) the candidate's gate metric (overall slice) is strictly above each baseline
+in `must_beat`, (2) it is not significantly worse than the last blessed model: the upper end
+of the paired interval of (candidate - blessed) is not below -max_regression, and (3) when
+TFMA's Evaluator gave a blessing, that blessing is positive. Every failed condition is
+named in the reason, with its numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
+
+CANDIDATE = "hyperrec"
+BLESSED = "last_blessed"
+
+
+@dataclasses.dataclass
+class Gate:
+    metric: str = "recall@10"
+    must_beat: Tuple[str, ...] = ("most_popular",)
+    max_regression: float = 0.0  # tolerated significant drop against the last blessed model
+
+
+def decide(result: Dict[str, object], gate: Gate,
+           tfma_blessed: Optional[bool] = None) -> Tuple[bool, str]:
+    """(blessed, reason) for `result` (metrics.evaluate output with CANDIDATE in it)."""
+    overall = result["slices"]["overall"]
+    if "metrics" not in overall:
+        return False, "no evaluated users: nothing shows the candidate is better"
+    values = overall["metrics"]
+    if gate.metric not in values[CANDIDATE]:
+        raise ValueError(f"gate metric {gate.metric!r} is not among {sorted(values[CANDIDATE])}")
+    mine = values[CANDIDATE][gate.metric]["value"]
+    failures: List[str] = []
+    passes: List[str] = []
+    for baseline in gate.must_beat:
+        if baseline not in values:
+            raise ValueError(f"must_beat names {baseline!r}, which was not evaluated; "
+                             f"evaluated: {sorted(values)}")
+        theirs = values[baseline][gate.metric]["value"]
+        text = f"{gate.metric} {mine:.4f} {'>' if mine > theirs else '<='} {baseline} {theirs:.4f}"
+        (passes if mine > theirs else failures).append(text)
+    if BLESSED in values:
+        diff = overall["differences"][f"{CANDIDATE} - {BLESSED}"][gate.metric]
+        low, high = diff["interval"]
+        text = (f"{gate.metric} vs last blessed {values[BLESSED][gate.metric]['value']:.4f}: "
+                f"difference {diff['value']:+.4f}, {result['level']:.0%} interval "
+                f"[{low:+.4f}, {high:+.4f}]")
+        if high < -gate.max_regression:
+            failures.append(f"significantly worse than the last blessed model ({text})")
+        else:
+            passes.append(f"not significantly worse ({text})")
+    else:
+        passes.append("no blessed model to compare with")
+    if tfma_blessed is not None:
+        (passes if tfma_blessed else failures).append(
+            "TFMA Evaluator " + ("blessed" if tfma_blessed else "did not bless"))
+    if failures:
+        return False, "; ".join(failures)
+    return True, "; ".join(passes)
+
+
+def table(result: Dict[str, object], slice_name: str = "overall",
+          columns: Sequence[str] = ("recall@10", "ndcg@10", "recall@50", "mrr", "coverage@10",
+                                    "popularity@10"),
+          reference: Optional[str] = None) -> str:
+    """A plain-text table: each method's value and interval; with `reference`, ratio rows
+    (method / reference) and the paired difference intervals against it."""
+    entry = result["slices"][slice_name]
+    header = f"{slice_name}: {entry['n_users']} users, {entry['n_targets']} targets"
+    if "metrics" not in entry:
+        return header + " (no users)"
+    methods = list(entry["metrics"])
+    width = max(len(m) for m in methods) + 2
+    lines = [header, " " * width + "".join(f"{c:>24}" for c in columns)]
+    for method in methods:
+        cells = []
+        for column in columns:
+            value = entry["metrics"][method][column]
+            low, high = value["interval"]
+            cells.append(f"{value['value']:.4f} [{low:.3f},{high:.3f}]")
+        lines.append(f"{method:<{width}}" + "".join(f"{c:>24}" for c in cells))
+    if reference and reference in methods:
+        lines.append(f"-- ratio to {reference}, and {result['level']:.0%} interval of the "
+                     f"paired difference")
+        for method in methods:
+            if method == reference:
+                continue
+            cells = []
+            for column in columns:
+                base = entry["metrics"][reference][column]["value"]
+                diff = entry["differences"][f"{method} - {reference}"][column]
+                ratio = entry["metrics"][method][column]["value"] / base if base else float("nan")
+                cells.append(f"x{ratio:.2f} [{diff['interval'][0]:+.3f},"
+                             f"{diff['interval'][1]:+.3f}]")
+            lines.append(f"{method + '/' + reference:<{width}}"[:width]
+                         + "".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)

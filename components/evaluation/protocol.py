@@ -1,0 +1,208 @@
+"""The offline ranking protocol: which users, which targets, which items are ranked.
+
+- The pipeline's own temporal split: ExampleGen's train split (before the cutoff), eval split
+  (the last `eval_days`) and catalogue split (every item, with its cold-start flag).
+- Evaluated users have >= 1 engaged (positive) train event and >= 1 NEW eval positive: an
+  engaged eval item that is not in the user's train history. Their targets are those items.
+- Every method ranks the full catalogue for each user, minus the user's WHOLE train history
+  (not only the last N items the model's history feature holds).
+- Slices: warm vs cold items (an item first seen after the cutoff is cold; a user is in a
+  slice when they have a target in it, and only those targets count) and returning vs new
+  users (new: the user's first train event is less than `new_user_days` before the cutoff;
+  every evaluated user has train positives, so "new" means a short train history).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from hyperrec.components import features
+from hyperrec.components.example_gen import history as history_lib
+
+SLICES = ("overall", "warm_items", "cold_items", "returning_users", "new_users")
+
+
+@dataclasses.dataclass
+class Events:
+    """One split's interactions as parallel arrays (one entry per tf.Example)."""
+
+    users: np.ndarray  # str
+    items: np.ndarray  # str
+    timestamps: np.ndarray  # int64 seconds
+    events: np.ndarray  # str, one of features.EVENTS
+    labels: np.ndarray  # int64, 1 = engaged
+    devices: np.ndarray  # str
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def subset(self, mask: np.ndarray) -> "Events":
+        return Events(**{f.name: getattr(self, f.name)[mask] for f in dataclasses.fields(self)})
+
+
+@dataclasses.dataclass
+class Catalogue:
+    item_ids: np.ndarray  # str, the index of an item is its position here
+    cold: np.ndarray  # bool [C], first seen after the cutoff
+
+    def index(self) -> Dict[str, int]:
+        return {item: i for i, item in enumerate(self.item_ids.tolist())}
+
+
+@dataclasses.dataclass
+class Task:
+    """Everything every method ranks against: the same users, exclusions and targets."""
+
+    catalogue: Catalogue
+    cutoff: int  # first eval timestamp: a query is made "now" = at the cutoff
+    users: List[str]
+    excluded: List[np.ndarray]  # per user: catalogue indices of their whole train history
+    history: List[List[str]]  # per user: the last `history_length` engaged train ids, oldest first
+    devices: List[str]  # per user: device of their last train event
+    targets: List[np.ndarray]  # per user: catalogue indices of new eval positives
+    new_user: np.ndarray  # bool [U]
+    popularity: np.ndarray  # float [C]: share of train users who engaged with the item
+    train: Events  # the train split (baselines fit on its positives)
+
+    def slice_targets(self, name: str) -> List[np.ndarray]:
+        """Per user, that slice's targets (empty: the user is not in the slice)."""
+        if name in ("overall", "returning_users", "new_users"):
+            keep_user = {"overall": np.ones(len(self.users), bool),
+                         "returning_users": ~self.new_user, "new_users": self.new_user}[name]
+            return [t if keep else t[:0] for t, keep in zip(self.targets, keep_user)]
+        cold = self.catalogue.cold
+        if name == "warm_items":
+            return [t[~cold[t]] for t in self.targets]
+        if name == "cold_items":
+            return [t[cold[t]] for t in self.targets]
+        raise ValueError(f"unknown slice {name!r}; choose from {SLICES}")
+
+
+def read_split(examples_uri: str, split: str, batch_size: int = 4096) -> Events:
+    """Reads an ExampleGen split (GZIP TFRecords of tf.Examples) into arrays."""
+    import tensorflow as tf  # heavy; only the readers need it
+
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    if not files:
+        raise FileNotFoundError(f"no files for split {split!r} under {examples_uri}")
+    spec = {features.USER_ID: tf.io.FixedLenFeature([], tf.string),
+            features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+            features.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
+            features.EVENT: tf.io.FixedLenFeature([], tf.string),
+            features.LABEL: tf.io.FixedLenFeature([], tf.int64),
+            features.DEVICE: tf.io.FixedLenFeature([], tf.string, default_value=b"")}
+    columns: Dict[str, list] = {name: [] for name in spec}
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size)
+    for batch in dataset:
+        parsed = tf.io.parse_example(batch, spec)
+        for name in spec:
+            columns[name].append(parsed[name].numpy())
+    values = {name: np.concatenate(parts) if parts else np.array([]) for name, parts in
+              columns.items()}
+
+    def text(name: str) -> np.ndarray:
+        return np.array([v.decode() for v in values[name]], dtype=object)
+
+    return Events(users=text(features.USER_ID), items=text(features.ITEM_ID),
+                  timestamps=values[features.TIMESTAMP].astype(np.int64),
+                  events=text(features.EVENT), labels=values[features.LABEL].astype(np.int64),
+                  devices=text(features.DEVICE))
+
+
+def read_catalogue(examples_uri: str) -> Catalogue:
+    import tensorflow as tf
+
+    files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{features.CATALOG_SPLIT}", "*")))
+    spec = {features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
+            features.COLD_START: tf.io.FixedLenFeature([], tf.int64)}
+    ids, cold = [], []
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096):
+        parsed = tf.io.parse_example(batch, spec)
+        ids.extend(v.decode() for v in parsed[features.ITEM_ID].numpy())
+        cold.extend(parsed[features.COLD_START].numpy().tolist())
+    if not ids:
+        raise ValueError(f"the catalogue split under {examples_uri} is empty")
+    return Catalogue(item_ids=np.array(ids, dtype=object), cold=np.array(cold, bool))
+
+
+def build_task(train: Events, eval_events: Events, catalogue: Catalogue, *,
+               history_length: int, new_user_days: float,
+               cutoff: Optional[int] = None) -> Task:
+    """The evaluated users and their targets (see the module docstring).
+
+    Items outside the catalogue are dropped from targets and exclusions (no method can rank
+    them). `cutoff` defaults to the first eval timestamp.
+    """
+    if len(eval_events) == 0:
+        raise ValueError("the eval split is empty: nothing to evaluate")
+    if cutoff is None:
+        cutoff = int(eval_events.timestamps.min())
+    index = catalogue.index()
+    positive = train.labels == 1
+    train_items: Dict[str, set] = {}
+    for user, item in zip(train.users[positive], train.items[positive]):
+        train_items.setdefault(user, set()).add(item)
+    eval_targets: Dict[str, set] = {}
+    eval_positive = eval_events.labels == 1
+    for user, item in zip(eval_events.users[eval_positive], eval_events.items[eval_positive]):
+        if user in train_items and item not in train_items[user] and item in index:
+            eval_targets.setdefault(user, set()).add(item)
+
+    by_user: Dict[str, List[history_lib.Event]] = {}
+    first_seen: Dict[str, int] = {}
+    last_device: Dict[str, tuple] = {}
+    for user, item, ts, event, device in zip(train.users, train.items, train.timestamps,
+                                             train.events, train.devices):
+        ts = int(ts)
+        first_seen[user] = min(first_seen.get(user, ts), ts)
+        if user not in last_device or ts >= last_device[user][0]:
+            last_device[user] = (ts, device)
+        if event in features.POSITIVE_EVENTS:
+            by_user.setdefault(user, []).append((ts, item, event, None))
+
+    users = sorted(eval_targets)
+    new_before = cutoff - new_user_days * features.SECONDS_PER_DAY
+    n_train_users = max(1, len(train_items))
+    popularity = np.zeros(len(catalogue.item_ids))
+    for items in train_items.values():
+        rows = [index[i] for i in items if i in index]
+        popularity[rows] += 1.0 / n_train_users
+    return Task(
+        catalogue=catalogue, cutoff=cutoff, users=users,
+        excluded=[np.array(sorted(index[i] for i in train_items[u] if i in index), np.int64)
+                  for u in users],
+        history=[history_lib.last_engaged(by_user[u], history_length) for u in users],
+        devices=[last_device[u][1] or features.UNKNOWN for u in users],
+        targets=[np.array(sorted(index[i] for i in eval_targets[u]), np.int64) for u in users],
+        new_user=np.array([first_seen[u] >= new_before for u in users], bool),
+        popularity=popularity, train=train)
+
+
+def load_task(examples_uri: str, *, history_length: int, new_user_days: float) -> Task:
+    """The task of an ExampleGen examples artifact (its train, eval and catalogue splits)."""
+    return build_task(read_split(examples_uri, features.TRAIN_SPLIT),
+                      read_split(examples_uri, features.EVAL_SPLIT),
+                      read_catalogue(examples_uri), history_length=history_length,
+                      new_user_days=new_user_days)
+
+
+def exclude_and_truncate(ranked_ids: Sequence[Sequence[int]], excluded: Sequence[np.ndarray],
+                         depth: int) -> np.ndarray:
+    """Rows of catalogue indices (-1 = none) minus each user's exclusions, cut to `depth`.
+
+    Every method's raw ranking passes through here, so the exclusion rule cannot differ
+    between methods (a model that already excludes them loses nothing).
+    """
+    out = np.full((len(ranked_ids), depth), -1, np.int64)
+    for row, (ranked, skip) in enumerate(zip(ranked_ids, excluded)):
+        ranked = np.asarray(ranked, np.int64)
+        ranked = ranked[(ranked >= 0) & ~np.isin(ranked, skip)]
+        # A ranking may repeat an item (it should not); the first occurrence counts.
+        _, first = np.unique(ranked, return_index=True)
+        ranked = ranked[np.sort(first)][:depth]
+        out[row, :len(ranked)] = ranked
+    return out

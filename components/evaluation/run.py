@@ -1,0 +1,41 @@
+"""One evaluation: rank the task with the models and the baselines, score every slice."""
+from __future__ import annotations
+
+import time
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+from hyperrec.components.evaluation import baselines, metrics, model_ranking, protocol
+
+
+def evaluate(task: protocol.Task, model_dirs: Mapping[str, str], *, history_length: int,
+             ks: Sequence[int] = metrics.DEFAULT_KS, mrr_depth: int = 100,
+             baseline_config: baselines.BaselineConfig = baselines.BaselineConfig(),
+             baseline_names: Sequence[str] = baselines.BASELINES,
+             extra_rankings: Optional[Mapping[str, np.ndarray]] = None,
+             n_resamples: int = 1000, seed: int = 0) -> Dict[str, object]:
+    """The metrics result (metrics.evaluate) plus the chosen baseline hyper-parameters and
+    the seconds each method took. `model_dirs` maps a method name to a SavedModel with a
+    `recommend` signature; `extra_rankings` are precomputed [users, depth] rankings."""
+    depth = max(max(ks), mrr_depth)
+    rankings: Dict[str, np.ndarray] = {}
+    seconds: Dict[str, float] = {}
+    for name, model_dir in model_dirs.items():
+        start = time.monotonic()
+        rankings[name] = model_ranking.rank_with_model(model_dir, task, depth, history_length)
+        seconds[name] = time.monotonic() - start
+    start = time.monotonic()
+    baseline_rankings, chosen = baselines.rank_baselines(task, depth, baseline_config,
+                                                         baseline_names)
+    seconds["baselines"] = time.monotonic() - start
+    rankings.update(baseline_rankings)
+    for name, ranked in (extra_rankings or {}).items():
+        rankings[name] = protocol.exclude_and_truncate(ranked, task.excluded, depth)
+    slices = {name: task.slice_targets(name) for name in protocol.SLICES}
+    result = metrics.evaluate(rankings, slices, task.popularity, ks=ks,
+                              n_resamples=n_resamples, seed=seed)
+    result.update(mrr_depth=depth, baseline_hyperparameters=chosen, seconds=seconds,
+                  n_catalogue=len(task.catalogue.item_ids),
+                  n_cold_items=int(task.catalogue.cold.sum()), cutoff=task.cutoff)
+    return result
