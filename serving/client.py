@@ -12,10 +12,12 @@ import json
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from hyperrec.components import features
+
 DEFAULT_MODEL_NAME = "hyperrec"
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
-RECOMMEND_SIGNATURE = "recommend"
+RECOMMEND_SIGNATURE = features.RECOMMEND
 
 Recommendations = List[Tuple[str, float]]
 
@@ -32,9 +34,10 @@ class ServingClientError(RuntimeError):
 def recommend_instance(user_id: str, history: Sequence[str], device: str, k: int,
                        timestamp: Optional[int] = None) -> Dict[str, Any]:
     """One row of the `recommend` signature (an empty history is sent as one padding id)."""
-    return {"user_id": user_id, "history_item_ids": list(history) or [""],
-            "device": device, "timestamp": int(time.time() if timestamp is None else timestamp),
-            "k": int(k)}
+    return {features.USER_ID: user_id, features.HISTORY: list(history) or [""],
+            features.DEVICE: device,
+            features.TIMESTAMP: int(time.time() if timestamp is None else timestamp),
+            features.K: int(k)}
 
 
 def _model_path(model_name: str, version: Optional[int], label: Optional[str]) -> str:
@@ -107,7 +110,7 @@ class RestClient:
         answer = self.predict([recommend_instance(user_id, history, device, k, timestamp)],
                               signature_name=RECOMMEND_SIGNATURE, version=version, label=label)
         row = answer["predictions"][0]
-        return list(zip(row["item_ids"], [float(s) for s in row["scores"]]))
+        return list(zip(row[features.ITEM_IDS], [float(s) for s in row[features.SCORES]]))
 
     def status(self, version: Optional[int] = None, label: Optional[str] = None) -> dict:
         return self._json("GET", _model_path(self.model_name, version, label))
@@ -169,8 +172,8 @@ class GrpcClient:
                 signature_name: Optional[str] = None, version: Optional[int] = None,
                 label: Optional[str] = None) -> dict:
         """REST-style JSON in and out, carried over gRPC (dtypes read from the metadata)."""
-        from hyperrec.serving import json_codec
-        signature = signature_name or "serving_default"
+        from hyperrec.serving import json_request, json_response
+        signature = signature_name or features.SERVING_DEFAULT
         signature_def = self.signature_defs(version, label).get(signature)
         if signature_def is None:
             raise ServingClientError("FAILED_PRECONDITION",
@@ -179,24 +182,22 @@ class GrpcClient:
         doc: Dict[str, Any] = {"instances": instances} if instances is not None else {}
         if inputs is not None:
             doc["inputs"] = inputs
-        arrays, request_format = json_codec.predict_inputs(doc, dtypes)
+        arrays, request_format = json_request.predict_inputs(doc, dtypes)
         outputs = self.predict_tensors(arrays, signature_name, version, label)
-        return json.loads(json_codec.predict_outputs(outputs, request_format))
+        return json.loads(json_response.predict_outputs(outputs, request_format))
 
     def recommend(self, user_id: str, history: Sequence[str], device: str = "", k: int = 10,
                   timestamp: Optional[int] = None, version: Optional[int] = None,
                   label: Optional[str] = None) -> Recommendations:
         import numpy as np
         row = recommend_instance(user_id, history, device, k, timestamp)
-        outputs = self.predict_tensors({
-            "user_id": np.array([row["user_id"]], dtype=object),
-            "history_item_ids": np.array([row["history_item_ids"]], dtype=object),
-            "device": np.array([row["device"]], dtype=object),
-            "timestamp": np.array([row["timestamp"]], dtype=np.int64),
-            "k": np.array([row["k"]], dtype=np.int32),
-        }, RECOMMEND_SIGNATURE, version, label)
-        ids = [i.decode("utf-8") for i in outputs["item_ids"][0]]
-        return list(zip(ids, [float(s) for s in outputs["scores"][0]]))
+        dtypes = {features.USER_ID: object, features.HISTORY: object, features.DEVICE: object,
+                  features.TIMESTAMP: np.int64, features.K: np.int32}
+        outputs = self.predict_tensors(
+            {name: np.array([row[name]], dtype=dtype) for name, dtype in dtypes.items()},
+            RECOMMEND_SIGNATURE, version, label)
+        ids = [i.decode("utf-8") for i in outputs[features.ITEM_IDS][0]]
+        return list(zip(ids, [float(s) for s in outputs[features.SCORES][0]]))
 
     def status(self, version: Optional[int] = None, label: Optional[str] = None):
         from tensorflow_serving.apis import get_model_status_pb2

@@ -7,7 +7,7 @@ the two answer identically.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 import tensorflow as tf
@@ -275,7 +275,3 @@ def signature_def_map(response: get_model_metadata_pb2.GetModelMetadataResponse
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map)
     return signature_map
-
-
-def outputs_as_arrays(response: predict_pb2.PredictResponse) -> Dict[str, np.ndarray]:
-    return {alias: tf.make_ndarray(tensor) for alias, tensor in response.outputs.items()}

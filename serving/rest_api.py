@@ -24,7 +24,8 @@ from typing import Callable, Optional, Tuple, TypeVar
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from hyperrec.serving import errors, inference, json_codec, model_status
+from hyperrec.serving import (errors, inference, json_examples, json_request, json_response,
+                              model_status)
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.request_tracking import RequestTracker
 
@@ -116,18 +117,18 @@ class RestApi:
     async def _predict(self, name: str, version: Optional[int], label: Optional[str],
                        body: bytes) -> bytes:
         with self._tracker.track(name, "predict", ENTRYPOINT):
-            doc = json_codec.parse_json(body)
-            signature = json_codec.signature_name(doc)
+            doc = json_request.parse_json(body)
+            signature = json_request.signature_name(doc)
             servable = self._manager.servable(name, version, label)
             input_dtypes = servable.input_dtypes(signature)
             if not input_dtypes:
                 raise errors.invalid_argument(
                     f"Failed to get input map for signature: {signature or 'DEFAULT'}")
-            inputs, request_format = json_codec.predict_inputs(doc, input_dtypes)
+            inputs, request_format = json_request.predict_inputs(doc, input_dtypes)
             signature = signature or inference.DEFAULT_SIGNATURE
             inference.predict_signature(servable, signature)
             outputs = await self._off_loop(servable.run, signature, inputs)
-            answer = json_codec.predict_outputs(outputs, request_format)
+            answer = json_response.predict_outputs(outputs, request_format)
             self._tracker.log_predict_arrays(servable, signature, inputs, outputs)
             return answer
 
@@ -143,26 +144,26 @@ class RestApi:
     async def _classify(self, name: str, version: Optional[int], label: Optional[str],
                         body: bytes) -> bytes:
         with self._tracker.track(name, "classify", ENTRYPOINT):
-            doc = json_codec.parse_json(body)
+            doc = json_request.parse_json(body)
             request = classification_pb2.ClassificationRequest()
-            self._fill_spec(request, name, version, label, json_codec.signature_name(doc))
-            request.input.CopyFrom(json_codec.classify_regress_input(doc))
+            self._fill_spec(request, name, version, label, json_request.signature_name(doc))
+            request.input.CopyFrom(json_examples.classify_regress_input(doc))
             servable = self._manager.servable(name, version, label)
             response = await self._off_loop(inference.classify, servable, request)
-            answer = json_codec.classification_json(response.result)
+            answer = json_examples.classification_json(response.result)
             self._tracker.log_classify(servable, request, response)
             return answer
 
     async def _regress(self, name: str, version: Optional[int], label: Optional[str],
                        body: bytes) -> bytes:
         with self._tracker.track(name, "regress", ENTRYPOINT):
-            doc = json_codec.parse_json(body)
+            doc = json_request.parse_json(body)
             request = regression_pb2.RegressionRequest()
-            self._fill_spec(request, name, version, label, json_codec.signature_name(doc))
-            request.input.CopyFrom(json_codec.classify_regress_input(doc))
+            self._fill_spec(request, name, version, label, json_request.signature_name(doc))
+            request.input.CopyFrom(json_examples.classify_regress_input(doc))
             servable = self._manager.servable(name, version, label)
             response = await self._off_loop(inference.regress, servable, request)
-            answer = json_codec.regression_json(response.result)
+            answer = json_examples.regression_json(response.result)
             self._tracker.log_regress(servable, request, response)
             return answer
 

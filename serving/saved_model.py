@@ -10,7 +10,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-RECOMMEND_SIGNATURE = "recommend"
+from hyperrec.components import features
+
+RECOMMEND_SIGNATURE = features.RECOMMEND
 
 
 def versions(base_path: str) -> List[int]:
@@ -37,12 +39,12 @@ def recommend(model_dir: str, user_id: str, history: Sequence[str], device: str,
     import tensorflow as tf
     loaded = tf.saved_model.load(model_dir)
     fn = loaded.signatures[RECOMMEND_SIGNATURE]
-    outputs: Dict[str, tf.Tensor] = fn(
-        user_id=tf.constant([user_id]),
-        history_item_ids=tf.constant([list(history) or [""]]),
-        device=tf.constant([device]),
-        timestamp=tf.constant([timestamp], dtype=tf.int64),
-        k=tf.constant([k], dtype=tf.int32))
-    ids = [v.decode("utf-8") for v in outputs["item_ids"].numpy()[0]]
-    scores = np.asarray(outputs["scores"].numpy()[0], dtype=float)
+    outputs: Dict[str, tf.Tensor] = fn(**{
+        features.USER_ID: tf.constant([user_id]),
+        features.HISTORY: tf.constant([list(history) or [""]]),
+        features.DEVICE: tf.constant([device]),
+        features.TIMESTAMP: tf.constant([timestamp], dtype=tf.int64),
+        features.K: tf.constant([k], dtype=tf.int32)})
+    ids = [v.decode("utf-8") for v in outputs[features.ITEM_IDS].numpy()[0]]
+    scores = np.asarray(outputs[features.SCORES].numpy()[0], dtype=float)
     return list(zip(ids, scores.tolist()))

@@ -24,7 +24,6 @@ from hyperrec.serving.config import BatchingOptions
 
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 SAVED_MODEL_FILE = "saved_model.pb"

@@ -1,4 +1,5 @@
-"""TF Serving's JSON tensor rules (json_tensor.cc) as unit tests of serving/json_codec.py."""
+"""TF Serving's JSON tensor rules (json_tensor.cc) as unit tests of serving/json_request.py,
+json_response.py and json_examples.py."""
 import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import json
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from hyperrec.serving import errors, json_codec
+from hyperrec.serving import errors, json_examples, json_request, json_response
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -17,8 +18,8 @@ FLOAT, INT32, INT64, STRING, BOOL = (types_pb2.DT_FLOAT, types_pb2.DT_INT32, typ
                                      types_pb2.DT_STRING, types_pb2.DT_BOOL)
 
 
-def predict_json(outputs, request_format=json_codec.ROW):
-    return json_codec.predict_outputs(outputs, request_format).decode()
+def predict_json(outputs, request_format=json_request.ROW):
+    return json_response.predict_outputs(outputs, request_format).decode()
 
 
 @pytest.mark.parametrize("value,text", [
@@ -29,11 +30,11 @@ def predict_json(outputs, request_format=json_codec.ROW):
 def test_floats_are_written_like_tf_serving(value, text):
     array = np.array([value], np.float32)
     assert predict_json({"y": array}) == '{"predictions": [' + text + "]}"
-    assert json_codec.tensor_json(array, "y") == "[" + text + "]"
+    assert json_response.tensor_json(array, "y") == "[" + text + "]"
 
 
 def test_float64_keeps_full_precision():
-    assert json_codec.tensor_json(np.array([0.1, 1 / 3]), "y") == "[0.1, 0.33333333333333331]"
+    assert json_response.tensor_json(np.array([0.1, 1 / 3]), "y") == "[0.1, 0.33333333333333331]"
 
 
 def test_row_and_columnar_outputs():
@@ -44,9 +45,9 @@ def test_row_and_columnar_outputs():
     assert rows == {"predictions": [
         {"ids": ["a", "b"], "raw_bytes": {"b64": "AP8="}, "scores": [1.0, 2.0]},
         {"ids": ["c", "d"], "raw_bytes": {"b64": "aGk="}, "scores": [3.0, 4.0]}]}
-    columns = json.loads(predict_json(outputs, json_codec.COLUMNAR))
+    columns = json.loads(predict_json(outputs, json_request.COLUMNAR))
     assert columns["outputs"]["scores"] == [[1.0, 2.0], [3.0, 4.0]]
-    assert json.loads(predict_json({"n": np.array(7, np.int64)}, json_codec.COLUMNAR)) == {
+    assert json.loads(predict_json({"n": np.array(7, np.int64)}, json_request.COLUMNAR)) == {
         "outputs": 7}
 
 
@@ -58,16 +59,16 @@ def test_row_outputs_need_a_shared_batch_dimension():
 
 
 def inputs(doc, dtypes):
-    return json_codec.predict_inputs(doc, dtypes)
+    return json_request.predict_inputs(doc, dtypes)
 
 
 def test_instances_stack_rows_and_inputs_take_tensors_as_they_are():
     tensors, request_format = inputs({"instances": [[1.0, 2.0], [3.0, 4.0]]}, {"x": FLOAT})
-    assert request_format == json_codec.ROW
+    assert request_format == json_request.ROW
     assert tensors["x"].dtype == np.float32 and tensors["x"].tolist() == [[1, 2], [3, 4]]
     tensors, request_format = inputs({"inputs": {"x": 5, "s": {"b64": "aGk="}}},
                                      {"x": INT64, "s": STRING})
-    assert request_format == json_codec.COLUMNAR
+    assert request_format == json_request.COLUMNAR
     assert tensors["x"].shape == () and tensors["x"].dtype == np.int64
     assert tensors["s"].tolist() == b"hi"
 
@@ -101,7 +102,7 @@ def test_the_fast_float_path_agrees_with_the_exact_one():
 
 
 def test_classify_regress_examples():
-    request_input = json_codec.classify_regress_input({
+    request_input = json_examples.classify_regress_input({
         "context": {"country": "de"},
         "examples": [{"x": 1.5, "n": 2, "flag": True, "tags": ["a", "b"],
                       "img": {"b64": "aGk="}}]})
@@ -115,9 +116,9 @@ def test_classify_regress_examples():
     context = request_input.example_list_with_context.context.features.feature
     assert list(context["country"].bytes_list.value) == [b"de"]
     with pytest.raises(errors.ServingError, match="uint64 element"):
-        json_codec.classify_regress_input({"examples": [{"n": 2 ** 63}]})
+        json_examples.classify_regress_input({"examples": [{"n": 2 ** 63}]})
     with pytest.raises(errors.ServingError, match="unexpected JSON type: Null"):
-        json_codec.classify_regress_input({"examples": [{"n": None}]})
+        json_examples.classify_regress_input({"examples": [{"n": None}]})
 
 
 _leaves = st.one_of(
@@ -135,18 +136,18 @@ _leaves = st.one_of(
 def test_fast_float_path_and_exact_walk_accept_and_refuse_the_same_tensors(rows, dtype):
     """Whatever the leaves (bools and big ints look like floats to numpy), the numpy path
     either declines or returns exactly what the element-by-element walk returns."""
-    shape = json_codec._dense_shape(rows)
-    fast = json_codec._dense_floats(rows, shape, dtype)
+    shape = json_request._dense_shape(rows)
+    fast = json_request._dense_floats(rows, shape, dtype)
     try:
         exact = []
-        json_codec._TensorFiller(dtype).fill(rows, shape, exact)
-        expected = json_codec._to_array(exact, shape, dtype)
+        json_request._TensorFiller(dtype).fill(rows, shape, exact)
+        expected = json_request._to_array(exact, shape, dtype)
     except errors.ServingError:
         assert fast is None
         return
     if fast is not None:
-        np.testing.assert_array_equal(json_codec._to_array(fast, shape, dtype), expected)
-        assert json_codec._to_array(fast, shape, dtype).dtype == expected.dtype
+        np.testing.assert_array_equal(json_request._to_array(fast, shape, dtype), expected)
+        assert json_request._to_array(fast, shape, dtype).dtype == expected.dtype
 
 
 @pytest.mark.parametrize("array", [
@@ -182,16 +183,16 @@ def test_vectorised_float32_writer_matches_the_per_value_rule(bits, edges):
     writes it; the float64 shortcut must never change a digit."""
     array = np.concatenate([np.array(bits, np.uint32).view(np.float32),
                             np.array(edges, np.float64).astype(np.float32)])
-    expected = [json_codec._float32_text(value) for value in array.astype(np.float64).tolist()]
-    assert json_codec._float_texts(array) == expected
+    expected = [json_response.float32_text(value) for value in array.astype(np.float64).tolist()]
+    assert json_response._float_texts(array) == expected
 
 
 def test_float32_writer_on_decimal_grids():
     """Values that are short decimals (where "%g" round-trips) across the exponent range."""
     grid = np.concatenate([np.arange(-2000, 2000) * 10.0 ** power for power in range(-40, 36, 3)])
     array = grid.astype(np.float32)
-    expected = [json_codec._float32_text(value) for value in array.astype(np.float64).tolist()]
-    assert json_codec._float_texts(array) == expected
+    expected = [json_response.float32_text(value) for value in array.astype(np.float64).tolist()]
+    assert json_response._float_texts(array) == expected
 
 
 @settings(max_examples=300, deadline=None)
@@ -202,8 +203,8 @@ def test_float32_writer_in_the_fixed_notation_range(values, signs):
     """Where printf writes fixed notation (exponent -4 up to the precision) the writer takes
     its one-orjson-call path; six- and nine-digit values must come out as printf's."""
     array = np.array([-v if negative else v for v, negative in zip(values, signs)], np.float32)
-    expected = [json_codec._float32_text(value) for value in array.astype(np.float64).tolist()]
-    assert json_codec._float_texts(array) == expected
+    expected = [json_response.float32_text(value) for value in array.astype(np.float64).tolist()]
+    assert json_response._float_texts(array) == expected
 
 
 def test_float32_writer_on_exact_ties_at_the_ninth_digit():
@@ -211,6 +212,6 @@ def test_float32_writer_on_exact_ties_at_the_ninth_digit():
     tie half to even, and so must the vectorised path."""
     ties = np.array([1955245.625, 1133305.875, 1478832.375, 1245600.125, 1905088.125,
                      -1610865.125], np.float32)
-    expected = [json_codec._float32_text(value) for value in ties.astype(np.float64).tolist()]
+    expected = [json_response.float32_text(value) for value in ties.astype(np.float64).tolist()]
     assert expected[0] == "1955245.62" and expected[1] == "1133305.88"
-    assert json_codec._float_texts(ties) == expected
+    assert json_response._float_texts(ties) == expected

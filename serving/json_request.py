@@ -1,16 +1,10 @@
-"""TF Serving's REST JSON: request bodies to tensors and tensors back to JSON.
+"""TF Serving's REST request bodies: JSON to the tensors a predict call runs on.
 
 Mirrors tensorflow_serving/util/json_tensor.cc rule for rule, including its error messages:
-- predict takes the row format (`instances`: one element per batch row, objects when the
-  signature has several inputs) or the columnar format (`inputs`: one value per input) and
-  answers with `predictions` or `outputs` respectively;
-- binary strings travel as `{"b64": "..."}`; outputs whose name ends in `_bytes` are written
-  that way;
-- numbers are checked against the signature's dtype (no silent float -> int, no lossy
-  int -> float);
-- classify/regress take `examples` (and an optional `context`) as JSON tf.Examples.
-Floats are written like TF Serving writes them: the shortest of six significant digits or
-full precision that round-trips, always with a decimal point or exponent.
+predict takes the row format (`instances`: one element per batch row, objects when the
+signature has several inputs) or the columnar format (`inputs`: one value per input);
+binary strings travel as `{"b64": "..."}`; numbers are checked against the signature's dtype
+(no silent float -> int, no lossy int -> float).
 """
 from __future__ import annotations
 
@@ -18,14 +12,11 @@ import base64
 import binascii
 import json
 import math
-import struct
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import orjson
-from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import types_pb2
-from tensorflow_serving.apis import input_pb2
 
 from hyperrec.serving import errors
 
@@ -35,16 +26,13 @@ COLUMNAR = "columnar"  # request had `inputs`: answer with `outputs`
 _SIGNATURE_KEY = "signature_name"
 _INSTANCES_KEY = "instances"
 _INPUTS_KEY = "inputs"
-_CONTEXT_KEY = "context"
-_EXAMPLES_KEY = "examples"
 _B64_KEY = "b64"
-_BYTES_SUFFIX = "_bytes"
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _MAX_EXACT_FLOAT32_INT = (1 << 24) - 1
 _MAX_EXACT_FLOAT64_INT = (1 << 53) - 1
 _INT32 = (-(1 << 31), (1 << 31) - 1)
-_INT64 = (-(1 << 63), (1 << 63) - 1)
+INT64_RANGE = (-(1 << 63), (1 << 63) - 1)
 
 # DataTypeString() names, used in TF Serving's messages.
 _DTYPE_NAMES = {
@@ -72,7 +60,7 @@ def dtype_name(dtype: int) -> str:
 
 # ---- parsing -------------------------------------------------------------------------------
 
-def _value_text(value: Any, limit: int = 512) -> str:
+def value_text(value: Any, limit: int = 512) -> str:
     """A JSON value as text for an error message (bounded: bodies can be large)."""
     try:
         text = json.dumps(value, ensure_ascii=False)
@@ -81,7 +69,7 @@ def _value_text(value: Any, limit: int = 512) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "Null"
     if value is True:
@@ -117,7 +105,7 @@ def parse_json(body: bytes) -> Dict[str, Any]:
     except orjson.JSONDecodeError:
         doc = _parse_json_lenient(body)
     if not isinstance(doc, dict):
-        raise errors.invalid_argument(f"JSON Value: {_value_text(doc)} Is not object")
+        raise errors.invalid_argument(f"JSON Value: {value_text(doc)} Is not object")
     return doc
 
 
@@ -144,7 +132,7 @@ def signature_name(doc: Mapping[str, Any]) -> str:
     name = doc[_SIGNATURE_KEY]
     if not isinstance(name, str):
         raise errors.invalid_argument(
-            f"JSON Value: {_value_text(doc)} not formatted correctly. "
+            f"JSON Value: {value_text(doc)} not formatted correctly. "
             "'signature_name' key must be a string value.")
     return name
 
@@ -153,39 +141,38 @@ def signature_name(doc: Mapping[str, Any]) -> str:
 
 def _type_error(value: Any, dtype: int) -> errors.ServingError:
     return errors.invalid_argument(
-        f"JSON Value: {_value_text(value)} Type: {_json_type(value)} is not of expected type: "
+        f"JSON Value: {value_text(value)} Type: {json_type(value)} is not of expected type: "
         f"{dtype_name(dtype)}")
 
 
-def _lossy(value: Any, target: str) -> errors.ServingError:
+def lossy(value: Any, target: str) -> errors.ServingError:
     return errors.invalid_argument(
-        f"Cannot convert JSON value: {_value_text(value)} to {target} without loss of precision.")
+        f"Cannot convert JSON value: {value_text(value)} to {target} without loss of precision.")
 
 
 def _is_number(value: Any) -> bool:
     return type(value) in (int, float)  # bool is an int subclass but not a JSON number
 
 
-def _to_float32(value: Any) -> float:
-    if not _is_number(value):
-        raise _type_error(value, types_pb2.DT_FLOAT)
-    if type(value) is int:
-        if abs(value) > _MAX_EXACT_FLOAT32_INT:
-            raise _lossy(value, "float")
-        return float(value)
-    if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
-        raise _lossy(value, "float")
-    return value
+def _float_converter(dtype: int, max_exact_int: int, target: str,
+                     max_magnitude: float) -> Callable[[Any], float]:
+    """A JSON number as `dtype`, refusing integers beyond `max_exact_int` and finite floats
+    beyond `max_magnitude` (both would lose precision)."""
+    def convert(value: Any) -> float:
+        if not _is_number(value):
+            raise _type_error(value, dtype)
+        if type(value) is int:
+            if abs(value) > max_exact_int:
+                raise lossy(value, target)
+            return float(value)
+        if math.isfinite(value) and abs(value) > max_magnitude:
+            raise lossy(value, target)
+        return value
+    return convert
 
 
-def _to_float64(value: Any) -> float:
-    if not _is_number(value):
-        raise _type_error(value, types_pb2.DT_DOUBLE)
-    if type(value) is int:
-        if abs(value) > _MAX_EXACT_FLOAT64_INT:
-            raise _lossy(value, "double")
-        return float(value)
-    return value
+_to_float32 = _float_converter(types_pb2.DT_FLOAT, _MAX_EXACT_FLOAT32_INT, "float", FLOAT32_MAX)
+_to_float64 = _float_converter(types_pb2.DT_DOUBLE, _MAX_EXACT_FLOAT64_INT, "double", math.inf)
 
 
 def _integer(dtype: int, low: int, high: int) -> Callable[[Any], int]:
@@ -215,7 +202,7 @@ _LEAF_CONVERTERS: Dict[int, Callable[[Any], Any]] = {
     types_pb2.DT_INT16: _integer(types_pb2.DT_INT16, *_INT32),
     types_pb2.DT_INT8: _integer(types_pb2.DT_INT8, *_INT32),
     types_pb2.DT_UINT8: _integer(types_pb2.DT_UINT8, *_INT32),
-    types_pb2.DT_INT64: _integer(types_pb2.DT_INT64, *_INT64),
+    types_pb2.DT_INT64: _integer(types_pb2.DT_INT64, *INT64_RANGE),
     types_pb2.DT_UINT32: _integer(types_pb2.DT_UINT32, 0, (1 << 32) - 1),
     types_pb2.DT_UINT64: _integer(types_pb2.DT_UINT64, 0, (1 << 64) - 1),
     types_pb2.DT_BOOL: _to_bool,
@@ -232,7 +219,7 @@ def is_b64_object(value: Any) -> bool:
 def decode_b64_object(value: Any) -> bytes:
     if not is_b64_object(value):
         raise errors.invalid_argument(
-            f"JSON Value: {_value_text(value)} not formatted correctly for base64 data")
+            f"JSON Value: {value_text(value)} not formatted correctly for base64 data")
     text = "".join(value[_B64_KEY].split())
     text += "=" * (-len(text) % 4)  # absl's Base64Unescape accepts unpadded input
     try:
@@ -267,7 +254,7 @@ class _TensorFiller:
         if not isinstance(value, list):
             if level != rank:
                 raise errors.invalid_argument(
-                    f"JSON Value: {_value_text(value)} found at incorrect level: {level + 1} in "
+                    f"JSON Value: {value_text(value)} found at incorrect level: {level + 1} in "
                     f"the JSON DOM. Expected at level: {rank}")
             if isinstance(value, dict):
                 if self.dtype != types_pb2.DT_STRING:
@@ -276,7 +263,7 @@ class _TensorFiller:
                 return
             if self.convert is None:
                 raise errors.unimplemented(
-                    f"Conversion of JSON Value: {_value_text(value)} to type: "
+                    f"Conversion of JSON Value: {value_text(value)} to type: "
                     f"{dtype_name(self.dtype)}")
             out.append(self.convert(value))
             return
@@ -318,7 +305,7 @@ def _dense_floats(value: Any, shape: List[int], dtype: int) -> Optional[np.ndarr
             return None  # a bool or an int among them: the exact walk checks each one
     if dtype == types_pb2.DT_FLOAT:
         with np.errstate(invalid="ignore"):
-            if np.any(np.isfinite(flat) & (np.abs(flat) > _FLOAT32_MAX)):
+            if np.any(np.isfinite(flat) & (np.abs(flat) > FLOAT32_MAX)):
                 return None
         return flat.astype(np.float32)
     return flat
@@ -411,10 +398,10 @@ def _tensors_from_instances(doc: Mapping[str, Any], input_dtypes: Mapping[str, i
     instances = doc[_INSTANCES_KEY]
     if not isinstance(instances, list):
         raise errors.invalid_argument(
-            f"JSON Value: {_value_text(doc)} Excepting '{_INSTANCES_KEY}' to be an list/array")
+            f"JSON Value: {value_text(doc)} Excepting '{_INSTANCES_KEY}' to be an list/array")
     if not instances:
         raise errors.invalid_argument(
-            f"JSON Value: {_value_text(doc)} No values in '{_INSTANCES_KEY}' array")
+            f"JSON Value: {value_text(doc)} No values in '{_INSTANCES_KEY}' array")
     if not isinstance(instances[0], dict) and len(input_dtypes) > 1:
         raise errors.invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input "
@@ -437,7 +424,7 @@ def _tensors_from_instances(doc: Mapping[str, Any], input_dtypes: Mapping[str, i
             if set(element) != input_names:
                 raise errors.invalid_argument(
                     f"Failed to process element: {index} of 'instances' list. JSON object: "
-                    f"{_value_text(element)} keys must be equal to: "
+                    f"{value_text(element)} keys must be equal to: "
                     f"{','.join(sorted(input_names))}")
         else:
             if _is_element_object(element):
@@ -482,296 +469,10 @@ def predict_inputs(doc: Mapping[str, Any], input_dtypes: Mapping[str, int]
     has_inputs = _INPUTS_KEY in doc
     if has_instances and has_inputs:
         raise errors.invalid_argument(
-            f"JSON Value: {_value_text(doc)} Not formatted correctly expecting only one of "
+            f"JSON Value: {value_text(doc)} Not formatted correctly expecting only one of "
             f"'{_INPUTS_KEY}' or '{_INSTANCES_KEY}' keys to exist ")
     if has_instances:
         return _tensors_from_instances(doc, input_dtypes), ROW
     if has_inputs:
         return _tensors_from_inputs(doc, input_dtypes), COLUMNAR
     raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
-
-
-# ---- tensors -> JSON -----------------------------------------------------------------------
-
-def _float32_text(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    text = "%g" % value
-    if struct.unpack("f", struct.pack("f", float(text)))[0] != value:
-        text = "%.9g" % value
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
-
-def _float64_text(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    text = "%g" % value
-    if float(text) != value:
-        text = "%.17g" % value
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
-
-def _string_text(value: bytes) -> str:
-    return json.dumps(value.decode("utf-8", "replace"), ensure_ascii=False)
-
-
-def _b64_text(value: bytes) -> str:
-    return '{"b64": "' + base64.b64encode(value).decode("ascii") + '"}'
-
-
-def _leaf_writer(array: np.ndarray, name: str) -> Callable[[Any], str]:
-    kind = array.dtype
-    if kind == np.float32 or kind == np.float16:
-        return _float32_text
-    if kind == np.float64:
-        return _float64_text
-    if kind == np.bool_:
-        return lambda value: "true" if value else "false"
-    if kind.kind in "iu":
-        return str
-    if kind.kind in "OSU":
-        def as_bytes(value: Any) -> bytes:
-            return value if isinstance(value, bytes) else str(value).encode("utf-8")
-        if name.endswith(_BYTES_SUFFIX):
-            return lambda value: _b64_text(as_bytes(value))
-        return lambda value: _string_text(as_bytes(value))
-    raise errors.invalid_argument(f"Failed to write JSON value for tensor type: {kind}")
-
-
-def _nested_text(value: Any, leaf: Callable[[Any], str]) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_nested_text(element, leaf) for element in value) + "]"
-    return leaf(value)
-
-
-def _float_texts(array: np.ndarray) -> List[str]:
-    """Every element of a float array written as `_float32_text`/`_float64_text` would."""
-    flat = array.ravel()
-    if flat.dtype != np.float32:
-        return [_float64_text(value) for value in flat.tolist()]
-    return _float32_texts(flat)
-
-
-# 10**0 .. 10**22: exactly representable doubles (from exact integers, not pow()).
-_POWERS_OF_TEN = np.array([float(10 ** i) for i in range(23)])
-_EXPONENT_TEXT = {exponent: "e%+03d" % exponent for exponent in range(-50, 50)}  # printf's
-
-
-def _float32_texts(flat: np.ndarray) -> List[str]:
-    """`_float32_text` of every element, without a printf per element where it can.
-
-    `_float32_text` prints six significant digits ("%g") when they round-trip to the same
-    float32, else nine ("%.9g"). Both decisions are made here for the whole array in float64
-    arithmetic, which carries 29 more bits than float32, so they are exact unless an element
-    sits within about 1e-12 of a decision edge (a rounding tie, a power of ten, a float32
-    rounding boundary); such elements, and non-finite ones, are written by `_float32_text`.
-
-    printf's text is then a function of the rounded significant digits and the decimal
-    exponent alone. The double nearest to digits / 10**k (both exact, so one correctly
-    rounded division) has exactly those digits as its shortest representation, which is
-    what orjson prints, in fixed notation for these magnitudes. So one orjson call writes
-    every element: the value itself where printf uses fixed notation (exponent -4 up to the
-    precision), else the mantissa, to which printf's exponent ("e-05") is appended.
-    """
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        values = flat.astype(np.float64)  # "invalid" here: a signalling NaN's bit pattern
-        magnitude = np.abs(values)
-        exponent = np.floor(np.log10(magnitude))
-        scale = 10.0 ** (5.0 - exponent)
-        scaled = magnitude * scale  # six significant digits before the point
-        digits = np.round(scaled)
-        six = digits / scale
-        low = (six * (1.0 - 1e-12)).astype(np.float32)
-        high = (six * (1.0 + 1e-12)).astype(np.float32)
-        unsure = ~np.isfinite(values) | (low != high) | \
-            (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6) | \
-            (digits < 1e5) | (digits >= 1e6)
-        zero = magnitude == 0
-        unsure &= ~zero
-        round_trips = (low == magnitude.astype(np.float32)) | zero
-
-        precision = np.where(round_trips, 6, 9)
-        candidate = ~unsure & ~zero
-        shift = np.where(candidate, precision - 1 - exponent, 0.0)
-        scaled_p = magnitude * 10.0 ** shift  # `precision` significant digits before the point
-        digits_p = np.round(scaled_p)
-        known = candidate & (np.abs(scaled_p - np.floor(scaled_p) - 0.5) >= 1e-6) & \
-            (digits_p >= _POWERS_OF_TEN[precision - 1]) & (digits_p < _POWERS_OF_TEN[precision])
-        fixed = known & (exponent >= -4) & (exponent < precision)  # then shift is 0 .. 12
-        scientific = known & ~fixed
-        divisor = _POWERS_OF_TEN[np.where(fixed, shift, precision - 1).astype(np.intp)]
-        nearest = np.where(known, np.copysign(digits_p / divisor, values), values)
-        nearest[~known & ~zero] = 0.0  # written below by `_float32_text`
-    texts = orjson.dumps(nearest, option=orjson.OPT_SERIALIZE_NUMPY).decode()[1:-1].split(",")
-    for index, power in zip(np.flatnonzero(scientific).tolist(),
-                            exponent[scientific].astype(np.intp).tolist()):
-        mantissa = texts[index]
-        if mantissa.endswith(".0"):  # printf writes "1e-05", not "1.0e-05"
-            mantissa = mantissa[:-2]
-        texts[index] = mantissa + _EXPONENT_TEXT[power]
-    for index in np.flatnonzero(~known & ~zero).tolist():  # edges and non-finite: rare
-        texts[index] = _float32_text(float(values[index]))
-    return texts
-
-
-def _nested_from_flat(texts: List[str], shape: tuple) -> str:
-    if not shape:
-        return texts[0]
-    if len(shape) == 1:
-        return "[" + ", ".join(texts) + "]"
-    step = len(texts) // shape[0] if shape[0] else 0
-    return "[" + ", ".join(_nested_from_flat(texts[i * step:(i + 1) * step], shape[1:])
-                           for i in range(shape[0])) + "]"
-
-
-def tensor_json(array: np.ndarray, name: str) -> str:
-    """One output tensor as JSON text (nested lists; a scalar as a bare value)."""
-    if array.dtype in (np.float32, np.float64, np.float16) and array.size:
-        texts = _float_texts(array.astype(np.float32) if array.dtype == np.float16 else array)
-        return _nested_from_flat(texts, array.shape)
-    return _nested_text(array.tolist(), _leaf_writer(array, name))
-
-
-def predict_outputs(outputs: Mapping[str, np.ndarray], request_format: str) -> bytes:
-    """Signature outputs -> `{"predictions": ...}` (row) or `{"outputs": ...}` (columnar)."""
-    if not outputs:
-        raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
-    names = sorted(outputs)
-    if request_format == COLUMNAR:
-        if len(names) == 1:
-            body = tensor_json(outputs[names[0]], names[0])
-        else:
-            body = "{" + ", ".join(f"{json.dumps(name)}: {tensor_json(outputs[name], name)}"
-                                   for name in names) + "}"
-        return ('{"outputs": ' + body + "}").encode("utf-8")
-
-    batch_size = -1
-    for name in names:
-        array = outputs[name]
-        if array.ndim == 0:
-            raise errors.invalid_argument(f"Tensor name: {name} has no shape information ")
-        if batch_size >= 0 and array.shape[0] != batch_size:
-            raise errors.invalid_argument(
-                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
-                f"expecting: {batch_size}")
-        batch_size = array.shape[0]
-    rows = []
-    if len(names) == 1:
-        # The whole batch at once: "[row, row, ...]" is exactly the predictions list.
-        return ('{"predictions": ' + tensor_json(outputs[names[0]], names[0]) + "}").encode(
-            "utf-8")
-    keys = {name: json.dumps(name) for name in names}
-    for index in range(batch_size):  # `[index, ...]` keeps a 0-d array (and its dtype)
-        rows.append("{" + ", ".join(
-            f"{keys[name]}: {tensor_json(outputs[name][index, ...], name)}" for name in names)
-            + "}")
-    return ('{"predictions": [' + ", ".join(rows) + "]}").encode("utf-8")
-
-
-# ---- classify / regress --------------------------------------------------------------------
-
-def _feature_kind_error(name: str, feature: feature_pb2.Feature) -> errors.ServingError:
-    kind = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
-        feature.WhichOneof("kind"), "UNKNOWN")
-    return errors.invalid_argument(
-        f"Unexpected element type in feature: {name} expecting type: {kind}")
-
-
-def _check_kind(name: str, feature: feature_pb2.Feature, kind: str) -> None:
-    current = feature.WhichOneof("kind")
-    if current is not None and current != kind:
-        raise _feature_kind_error(name, feature)
-
-
-def _add_feature_value(value: Any, name: str, feature: feature_pb2.Feature) -> None:
-    if value is None or isinstance(value, list) or (
-            isinstance(value, dict) and not is_b64_object(value)):
-        raise errors.invalid_argument(
-            f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
-    if type(value) is bool:
-        _check_kind(name, feature, "int64_list")
-        feature.int64_list.value.append(1 if value else 0)
-    elif isinstance(value, dict):
-        _check_kind(name, feature, "bytes_list")
-        feature.bytes_list.value.append(decode_b64_object(value))
-    elif isinstance(value, str):
-        _check_kind(name, feature, "bytes_list")
-        feature.bytes_list.value.append(value.encode("utf-8", "surrogatepass"))
-    elif type(value) is float:
-        _check_kind(name, feature, "float_list")
-        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
-            raise _lossy(value, "float")
-        feature.float_list.value.append(value)
-    else:
-        _check_kind(name, feature, "int64_list")
-        if not _INT64[0] <= value <= _INT64[1]:
-            if 0 <= value < (1 << 64):
-                raise errors.invalid_argument(
-                    f"Feature: {name} has uint64 element. Only int64 is supported.")
-            raise _lossy(value, "int64")
-        feature.int64_list.value.append(value)
-
-
-def _example_from_json(value: Any, example: example_pb2.Example) -> None:
-    if not isinstance(value, dict):
-        raise errors.invalid_argument(
-            f"Example must be JSON object but got JSON {_json_type(value)}")
-    for name, content in value.items():
-        feature = feature_pb2.Feature()
-        for element in (content if isinstance(content, list) else [content]):
-            _add_feature_value(element, name, feature)
-        example.features.feature[name].CopyFrom(feature)
-
-
-def classify_regress_input(doc: Mapping[str, Any]) -> input_pb2.Input:
-    """A parsed classify/regress body (`examples`, optional `context`) -> serving Input."""
-    request_input = input_pb2.Input()
-    has_context = _CONTEXT_KEY in doc
-    if has_context:
-        _example_from_json(doc[_CONTEXT_KEY],
-                           request_input.example_list_with_context.context)
-    if _EXAMPLES_KEY not in doc:
-        raise errors.invalid_argument(
-            f"JSON Value: {_value_text(doc)} When method is classify, key '{_EXAMPLES_KEY}' is "
-            "expected and was not found")
-    examples = doc[_EXAMPLES_KEY]
-    if not isinstance(examples, list):
-        raise errors.invalid_argument(
-            f"JSON Value: {_value_text(doc)} Expecting '{_EXAMPLES_KEY}' value to be an "
-            "list/array")
-    if not examples:
-        raise errors.invalid_argument(
-            f"JSON Value: {_value_text(doc)} '{_EXAMPLES_KEY}' value is an empty array")
-    for value in examples:
-        target = (request_input.example_list_with_context.examples.add() if has_context
-                  else request_input.example_list.examples.add())
-        _example_from_json(value, target)
-    return request_input
-
-
-def classification_json(result) -> bytes:
-    """ClassificationResult -> `{"results": [[[label, score], ...], ...]}`."""
-    if not result.classifications:
-        raise errors.invalid_argument("Cannot convert empty ClassificationResults to JSON")
-    rows = []
-    for classifications in result.classifications:
-        rows.append("[" + ", ".join(
-            f"[{json.dumps(item.label)}, {_float32_text(item.score)}]"
-            for item in classifications.classes) + "]")
-    return ('{"results": [' + ", ".join(rows) + "]}").encode("utf-8")
-
-
-def regression_json(result) -> bytes:
-    """RegressionResult -> `{"results": [value, ...]}`."""
-    if not result.regressions:
-        raise errors.invalid_argument("Cannot convert empty RegressionResults to JSON")
-    values = ", ".join(_float32_text(item.value) for item in result.regressions)
-    return ('{"results": [' + values + "]}").encode("utf-8")
