@@ -65,7 +65,7 @@ def make_model(name: str, value: Optional[float] = None, config: BaselineConfig 
         from implicit.nearest_neighbours import CosineRecommender
         return ImplicitItemKNNWrapperModel(CosineRecommender(K=int(value), num_threads=1))
     if name == EASE:
-        return EASEModel(regularization=float(value), num_threads=1)
+        return EASEModel(regularization=float(value), recommend_n_threads=1)
     raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
 
 
