@@ -19,6 +19,7 @@ from typing import Optional
 
 import click
 
+from hyperrec.serving import http_limits
 from hyperrec.serving.client import DEFAULT_MODEL_NAME, ServingClientError, make_client
 
 _LOOPBACK = "127.0.0.1"
@@ -95,6 +96,24 @@ def _configure_logging() -> None:
               help="Seconds between scans of the base paths for new versions (0: only at start).")
 @click.option("--rest_api_max_request_bytes", type=int, default=0, show_default=True,
               help="Largest request body accepted (413 above it; also caps gRPC). 0: no limit.")
+@click.option("--rest_api_max_decompressed_bytes", type=int,
+              default=http_limits.DEFAULT_MAX_DECOMPRESSED_BYTES, show_default=True,
+              help="Largest gzip request body once inflated (413 above it; checked while "
+              "inflating). 0: no limit.")
+@click.option("--rest_api_header_timeout_in_ms", type=int,
+              default=int(http_limits.DEFAULT_HEADER_TIMEOUT_S * 1000), show_default=True,
+              help="A request's line and headers must arrive within this of its first byte, "
+              "and its body may not pause longer (408).")
+@click.option("--rest_api_idle_timeout_in_ms", type=int,
+              default=int(http_limits.DEFAULT_IDLE_TIMEOUT_S * 1000), show_default=True,
+              help="Close a keep-alive REST connection idle this long.")
+@click.option("--rest_api_max_connections", type=int,
+              default=http_limits.DEFAULT_MAX_CONNECTIONS, show_default=True,
+              help="Open REST connections; beyond it a new one is answered 503 and closed.")
+@click.option("--model_load_failure_file", default=None,
+              help="JSON file remembering versions that failed to load (by content digest), "
+              "so a restart serves the good ones without loading those first [default: "
+              "$XDG_CACHE_HOME/hyperrec/serving_load_failures.json]; '' disables.")
 @click.option("--monitoring_config_file", type=click.Path(dir_okay=False, exists=True),
               default=None, help="Text MonitoringConfig enabling the Prometheus endpoint.")
 @click.option("--request_log_dir", type=click.Path(file_okay=False), default=None,
@@ -103,7 +122,8 @@ def _configure_logging() -> None:
             "Replay assets.extra/tf_serving_warmup_requests before serving a version.")
 @click.option("--rest_api_num_threads", type=int, default=64, show_default=True,
               help="Threads running REST requests' model calls (a batch never holds more "
-              "REST requests than this); JSON and HTTP run on one event-loop thread.")
+              "REST requests than this) and large bodies' JSON; HTTP and small requests' JSON "
+              "run on one event-loop thread.")
 @click.option("--grpc_max_threads", type=int, default=64, show_default=True,
               help="Threads serving gRPC calls (a batch cannot be larger than this).")
 @click.option("--tensorflow_session_config_file", type=click.Path(dir_okay=False, exists=True),
@@ -117,7 +137,10 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
           host: str, model_config_file: Optional[str],
           model_config_file_poll_wait_seconds: float, enable_batching: bool,
           batching_parameters_file: Optional[str], file_system_poll_wait_seconds: float,
-          rest_api_max_request_bytes: int, monitoring_config_file: Optional[str],
+          rest_api_max_request_bytes: int, rest_api_max_decompressed_bytes: int,
+          rest_api_header_timeout_in_ms: int, rest_api_idle_timeout_in_ms: int,
+          rest_api_max_connections: int, model_load_failure_file: Optional[str],
+          monitoring_config_file: Optional[str],
           request_log_dir: Optional[str], enable_model_warmup: bool,
           rest_api_num_threads: int, grpc_max_threads: int,
           tensorflow_session_config_file: Optional[str],
@@ -127,7 +150,7 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
     # Request threads hand work to batch threads and back; a short GIL switch interval keeps
     # those hand-offs from waiting out CPython's default 5 ms under load.
     sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
-    from hyperrec.serving import config
+    from hyperrec.serving import config, load_failures
     try:
         session_config = config.read_session_config_file(tensorflow_session_config_file)
     except config.ConfigError as err:
@@ -143,7 +166,14 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
             monitoring=config.read_monitoring_config_file(monitoring_config_file),
             poll_seconds=file_system_poll_wait_seconds,
             config_poll_seconds=model_config_file_poll_wait_seconds,
-            max_request_bytes=rest_api_max_request_bytes, request_log_dir=request_log_dir,
+            max_request_bytes=rest_api_max_request_bytes,
+            max_decompressed_bytes=rest_api_max_decompressed_bytes,
+            header_timeout_seconds=rest_api_header_timeout_in_ms / 1000,
+            idle_timeout_seconds=rest_api_idle_timeout_in_ms / 1000,
+            max_connections=rest_api_max_connections,
+            load_failure_file=(load_failures.default_path() if model_load_failure_file is None
+                               else model_load_failure_file or None),
+            request_log_dir=request_log_dir,
             enable_warmup=enable_model_warmup, grpc_max_threads=grpc_max_threads,
             rest_api_num_threads=rest_api_num_threads)
     except config.ConfigError as err:

@@ -1,20 +1,36 @@
 """The REST port: HTTP/1.1 on one asyncio event loop, carrying the REST API and the metrics.
 
 Only transport lives here: reading the request (Content-Length or chunked body, gzip
-Content-Encoding as TF Serving accepts it) under the request-size limit, routing `/v1/...` to
-serving/rest_api.py and the configured Prometheus path to the metrics, and writing JSON.
-A body over `--rest_api_max_request_bytes` is answered `413 {"error": ...}` and the
-connection closed (what libevent, TF Serving's HTTP stack, does with a body over its limit);
-the stock server has no limit, so 0 means none here too. Malformed HTTP (request line,
-version, header lines, body framing) is answered with a 4xx `{"error": ...}` and a closed
-connection.
+Content-Encoding as TF Serving accepts it), routing `/v1/...` to serving/rest_api.py and the
+configured Prometheus path to the metrics, and writing JSON. Every refusal is a JSON
+`{"error": ...}` body, like TF Serving's, and closes the connection.
+
+Framing follows RFC 9112, because a front proxy and this server must agree where each request
+ends (otherwise bytes one of them takes as body the other runs as a request):
+- Content-Length and Transfer-Encoding together: 400;
+- a transfer coding other than exactly `chunked` (compared as a token, case-insensitively):
+  501; `chunked` twice or not last: 400; Transfer-Encoding on HTTP/1.0: 400;
+- Content-Length values that are not all the same decimal number: 400;
+- header names that are not tokens or are followed by whitespace, folded header lines, chunk
+  sizes that are not hex digits, chunk data not ended by CRLF: 400.
+
+Each request costs bounded time and memory:
+- a body over `max_request_bytes` (0: none, like the stock server) is 413;
+- a gzip body is inflated as it arrives, at most `max_decompressed_bytes` of output (TF
+  Serving's 10 MiB, ZLib::kMaxUncompressedBytes, by default), else 413: a 1 MB body cannot
+  become a 1 GiB buffer;
+- the request line and headers must arrive within `header_timeout_s` of the request's first
+  byte, and a body may not pause longer than that (408); a keep-alive connection without a
+  request for `idle_timeout_s` is closed;
+- beyond `max_connections` open connections a new one is answered 503 and closed.
 
 Why one loop and not a thread per connection: every REST request costs about a millisecond
 of GIL-bound Python (JSON in and out). Spread over a thread per connection, the threads'
 fight for the GIL more than doubled that cost at 8 clients and made throughput fall as
-clients were added. Here the loop thread does all of that work, and only the model calls,
-which block on TensorFlow or on their batch, run on the loop's executor: `num_threads`
-threads, which is also the most REST requests one batch can gather.
+clients were added. Here the loop thread does the work of small requests, and the model
+calls, which block on TensorFlow or on their batch, run on the loop's executor: `num_threads`
+threads, which is also the most REST requests one batch can gather. Large bodies are parsed
+on the executor too (serving/rest_api.py), so one of them cannot stall the loop.
 """
 from __future__ import annotations
 
@@ -30,10 +46,11 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional, Tuple
+from typing import AsyncIterator, Dict, List, Optional, Tuple
 
 from hyperrec.serving import errors
 from hyperrec.serving.config import MonitoringOptions
+from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hyperrec.serving.metrics import ServingMetrics
 from hyperrec.serving.rest_api import RestApi
@@ -41,23 +58,24 @@ from hyperrec.serving.rest_api import RestApi
 LOG = logging.getLogger("serving.http")
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 _HTTP_VERSION = re.compile(r"HTTP/(\d+)\.(\d+)")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 JSON_CONTENT_TYPE = "application/json"
 SERVER_NAME = "hyperrec-model-server"
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"})
+CHUNKED = "chunked"
 DEFAULT_NUM_THREADS = 64
 _MAX_LINE_BYTES = 65536  # request line and each header line (http.server's limit)
 _MAX_HEADERS = 100  # http.client's limit
+_READ_BYTES = 64 * 1024  # body bytes read (and inflated) per step
 _MAX_DRAIN_BYTES = 16 * 1024 * 1024
 _SHUTDOWN_GRACE_S = 5.0
 _LINGER_S = 2.0
 
 
-class RequestTooLarge(Exception):
-    """The request body is over the configured limit."""
-
-
 class BadRequest(Exception):
-    """Malformed HTTP: answered with `status` and `{"error": message}`, connection closed."""
+    """Answered with `status` and `{"error": message}`, connection closed."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -65,16 +83,18 @@ class BadRequest(Exception):
 
 
 class _Request:
-    """One parsed request head."""
+    """One parsed request head and its body framing."""
 
-    __slots__ = ("method", "path", "headers", "keep_alive")
+    __slots__ = ("method", "path", "headers", "keep_alive", "chunked", "length")
 
     def __init__(self, method: str, path: str, headers: http.client.HTTPMessage,
-                 keep_alive: bool):
+                 keep_alive: bool, chunked: bool, length: int):
         self.method = method
         self.path = path
         self.headers = headers
         self.keep_alive = keep_alive
+        self.chunked = chunked
+        self.length = length
 
 
 async def _read_line(reader: asyncio.StreamReader, what: str, status: int) -> bytes:
@@ -84,10 +104,50 @@ async def _read_line(reader: asyncio.StreamReader, what: str, status: int) -> by
         raise BadRequest(status, f"{what} too long") from err
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> Optional[_Request]:
-    """The request line and headers; None when the client closed the connection between
-    requests (or sent nothing but a blank line, which http.server also answers by closing)."""
-    line = await _read_line(reader, "Request line", 414)
+def _check_header_lines(block: List[bytes]) -> None:
+    """RFC 9112 5.1/5.2: a header name is a token directly followed by a colon, and folded
+    (continuation) lines are refused: proxies read either differently."""
+    for line in block:
+        if line[:1] in (b" ", b"\t"):
+            raise BadRequest(400, "Folded header lines are not accepted")
+        name, colon, _ = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise BadRequest(400, f"Invalid header line ({line[:80].decode('latin-1')!r})")
+
+
+def _body_framing(headers: http.client.HTTPMessage, http_11: bool) -> Tuple[bool, int]:
+    """(chunked, content length) as RFC 9112 section 6 decides them, or BadRequest."""
+    codings_fields = headers.get_all("Transfer-Encoding") or []
+    length_fields = headers.get_all("Content-Length") or []
+    if codings_fields:
+        if length_fields:
+            raise BadRequest(400, "Both Content-Length and Transfer-Encoding are set")
+        if not http_11:
+            raise BadRequest(400, "Transfer-Encoding on an HTTP/1.0 request")
+        codings = [c.strip().lower() for field in codings_fields for c in field.split(",")]
+        codings = [c for c in codings if c]
+        unknown = [c for c in codings if c != CHUNKED]
+        if unknown:
+            raise BadRequest(501, f"Unsupported Transfer-Encoding: {unknown[0]}")
+        if codings != [CHUNKED]:
+            raise BadRequest(400, "Transfer-Encoding must end in one chunked coding")
+        return True, 0
+    values = {v.strip() for field in length_fields for v in field.split(",")}
+    if not values:
+        return False, 0
+    if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
+        raise BadRequest(400, f"Invalid Content-Length: {', '.join(length_fields)}")
+    return False, int(next(iter(values)))
+
+
+async def read_request_head(reader: asyncio.StreamReader, first: bytes = b""
+                            ) -> Optional[_Request]:
+    """The request line and headers (`first`: bytes of the request already read); None when
+    the client closed the connection between requests (or sent nothing but a blank line,
+    which http.server also answers by closing)."""
+    line = first + await _read_line(reader, "Request line", 414)
+    if len(line) > _MAX_LINE_BYTES:
+        raise BadRequest(414, "Request line too long")
     if not line.endswith(b"\n"):
         return None
     request_line = line.decode("iso-8859-1").rstrip("\r\n")
@@ -113,50 +173,111 @@ async def read_request_head(reader: asyncio.StreamReader) -> Optional[_Request]:
         block.append(header_line)
         if len(block) > _MAX_HEADERS:
             raise BadRequest(431, "Too many headers")
+    _check_header_lines(block)
     headers = http.client.parse_headers(io.BytesIO(b"".join(block) + b"\r\n"))
+    http_11 = (major, minor) >= (1, 1)
+    chunked, length = _body_framing(headers, http_11)
     connection = headers.get("Connection", "").lower()
-    keep_alive = (major, minor) >= (1, 1)
+    keep_alive = http_11
     if "close" in connection:
         keep_alive = False
     elif "keep-alive" in connection:
         keep_alive = True
     if target.startswith("//"):  # as http.server: never an absolute URL's authority
         target = "/" + target.lstrip("/")
-    return _Request(method, target, headers, keep_alive)
+    return _Request(method, target, headers, keep_alive, chunked, length)
 
 
-async def read_body(reader: asyncio.StreamReader, headers: http.client.HTTPMessage,
-                    limit: int) -> bytes:
-    """The body by Content-Length or chunked framing, gunzipped when so encoded, at most
-    `limit` bytes (0: no limit) before and after decompression."""
-    if "chunked" in headers.get("Transfer-Encoding", "").lower():
-        parts, total = [], 0
-        while True:
-            size_line = await _read_line(reader, "Chunk size line", 400)
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while await _read_line(reader, "Trailer line", 400) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                break
-            total += size
-            if limit and total > limit:
-                raise RequestTooLarge(total)
-            parts.append(await reader.readexactly(size))
-            await _read_line(reader, "Chunk end", 400)
-        body = b"".join(parts)
-    else:
-        length = int(headers.get("Content-Length") or 0)
-        if length < 0:
-            raise ValueError("negative Content-Length")
-        if limit and length > limit:
-            raise RequestTooLarge(length)
-        body = await reader.readexactly(length) if length else b""
-    if "gzip" in headers.get("Content-Encoding", "").lower() and body:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        body = inflater.decompress(body, limit + 1 if limit else 0)
-        if limit and len(body) > limit:
-            raise RequestTooLarge(len(body))
-    return body
+async def _timed(awaitable, timeout_s: float):
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.TimeoutError as err:
+        raise BadRequest(408, "Timed out reading the request") from err
+
+
+def _too_large(size: int, limit: int, flag: str, what: str = "Request body") -> BadRequest:
+    return BadRequest(413, f"{what} of {size} bytes exceeds the limit of {limit} bytes ({flag})")
+
+
+async def _wire_pieces(reader: asyncio.StreamReader, request: _Request,
+                       limits: HttpLimits) -> AsyncIterator[bytes]:
+    """The body as it arrives, in pieces of at most _READ_BYTES, de-chunked, under the wire
+    limit; no read may wait longer than the header timeout."""
+    limit, timeout_s = limits.max_request_bytes, limits.header_timeout_s
+    if not request.chunked:
+        if limit and request.length > limit:
+            raise _too_large(request.length, limit, "--rest_api_max_request_bytes")
+        left = request.length
+        while left:
+            piece = await _timed(reader.readexactly(min(left, _READ_BYTES)), timeout_s)
+            left -= len(piece)
+            yield piece
+        return
+    total = 0
+    while True:
+        size_line = await _timed(_read_line(reader, "Chunk size line", 400), timeout_s)
+        size_text = size_line.split(b";")[0].strip()
+        if not size_line.endswith(b"\n") or not _HEX.fullmatch(size_text):
+            raise BadRequest(400, f"Invalid chunk size ({size_text[:20].decode('latin-1')!r})")
+        size = int(size_text, 16)
+        if size == 0:
+            for _ in range(_MAX_HEADERS + 1):  # trailers, then the blank line
+                if await _timed(_read_line(reader, "Trailer line", 400), timeout_s) in (
+                        b"\r\n", b"\n", b""):
+                    return
+            raise BadRequest(431, "Too many trailer lines")
+        total += size
+        if limit and total > limit:
+            raise _too_large(total, limit, "--rest_api_max_request_bytes")
+        while size:
+            piece = await _timed(reader.readexactly(min(size, _READ_BYTES)), timeout_s)
+            size -= len(piece)
+            yield piece
+        if await _timed(_read_line(reader, "Chunk end", 400), timeout_s) not in (b"\r\n", b"\n"):
+            raise BadRequest(400, "Chunk data not followed by CRLF")
+
+
+class _Inflater:
+    """Gunzips a body piece by piece, refusing to produce more than `limit` bytes."""
+
+    def __init__(self, limit: int, flag: str):
+        self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._limit, self._flag = limit, flag
+        self.size = 0
+
+    def feed(self, data: bytes) -> List[bytes]:
+        parts = []
+        while data and not self._zlib.eof:
+            room = self._limit - self.size + 1 if self._limit else 0
+            out = self._zlib.decompress(data, room)
+            self.size += len(out)
+            if self._limit and self.size > self._limit:
+                raise BadRequest(413, f"Decompressed request body exceeds the limit of "
+                                      f"{self._limit} bytes ({self._flag})")
+            parts.append(out)
+            data = self._zlib.unconsumed_tail
+        return parts
+
+
+def _inflate_limit(limits: HttpLimits) -> Tuple[int, str]:
+    """The tighter of the two byte limits that apply to an inflated body, and its flag."""
+    bounds = [(limits.max_decompressed_bytes, "--rest_api_max_decompressed_bytes"),
+              (limits.max_request_bytes, "--rest_api_max_request_bytes")]
+    bounds = [bound for bound in bounds if bound[0] > 0]
+    return min(bounds) if bounds else (0, "")
+
+
+async def read_body(reader: asyncio.StreamReader, request: _Request,
+                    limits: HttpLimits) -> bytes:
+    """The body by Content-Length or chunked framing, gunzipped as it arrives when so encoded
+    (TF Serving looks for "gzip" anywhere in Content-Encoding), within `limits`."""
+    inflater = None
+    if "gzip" in request.headers.get("Content-Encoding", "").lower():
+        inflater = _Inflater(*_inflate_limit(limits))
+    parts: List[bytes] = []
+    async for piece in _wire_pieces(reader, request, limits):
+        parts.extend(inflater.feed(piece) if inflater else (piece,))
+    return b"".join(parts)
 
 
 class _HttpDate:
@@ -184,17 +305,18 @@ class RestServer:
     thread; model calls run on `num_threads` executor threads."""
 
     def __init__(self, host: str, port: int, api: RestApi, metrics: ServingMetrics,
-                 monitoring: MonitoringOptions, max_request_bytes: int = 0,
+                 monitoring: MonitoringOptions, limits: HttpLimits = HttpLimits(),
                  num_threads: int = DEFAULT_NUM_THREADS):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        # Bound here, not in the loop, so a taken port fails the constructor like it used to.
+        # Bound here, not in the loop, so a taken port fails the constructor (and the
+        # server's start) in the caller's thread, where it can be reported.
         self._socket = socket.create_server((host, port), family=family, backlog=128)
         self.host = host
         self.port = self._socket.getsockname()[1]
         self.api = api
         self.metrics = metrics
         self.monitoring = monitoring
-        self.max_request_bytes = max_request_bytes
+        self.limits = limits
         self._loop = asyncio.new_event_loop()
         self._executor = ThreadPoolExecutor(max(1, num_threads), thread_name_prefix="rest-model")
         self._loop.set_default_executor(self._executor)
@@ -253,6 +375,9 @@ class RestServer:
     async def _serve_connection(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self._connections) >= self.limits.max_connections:
+            await self._refuse_connection(reader, writer)
+            return
         self._connections[task] = False
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -277,6 +402,19 @@ class RestServer:
                 self._connections.pop(task, None)
                 writer.close()
 
+    async def _refuse_connection(self, reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+        """503 and close, before reading anything: the connection limit is reached."""
+        message = (f"Too many open connections (limit {self.limits.max_connections}, "
+                   "--rest_api_max_connections); retry later")
+        try:
+            await self._send(writer, 503, errors.error_json(message), close=True)
+            await self._lingering_close(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
     @staticmethod
     async def _lingering_close(reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter) -> None:
@@ -300,45 +438,44 @@ class RestServer:
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
             return
 
+    async def _next_request(self, reader: asyncio.StreamReader) -> Optional[_Request]:
+        """Waits up to the idle timeout for a request to begin, then up to the header timeout
+        for its head; None when the client closed or stayed idle."""
+        try:
+            first = await asyncio.wait_for(reader.read(1), self.limits.idle_timeout_s)
+        except asyncio.TimeoutError:
+            return None  # idle keep-alive connection: closed without an answer, as is usual
+        if not first:
+            return None
+        return await _timed(read_request_head(reader, first), self.limits.header_timeout_s)
+
     async def _serve_request(self, task: asyncio.Task, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> bool:
         """Reads, answers and writes one request; False when the connection should close."""
         try:
-            request = await read_request_head(reader)
+            request = await self._next_request(reader)
+            if request is None:
+                return False
+            self._connections[task] = True
+            try:
+                return await self._answer(reader, writer, request)
+            finally:
+                self._connections[task] = False
         except BadRequest as err:
             await self._send(writer, err.status, errors.error_json(str(err)), close=True)
             return False
-        if request is None:
-            return False
-        self._connections[task] = True
-        try:
-            return await self._answer(reader, writer, request)
-        finally:
-            self._connections[task] = False
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       request: _Request) -> bool:
         method, path = request.method, request.path
         if method not in METHODS:
-            await self._send(writer, 501, errors.error_json(f"Unsupported method ({method!r})"),
-                             close=True)
-            return False
+            raise BadRequest(501, f"Unsupported method ({method!r})")
         if request.headers.get("Expect", "").lower() == "100-continue":
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            body = await read_body(reader, request.headers, self.max_request_bytes)
-        except RequestTooLarge as err:
-            message = (f"Request body of {err.args[0]} bytes exceeds the limit of "
-                       f"{self.max_request_bytes} bytes (--rest_api_max_request_bytes)")
-            await self._send(writer, 413, errors.error_json(message), close=True)
-            return False
-        except BadRequest as err:
-            await self._send(writer, err.status, errors.error_json(str(err)), close=True)
-            return False
-        except (ValueError, zlib.error) as err:
-            await self._send(writer, 400, errors.error_json(f"Malformed request body: {err}"),
-                             close=True)
-            return False
+            body = await read_body(reader, request, self.limits)
+        except zlib.error as err:
+            raise BadRequest(400, f"Malformed request body: {err}") from err
         status, answer, content_type = await self._route(method, path, body)
         await self._send(writer, status, answer, content_type, close=not request.keep_alive,
                          head=method == "HEAD")

@@ -10,6 +10,10 @@ one polling loop per server:
    serving; only then is the served set swapped (one dict update under a lock);
 4. versions no longer aspired are unloaded, unless that would leave the model with nothing
    to serve (a failed new version leaves the old one serving).
+With a LoadFailureRecord, failures are also remembered across restarts by content digest:
+the first pass of a start skips a version that already failed with the same contents (so the
+ports open on the newest good version without waiting for the broken one to fail again), and
+the first background poll retries it once.
 Every version the manager touched keeps a state (START, LOADING, AVAILABLE, UNLOADING, END)
 and the status of its last transition, which is what GetModelStatus reports.
 """
@@ -23,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from hyperrec.serving import errors, version_scanner, warmup
 from hyperrec.serving.config import BatchingOptions, ModelSettings
+from hyperrec.serving.load_failures import Failure, LoadFailureRecord
 from hyperrec.serving.metrics import ServingMetrics
 from hyperrec.serving.servable import Servable
 
@@ -50,6 +55,8 @@ class _Model:
         self.states: Dict[int, VersionState] = {}
         self.failed: Dict[int, version_scanner.Fingerprint] = {}
         self.primed = False  # readiness needs a first scan to compare against
+        self.recalled = False  # remembered failures looked up (first pass)
+        self.retry: List[int] = []  # remembered failures to try again in the background
 
 
 Loader = Callable[[str, int, str], Servable]
@@ -62,7 +69,8 @@ class ModelManager:
                  batching: Optional[BatchingOptions] = None, poll_seconds: float = 1.0,
                  metrics: Optional[ServingMetrics] = None, enable_warmup: bool = True,
                  config_source: Optional[Callable[[], List[ModelSettings]]] = None,
-                 config_poll_seconds: float = 0.0, loader: Optional[Loader] = None):
+                 config_poll_seconds: float = 0.0, loader: Optional[Loader] = None,
+                 failure_record: Optional[LoadFailureRecord] = None):
         self._batching = batching
         self._poll_seconds = poll_seconds
         self._metrics = metrics or ServingMetrics()
@@ -70,6 +78,8 @@ class ModelManager:
         self._config_source = config_source
         self._config_poll_seconds = config_poll_seconds
         self._loader = loader or self._load_servable
+        self._failure_record = failure_record
+        self._started = False  # the first (blocking) pass is done: retries may run
         self._lock = threading.Lock()  # guards the model table and each model's maps
         self._reconcile_lock = threading.Lock()  # one reconcile pass at a time
         self._models: Dict[str, _Model] = {m.name: _Model(m) for m in models}
@@ -81,6 +91,7 @@ class ModelManager:
     def start(self) -> None:
         """Loads the initial versions (blocking), then polls in the background."""
         self.reconcile()
+        self._started = True
         if self._poll_seconds > 0 or (self._config_source and self._config_poll_seconds > 0):
             self._thread = threading.Thread(target=self._poll_loop, name="model-manager",
                                             daemon=True)
@@ -168,6 +179,12 @@ class ModelManager:
         # A served version stays a candidate while its directory exists, even if a file in it
         # was touched: readiness gates loading, it must not make a served version flap.
         ready.update({v: fp for v, fp in scanned.items() if v in serving_now})
+        if not model.recalled:
+            self._recall_failures(model, ready)
+        elif self._started and model.retry:
+            for version in model.retry:  # serving already: the broken one may try again
+                model.failed.pop(version, None)
+            model.retry = []
         for version in list(model.failed):  # changed contents deserve a new attempt
             if ready.get(version, model.failed[version]) != model.failed[version]:
                 del model.failed[version]
@@ -184,6 +201,29 @@ class ModelManager:
             if not failures:
                 break
         self._unload_unaspired(model, aspired)
+
+    def _version_dir(self, model: _Model, version: int) -> str:
+        return f"{model.settings.base_path.rstrip('/')}/{version}"
+
+    def _recall_failures(self, model: _Model,
+                         ready: Dict[int, version_scanner.Fingerprint]) -> None:
+        """Marks the ready versions that failed before with the same contents as failed, with
+        their remembered status, and queues them for one background retry."""
+        model.recalled = True
+        if self._failure_record is None:
+            return
+        for version in sorted(ready, reverse=True):
+            failure = self._failure_record.recall(self._version_dir(model, version))
+            if failure is None:
+                continue
+            code = errors.Code[failure.code] if failure.code in errors.Code.__members__ \
+                else errors.Code.UNKNOWN
+            model.failed[version] = ready[version]
+            model.retry.append(version)
+            self._set_state(model, version, VersionState(END, code, failure.message))
+            LOG.info("Skipping servable version {name: %s version: %d} until the ports are "
+                     "open: it failed to load before with the same contents (%s)",
+                     model.settings.name, version, failure.message)
 
     def _unload_unaspired(self, model: _Model, aspired: List[int]) -> None:
         with self._lock:
@@ -209,7 +249,7 @@ class ModelManager:
     def _load(self, model: _Model, version: int,
               fingerprint: version_scanner.Fingerprint) -> bool:
         name = model.settings.name
-        path = f"{model.settings.base_path.rstrip('/')}/{version}"
+        path = self._version_dir(model, version)
         self._set_state(model, version, VersionState(LOADING))
         LOG.info("Loading servable version {name: %s version: %d} from %s", name, version, path)
         started = time.monotonic()
@@ -220,6 +260,8 @@ class ModelManager:
             model.failed[version] = fingerprint
             self._set_state(model, version, VersionState(END, failure.code, failure.message))
             self._metrics.observe_load(path, ok=False)
+            if self._failure_record is not None:
+                self._failure_record.remember(path, Failure(failure.code.name, failure.message))
             LOG.error("Loading servable version {name: %s version: %d} failed: %s",
                       name, version, failure)
             return False
@@ -227,6 +269,8 @@ class ModelManager:
             model.available[version] = servable
             model.states[version] = VersionState(AVAILABLE)
         self._metrics.observe_load(path, ok=True)
+        if self._failure_record is not None:
+            self._failure_record.forget(path)
         LOG.info("Successfully loaded servable version {name: %s version: %d} in %.2fs",
                  name, version, time.monotonic() - started)
         return True

@@ -7,11 +7,14 @@ Anything else under /v1/ is `400 {"error": "Malformed request: <METHOD> <path>"}
 use TF Serving's status mapping (errors.Code) and `{"error": ...}` bodies; the HTTP server
 (serving/http_server.py) only moves bytes.
 
-`handle` runs on the HTTP server's event loop: parsing and writing JSON stay on that one
-thread, and only the model call (which blocks, on TensorFlow or on its batch) goes to the
-loop's executor threads. One thread doing all the Python work is what keeps REST throughput up
-under concurrency: with a thread per connection, the threads' fight for the GIL more than
-doubled the CPU each request cost at 8 clients.
+`handle` runs on the HTTP server's event loop. For small requests, parsing and writing JSON
+stay on that one thread and only the model call (which blocks, on TensorFlow or on its batch)
+goes to the loop's executor threads: one thread doing the Python work is what keeps REST
+throughput up under concurrency (with a thread per connection, the threads' fight for the GIL
+more than doubled the CPU each request cost at 8 clients). A large body (or a large answer)
+is parsed (or written) on an executor thread instead: tens of thousands of instances take
+seconds of Python, which on the loop would stall every other connection. An executor thread
+holds the GIL only for a switch interval at a time, so the loop keeps serving meanwhile.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import asyncio
 import json
 import re
 import urllib.parse
-from typing import Callable, Optional, Tuple, TypeVar
+from typing import Callable, NamedTuple, Optional, Tuple, TypeVar
 
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
@@ -28,6 +31,7 @@ from hyperrec.serving import (errors, inference, json_examples, json_request, js
                               model_status)
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.request_tracking import RequestTracker
+from hyperrec.serving.servable import Servable, Tensors
 
 _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
@@ -37,9 +41,26 @@ _STATUS_PATH = re.compile(
     re.IGNORECASE | re.ASCII)
 _MAX_INT64 = (1 << 63) - 1
 ENTRYPOINT = "REST"
+# Above these sizes JSON work leaves the event loop: about a few milliseconds of Python,
+# cheaper than the hand-off to a thread below them.
+OFF_LOOP_BODY_BYTES = 256 * 1024
+OFF_LOOP_OUTPUT_VALUES = 32 * 1024
 
 Response = Tuple[int, bytes]
 T = TypeVar("T")
+
+
+class _ExamplesApi(NamedTuple):
+    """What differs between classify and regress."""
+    run: Callable  # (servable, request) -> response
+    to_json: Callable  # result -> JSON bytes
+    log: Callable  # (tracker, servable, request, response) -> None
+
+
+_CLASSIFY = _ExamplesApi(inference.classify, json_examples.classification_json,
+                         RequestTracker.log_classify)
+_REGRESS = _ExamplesApi(inference.regress, json_examples.regression_json,
+                        RequestTracker.log_regress)
 
 
 def _version(text: Optional[str]) -> Optional[int]:
@@ -117,20 +138,44 @@ class RestApi:
     async def _predict(self, name: str, version: Optional[int], label: Optional[str],
                        body: bytes) -> bytes:
         with self._tracker.track(name, "predict", ENTRYPOINT):
-            doc = json_request.parse_json(body)
-            signature = json_request.signature_name(doc)
-            servable = self._manager.servable(name, version, label)
-            input_dtypes = servable.input_dtypes(signature)
-            if not input_dtypes:
-                raise errors.invalid_argument(
-                    f"Failed to get input map for signature: {signature or 'DEFAULT'}")
-            inputs, request_format = json_request.predict_inputs(doc, input_dtypes)
-            signature = signature or inference.DEFAULT_SIGNATURE
-            inference.predict_signature(servable, signature)
+            if len(body) > OFF_LOOP_BODY_BYTES:
+                return await self._off_loop(self._predict_blocking, name, version, label, body)
+            servable, signature, inputs, request_format = self._predict_request(
+                name, version, label, body)
             outputs = await self._off_loop(servable.run, signature, inputs)
-            answer = json_response.predict_outputs(outputs, request_format)
-            self._tracker.log_predict_arrays(servable, signature, inputs, outputs)
-            return answer
+            if sum(array.size for array in outputs.values()) > OFF_LOOP_OUTPUT_VALUES:
+                return await self._off_loop(self._predict_answer, servable, signature, inputs,
+                                            outputs, request_format)
+            return self._predict_answer(servable, signature, inputs, outputs, request_format)
+
+    def _predict_blocking(self, name: str, version: Optional[int], label: Optional[str],
+                          body: bytes) -> bytes:
+        servable, signature, inputs, request_format = self._predict_request(
+            name, version, label, body)
+        outputs = servable.run(signature, inputs)
+        return self._predict_answer(servable, signature, inputs, outputs, request_format)
+
+    def _predict_request(self, name: str, version: Optional[int], label: Optional[str],
+                         body: bytes) -> Tuple[Servable, str, Tensors, str]:
+        """The body parsed against the addressed servable: (servable, signature, inputs,
+        ROW or COLUMNAR)."""
+        doc = json_request.parse_json(body)
+        signature = json_request.signature_name(doc)
+        servable = self._manager.servable(name, version, label)
+        input_dtypes = servable.input_dtypes(signature)
+        if not input_dtypes:
+            raise errors.invalid_argument(
+                f"Failed to get input map for signature: {signature or 'DEFAULT'}")
+        inputs, request_format = json_request.predict_inputs(doc, input_dtypes)
+        signature = signature or inference.DEFAULT_SIGNATURE
+        inference.predict_signature(servable, signature)
+        return servable, signature, inputs, request_format
+
+    def _predict_answer(self, servable: Servable, signature: str, inputs: Tensors,
+                        outputs: Tensors, request_format: str) -> bytes:
+        answer = json_response.predict_outputs(outputs, request_format)
+        self._tracker.log_predict_arrays(servable, signature, inputs, outputs)
+        return answer
 
     def _fill_spec(self, request, name: str, version: Optional[int], label: Optional[str],
                    signature: str) -> None:
@@ -144,28 +189,38 @@ class RestApi:
     async def _classify(self, name: str, version: Optional[int], label: Optional[str],
                         body: bytes) -> bytes:
         with self._tracker.track(name, "classify", ENTRYPOINT):
-            doc = json_request.parse_json(body)
-            request = classification_pb2.ClassificationRequest()
-            self._fill_spec(request, name, version, label, json_request.signature_name(doc))
-            request.input.CopyFrom(json_examples.classify_regress_input(doc))
-            servable = self._manager.servable(name, version, label)
-            response = await self._off_loop(inference.classify, servable, request)
-            answer = json_examples.classification_json(response.result)
-            self._tracker.log_classify(servable, request, response)
-            return answer
+            return await self._examples_call(
+                _CLASSIFY, classification_pb2.ClassificationRequest(), name, version, label, body)
 
     async def _regress(self, name: str, version: Optional[int], label: Optional[str],
                        body: bytes) -> bytes:
         with self._tracker.track(name, "regress", ENTRYPOINT):
+            return await self._examples_call(
+                _REGRESS, regression_pb2.RegressionRequest(), name, version, label, body)
+
+    async def _examples_call(self, kind: "_ExamplesApi", request, name: str,
+                             version: Optional[int], label: Optional[str], body: bytes) -> bytes:
+        """classify or regress: JSON tf.Examples -> request proto -> result JSON, entirely on
+        an executor thread when the body is large."""
+        def parse() -> Servable:
             doc = json_request.parse_json(body)
-            request = regression_pb2.RegressionRequest()
             self._fill_spec(request, name, version, label, json_request.signature_name(doc))
             request.input.CopyFrom(json_examples.classify_regress_input(doc))
-            servable = self._manager.servable(name, version, label)
-            response = await self._off_loop(inference.regress, servable, request)
-            answer = json_examples.regression_json(response.result)
-            self._tracker.log_regress(servable, request, response)
-            return answer
+            return self._manager.servable(name, version, label)
+
+        def answer(servable: Servable, response) -> bytes:
+            text = kind.to_json(response.result)
+            kind.log(self._tracker, servable, request, response)
+            return text
+
+        def blocking() -> bytes:
+            servable = parse()
+            return answer(servable, kind.run(servable, request))
+
+        if len(body) > OFF_LOOP_BODY_BYTES:
+            return await self._off_loop(blocking)
+        servable = parse()
+        return answer(servable, await self._off_loop(kind.run, servable, request))
 
     # -- model APIs ----------------------------------------------------------------------------
 

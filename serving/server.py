@@ -14,7 +14,10 @@ from typing import Callable, List, Optional
 from hyperrec.serving import config
 from hyperrec.serving.config import BatchingOptions, ModelSettings, MonitoringOptions
 from hyperrec.serving.grpc_api import GrpcServer
+from hyperrec.serving import http_limits
+from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.http_server import RestServer
+from hyperrec.serving.load_failures import LoadFailureRecord
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.metrics import ServingMetrics
 from hyperrec.serving.request_log import RequestLogWriter
@@ -38,6 +41,11 @@ class ServerOptions:
     config_source: Optional[Callable[[], List[ModelSettings]]] = None
     config_poll_seconds: float = 0.0
     max_request_bytes: int = 0
+    max_decompressed_bytes: int = http_limits.DEFAULT_MAX_DECOMPRESSED_BYTES
+    header_timeout_seconds: float = http_limits.DEFAULT_HEADER_TIMEOUT_S
+    idle_timeout_seconds: float = http_limits.DEFAULT_IDLE_TIMEOUT_S
+    max_connections: int = http_limits.DEFAULT_MAX_CONNECTIONS
+    load_failure_file: Optional[str] = None
     request_log_dir: Optional[str] = None
     request_log_max_file_bytes: int = 64 * 1024 * 1024
     enable_warmup: bool = True
@@ -58,7 +66,9 @@ class ModelServer:
             options.models, batching=options.batching, poll_seconds=options.poll_seconds,
             metrics=self.metrics, enable_warmup=options.enable_warmup,
             config_source=options.config_source,
-            config_poll_seconds=options.config_poll_seconds)
+            config_poll_seconds=options.config_poll_seconds,
+            failure_record=(LoadFailureRecord(options.load_failure_file)
+                            if options.load_failure_file else None))
         self.tracker = RequestTracker(self.metrics, self.request_log)
         self._grpc: Optional[GrpcServer] = None
         self._rest: Optional[RestServer] = None
@@ -84,11 +94,19 @@ class ModelServer:
         if options.rest_port is not None:
             self._rest = RestServer(options.host, options.rest_port,
                                     RestApi(self.manager, self.tracker), self.metrics,
-                                    options.monitoring, options.max_request_bytes,
+                                    options.monitoring, self.http_limits(),
                                     num_threads=options.rest_api_num_threads)
             self._rest.start()
             LOG.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self._rest.port)
         return self
+
+    def http_limits(self) -> HttpLimits:
+        options = self.options
+        return HttpLimits(max_request_bytes=options.max_request_bytes,
+                          max_decompressed_bytes=options.max_decompressed_bytes,
+                          header_timeout_s=options.header_timeout_seconds,
+                          idle_timeout_s=options.idle_timeout_seconds,
+                          max_connections=options.max_connections)
 
     def stop(self) -> None:
         if self._stopped.is_set():

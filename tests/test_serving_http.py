@@ -149,11 +149,11 @@ def test_head_answers_headers_only(server):
      "Header line too long"),
     (b"GET /v1/models/hpt HTTP/1.1\r\n" + b"X: 1\r\n" * 101 + b"\r\n", 431, "Too many headers"),
     (b"POST /v1/models/hpt:predict HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400,
-     "Malformed request body"),
+     "Invalid Content-Length"),
     (b"POST /v1/models/hpt:predict HTTP/1.1\r\nContent-Length: ten\r\n\r\n", 400,
-     "Malformed request body"),
+     "Invalid Content-Length"),
     (b"POST /v1/models/hpt:predict HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400,
-     "Malformed request body"),
+     "Invalid chunk size"),
     (b"POST /v1/models/hpt:predict HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: 4"
      b"\r\n\r\nnope", 400, "Malformed request body"),
 ])
