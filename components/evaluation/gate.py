@@ -72,7 +72,7 @@ def table(result: Dict[str, object], slice_name: str = "overall",
     if "metrics" not in entry:
         return header + " (no users)"
     methods = list(entry["metrics"])
-    width = max(len(m) for m in methods) + 2
+    width = max(len(m) for m in methods) + len(reference or "") + 3
     lines = [header, " " * width + "".join(f"{c:>24}" for c in columns)]
     for method in methods:
         cells = []
@@ -91,9 +91,9 @@ def table(result: Dict[str, object], slice_name: str = "overall",
             for column in columns:
                 base = entry["metrics"][reference][column]["value"]
                 diff = entry["differences"][f"{method} - {reference}"][column]
-                ratio = entry["metrics"][method][column]["value"] / base if base else float("nan")
-                cells.append(f"x{ratio:.2f} [{diff['interval'][0]:+.3f},"
-                             f"{diff['interval'][1]:+.3f}]")
-            lines.append(f"{method + '/' + reference:<{width}}"[:width]
+                ratio = (f"x{entry['metrics'][method][column]['value'] / base:.2f}" if base
+                         else "x-")
+                cells.append(f"{ratio} [{diff['interval'][0]:+.3f},{diff['interval'][1]:+.3f}]")
+            lines.append(f"{method + ' / ' + reference:<{width}}"
                          + "".join(f"{c:>24}" for c in cells))
     return "\n".join(lines)
