@@ -20,6 +20,12 @@ Each server is its own `python -m hyperrec.serving` process (so the clients do n
 everything listens on 127.0.0.1. Total run time is bounded (about 1-1.5 minutes).
 
     python bench/bench_serving.py [--seconds 2.5] [--width 2048] [--hidden 4096]
+
+`--restart [--repeats 3]` measures instead how long a start takes until the REST port answers
+with a broken version on disk (it loads, then fails its warmup after seconds of work) against
+a clean start, as medians of interleaved starts: with the load failure remembered from a
+previous start (the default) and without (`--model_load_failure_file ''`, so every start
+loads the broken version first).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -344,15 +351,62 @@ def print_ratios(results: Dict[Tuple[str, str, int], Dict[str, float]],
         print(f"  grpc (batching on) / in-process throughput @{clients} clients: {ratio:5.2f}x")
 
 
+def restart_ratios(work: str, repeats: int) -> None:
+    base = os.path.join(work, "restart", "m")
+    testing.save_half_plus_two(os.path.join(base, "1"))
+    broken, hidden = os.path.join(base, "2"), os.path.join(base, ".hidden-2")
+    testing.write_slow_failing_version(broken)
+    os.rename(broken, hidden)  # not an integer name: not a version
+    rest_port = testing.free_port()
+    log = os.path.join(work, "restart", "server.log")
+
+    def ready_seconds(remember: bool) -> float:
+        failures = os.path.join(work, "restart", "failures.json") if remember else ""
+        args = ["--model_name", "m", "--model_base_path", base, "--port",
+                str(testing.free_port()), "--rest_api_port", str(rest_port),
+                "--file_system_poll_wait_seconds", "0.2", "--model_load_failure_file", failures]
+        process, seconds = testing.start_until_serving(args, log, rest_port, "m")
+        testing.stop_server_process(process)
+        return seconds
+
+    times: Dict[str, list] = {"clean start": [], "restart, failure remembered": [],
+                              "restart, failure not remembered": []}
+    os.rename(hidden, broken)
+    ready_seconds(remember=True)  # the first start with it: fails it and remembers
+    os.rename(broken, hidden)
+    for _ in range(repeats):
+        times["clean start"].append(ready_seconds(remember=True))
+        os.rename(hidden, broken)
+        times["restart, failure remembered"].append(ready_seconds(remember=True))
+        times["restart, failure not remembered"].append(ready_seconds(remember=False))
+        os.rename(broken, hidden)
+    clean = statistics.median(times["clean start"])
+    print(f"start until the REST port answers, median of {repeats} interleaved starts:")
+    for label, values in times.items():
+        median = statistics.median(values)
+        print(f"  {label:34s} {median:6.2f} s  ({median / clean:.2f}x clean)  "
+              f"runs: {', '.join(f'{v:.2f}' for v in values)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=2.5, help="measured seconds per cell")
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--hidden", type=int, default=4096)
     parser.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--restart", action="store_true",
+                        help="measure start-to-ready with a broken version on disk instead")
+    parser.add_argument("--repeats", type=int, default=3, help="starts per kind (--restart)")
     args = parser.parse_args()
     if args.echo_server:
         run_echo_server(args.echo_server)
+        return
+    if args.restart:
+        work = tempfile.mkdtemp(prefix="bench-restart-")
+        try:
+            restart_ratios(work, args.repeats)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         return
 
     started = time.perf_counter()

@@ -79,7 +79,7 @@ class ModelManager:
         self._config_poll_seconds = config_poll_seconds
         self._loader = loader or self._load_servable
         self._failure_record = failure_record
-        self._started = False  # the first (blocking) pass is done: retries may run
+        self._retries_allowed = False  # set once the ports are open (enable_retries)
         self._lock = threading.Lock()  # guards the model table and each model's maps
         self._reconcile_lock = threading.Lock()  # one reconcile pass at a time
         self._models: Dict[str, _Model] = {m.name: _Model(m) for m in models}
@@ -89,13 +89,18 @@ class ModelManager:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Loads the initial versions (blocking), then polls in the background."""
+        """Loads the initial versions (blocking), then polls in the background. Remembered
+        failures are retried by the polls after enable_retries()."""
         self.reconcile()
-        self._started = True
         if self._poll_seconds > 0 or (self._config_source and self._config_poll_seconds > 0):
             self._thread = threading.Thread(target=self._poll_loop, name="model-manager",
                                             daemon=True)
             self._thread.start()
+
+    def enable_retries(self) -> None:
+        """Lets the polls retry versions skipped for a remembered failure: called once the
+        ports are open, so a retry's CPU does not delay them."""
+        self._retries_allowed = True
 
     def stop(self) -> None:
         self._stop.set()
@@ -181,7 +186,7 @@ class ModelManager:
         ready.update({v: fp for v, fp in scanned.items() if v in serving_now})
         if not model.recalled:
             self._recall_failures(model, ready)
-        elif self._started and model.retry:
+        elif self._retries_allowed and model.retry:
             for version in model.retry:  # serving already: the broken one may try again
                 model.failed.pop(version, None)
             model.retry = []

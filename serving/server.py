@@ -98,6 +98,7 @@ class ModelServer:
                                     num_threads=options.rest_api_num_threads)
             self._rest.start()
             LOG.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self._rest.port)
+        self.manager.enable_retries()
         return self
 
     def http_limits(self) -> HttpLimits:

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -190,6 +190,23 @@ def write_corrupt_version(version_dir: str) -> str:
     return version_dir
 
 
+def write_slow_failing_version(version_dir: str, records: int = 400) -> str:
+    """A version that loads, replays `records` warmup requests of a matmul-heavy model (about
+    10 ms each) and then fails on the last one: a broken version whose failure costs seconds,
+    as a large model's does."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    save_dense(version_dir, width=64, hidden=16384)
+    good = predict_pb2.PredictRequest()
+    good.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones((64, 64), np.float32)))
+    bad = predict_pb2.PredictRequest()
+    bad.inputs["not_an_input"].CopyFrom(tf.make_tensor_proto(np.ones((1, 64), np.float32)))
+    logs = [prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request))
+        for request in [good] * records + [bad]]
+    write_warmup_file(version_dir, logs)
+    return version_dir
+
+
 def write_warmup_file(version_dir: str, logs: Iterable) -> str:
     """assets.extra/tf_serving_warmup_requests holding the given PredictionLogs."""
     extra = os.path.join(version_dir, "assets.extra")
@@ -240,6 +257,40 @@ def wait_until_serving(rest_port: int, model_name: str, timeout: float = 60.0,
 def server_command(args: Sequence[str]) -> List[str]:
     """`python -m hyperrec.serving ARGS` with this interpreter."""
     return [sys.executable, "-m", "hyperrec.serving", *args]
+
+
+def start_until_serving(args: Sequence[str], log_path: str, rest_port: int, model_name: str,
+                        timeout: float = 120.0) -> Tuple[subprocess.Popen, float]:
+    """Starts `python -m hyperrec.serving ARGS`; returns it and the seconds until its REST
+    port answered for `model_name`."""
+    started = time.monotonic()
+    process = start_server_process(args, log_path)
+    try:
+        wait_until_serving(rest_port, model_name, timeout=timeout, process=process)
+    except BaseException:
+        stop_server_process(process)
+        raise
+    return process, time.monotonic() - started
+
+
+def stop_server_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+
+
+def peak_memory_bytes(pid: int) -> int:
+    """The process's peak resident set size (VmHWM in /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 def start_server_process(args: Sequence[str], log_path: str) -> subprocess.Popen:

@@ -143,7 +143,8 @@ def test_a_killed_server_restarts_on_the_latest_good_version(tmp_path, built):
     rest_port, grpc_port = testing.free_port(), testing.free_port()
     args = ["--model_name", "m", "--model_base_path", str(base), "--port", str(grpc_port),
             "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0.1",
-            "--request_log_dir", str(log_dir)]
+            "--request_log_dir", str(log_dir),
+            "--model_load_failure_file", str(tmp_path / "load_failures.json")]
     server_log = str(tmp_path / "server.log")
     process = testing.start_server_process(args, server_log)
     try:

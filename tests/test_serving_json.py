@@ -51,6 +51,28 @@ def test_row_and_columnar_outputs():
         "outputs": 7}
 
 
+@pytest.mark.parametrize("array", [
+    np.array([[1 / 3, 2.5e-7, -0.0], [np.nan, np.inf, 1e30]], np.float32),
+    np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 7,
+    np.array([0.1, 65504.0], np.float16),
+    np.array([[1, -2], [3, 4]], np.int32),
+    np.array([True, False]),
+    np.array([[b"a", b"\xff"], [b"", b"q\"uote"]], object),
+    np.zeros((2, 0), np.float32),
+])
+@pytest.mark.parametrize("name", ["y", "y_bytes"])
+def test_rows_of_several_outputs_are_each_rows_tensor_json(array, name):
+    """Row answers write each output once for the whole batch; each row's text must be what
+    tensor_json writes for that row alone."""
+    outputs = {name: array, "other": np.arange(array.shape[0], dtype=np.int64)}
+
+    def row(i):
+        texts = {name: json_response.tensor_json(array[i, ...], name), "other": str(i)}
+        return "{" + ", ".join(f'"{key}": {texts[key]}' for key in sorted(texts)) + "}"
+    expected = '{"predictions": [' + ", ".join(row(i) for i in range(array.shape[0])) + "]}"
+    assert predict_json(outputs) == expected
+
+
 def test_row_outputs_need_a_shared_batch_dimension():
     with pytest.raises(errors.ServingError, match="has no shape information"):
         predict_json({"y": np.array(1.0, np.float32)})
