@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test` (README.md).
 # Both bootstrap .venv from requirements.lock (python3.10) the first time, then reuse it.
+# The lock holds the whole stack, Airflow 2.x included (README "Three ways to run").
 
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -11,7 +12,7 @@ PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 EXPERIMENT ?= default
 
-.PHONY: demo test install lock clean
+.PHONY: demo test install lock clean mariadb
 
 install: $(STAMP)
 
@@ -27,8 +28,17 @@ $(STAMP): requirements.lock setup.py
 demo: $(STAMP)
 	$(VENV)/bin/hyperrec demo --experiment $(EXPERIMENT)
 
-test: $(STAMP)
+test: $(STAMP) mariadb
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# The MLMD-on-MariaDB test (tests/test_orchestrators_airflow.py) starts Debian's mariadb-server
+# binaries on a loopback port; install the package once where it is missing (root or sudo).
+mariadb:
+	@command -v mariadbd >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "==> installing Debian's mariadb-server for the MLMD tests (about 1 minute, once)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends mariadb-server mariadb-client >/dev/null; }
 
 # Re-resolve the lock from the top-level pins (needs the package registry).
 lock:

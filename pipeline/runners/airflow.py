@@ -1,0 +1,106 @@
+"""Builds the pipeline as an Airflow DAG with TFX's AirflowDagRunner: one task per component,
+run by TFX's component launchers inside Airflow's workers.
+
+Airflow imports DAG files itself, so the DAG file (`airflow_dag.py` beside this module) takes
+its settings from the environment of the scheduler and workers:
+
+    HYPERREC_EXPERIMENT   experiment name (default: default)
+    HYPERREC_SET          config overrides, shell-quoted, e.g. "model.epochs=2 schedule=@daily"
+    HYPERREC_DATA_ROOT    the data root (span-N/ folders)                         (required)
+    HYPERREC_WORKDIR      pipeline root, serving base path and default MLMD file   (required)
+    HYPERREC_METADATA     MLMD: a SQLite path or mysql://USER@HOST:PORT/DB
+                          (default: WORKDIR/metadata.sqlite; runners/metadata.py)
+    HYPERREC_BEAM         Beam preset: direct | dataflow | flink | spark (default: direct),
+                          with HYPERREC_BEAM_<FIELD> for the preset's settings (pipeline/beam.py)
+
+The schedule is the config's `schedule` (cron or a preset such as @daily; empty: triggered
+runs only). A missing or malformed setting is an `AirflowSettingsError` naming the variable,
+which Airflow lists as the DAG file's import error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shlex
+from typing import Mapping, Optional
+
+from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
+
+from hyperrec.components import config as config_lib
+from hyperrec.pipeline import beam as beam_lib
+from hyperrec.pipeline import pipeline as pipeline_def
+from hyperrec.pipeline.runners import metadata as metadata_lib
+from hyperrec.pipeline.runners.local import RunPaths
+
+ENV = "HYPERREC_"
+# A fixed start date: a DAG's start must not move each time the file is parsed.
+START_DATE = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+class AirflowSettingsError(ValueError):
+    """A DAG setting (environment variable) is missing or malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AirflowSettings:
+    config: config_lib.HyperrecConfig
+    data_root: str
+    workdir: str
+    metadata: str = ""  # "" = WORKDIR/metadata.sqlite
+    beam: beam_lib.BeamSettings = beam_lib.BeamSettings()
+
+
+def _beam_from_env(env: Mapping[str, str],
+                   config: config_lib.HyperrecConfig) -> beam_lib.BeamSettings:
+    values = {"preset": env.get(f"{ENV}BEAM", "direct"),
+              "running_mode": config.direct_running_mode,
+              "ingest_running_mode": config.ingest_running_mode,
+              "num_workers": config.direct_num_workers}
+    for field in dataclasses.fields(beam_lib.BeamSettings):
+        name = f"{ENV}BEAM_{field.name.upper()}"
+        if name in env:
+            try:
+                values[field.name] = type(field.default)(env[name])
+            except ValueError as err:
+                raise AirflowSettingsError(f"{name}: {err}") from err
+    return beam_lib.BeamSettings(**values)
+
+
+def settings_from_env(env: Mapping[str, str]) -> AirflowSettings:
+    """Reads the DAG's settings; every problem names its variable."""
+    missing = [f"{ENV}{name}" for name in ("DATA_ROOT", "WORKDIR") if not env.get(f"{ENV}{name}")]
+    if missing:
+        raise AirflowSettingsError(f"the hyperrec DAG needs {', '.join(missing)} in the "
+                                   "environment of Airflow's scheduler and workers")
+    try:
+        config = config_lib.load(env.get(f"{ENV}EXPERIMENT", "default"),
+                                 shlex.split(env.get(f"{ENV}SET", "")))
+    except ValueError as err:
+        raise AirflowSettingsError(f"{ENV}EXPERIMENT / {ENV}SET: {err}") from err
+    return AirflowSettings(config=config, data_root=env[f"{ENV}DATA_ROOT"],
+                           workdir=env[f"{ENV}WORKDIR"], metadata=env.get(f"{ENV}METADATA", ""),
+                           beam=_beam_from_env(env, config))
+
+
+def create_dag(settings: AirflowSettings, dag_args: Optional[dict] = None):
+    """The Airflow DAG of the pipeline (one PythonOperator per component)."""
+    config = settings.config
+    paths = RunPaths(os.path.abspath(settings.workdir))
+    common_args, ingest_args = beam_lib.pipeline_args(settings.beam)
+    pipeline = pipeline_def.create_pipeline(
+        config, data_root=os.path.abspath(settings.data_root),
+        pipeline_root=paths.pipeline_root, serving_dir=paths.serving_dir,
+        metadata_connection_config=metadata_lib.connection_config(
+            settings.metadata or paths.metadata_path),
+        beam_pipeline_args=common_args, ingest_beam_pipeline_args=ingest_args)
+    airflow_config = {"schedule": config.schedule or None, "start_date": START_DATE,
+                      # A retraining run covers the data present when it starts: no backfill
+                      # of missed intervals, and one run at a time shares the MLMD and cache.
+                      "catchup": False, "max_active_runs": 1,
+                      "tags": ["hyperrec", config.name], **(dag_args or {})}
+    return AirflowDagRunner(AirflowPipelineConfig(airflow_config)).run(pipeline)
+
+
+def dag_from_env(env: Optional[Mapping[str, str]] = None):
+    return create_dag(settings_from_env(os.environ if env is None else env))
