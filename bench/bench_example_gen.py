@@ -23,8 +23,8 @@ from rich.table import Table  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx.orchestration import metadata  # noqa: E402
 
-from hyperrec.components import datagen  # noqa: E402
-from hyperrec.pipeline import config as config_lib  # noqa: E402
+from hyperrec.data import synthetic as datagen  # noqa: E402
+from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
 
 

@@ -36,10 +36,10 @@ from tfx.orchestration import metadata  # noqa: E402
 from tfx.proto import transform_pb2  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 
-from hyperrec.components import datagen  # noqa: E402
+from hyperrec.data import synthetic as datagen  # noqa: E402
 from hyperrec.components import features  # noqa: E402
 from hyperrec.components import trainer  # noqa: E402
-from hyperrec.pipeline import config as config_lib  # noqa: E402
+from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
 
 

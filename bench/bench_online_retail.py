@@ -20,9 +20,9 @@ import click  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from hyperrec.components.importers import online_retail  # noqa: E402
-from hyperrec.pipeline import config as config_lib  # noqa: E402
-from hyperrec.pipeline import local_runner  # noqa: E402
+from hyperrec.data.importers import online_retail  # noqa: E402
+from hyperrec.components import config as config_lib  # noqa: E402
+from hyperrec.pipeline.runners import local as local_runner  # noqa: E402
 
 RDA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                    "data", "online_retail", "onlineretail.rda")

@@ -38,17 +38,6 @@ from hyperrec.components import features
 from hyperrec.components import transform
 from hyperrec.components.model.two_tower import TwoTowerModel
 
-# ---- signature names and their input/output keys --------------------------------------------
-SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-RECOMMEND = "recommend"
-EMBED_ITEMS = "embed_items"
-EXAMPLES = "examples"  # serving_default input: serialized tf.Example
-SCORE = "score"  # serving_default output: ranking probability
-K = "k"  # recommend input: how many items per row (the batch uses the max)
-ITEM_IDS = "item_ids"  # recommend output
-SCORES = "scores"  # recommend output
-EMBEDDING = "embedding"  # embed_items output
-
 # A slot `recommend` cannot fill (k exceeds the unseen catalogue) gets id "" and this score;
 # finite so that REST/JSON clients can encode it (JSON has no -inf).
 EXCLUDED_SCORE = -1e9
@@ -169,7 +158,7 @@ class ServingModule(tf.Module):
         logits = self.model.ranking.score_logits(
             query["fusion"], item["fusion"], training=False,
             retrieval_signals=self.model.ranking_signals(query, item))
-        return {SCORE: tf.sigmoid(logits)}
+        return {features.SCORE: tf.sigmoid(logits)}
 
     def recommend(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """recommend: top max(k) catalogue items per row, history items excluded."""
@@ -191,17 +180,17 @@ class ServingModule(tf.Module):
             tf.fill([tf.shape(seen_indices)[0]], tf.constant(EXCLUDED_SCORE, scores.dtype)))
 
         catalog_size = tf.shape(self.catalog_embeddings)[0]
-        k = tf.maximum(tf.minimum(tf.reduce_max(inputs[K]), catalog_size), 0)
+        k = tf.maximum(tf.minimum(tf.reduce_max(inputs[features.K]), catalog_size), 0)
         top_scores, top_rows = tf.math.top_k(scores, k=k)
         item_ids = tf.gather(self.catalog_item_ids, top_rows)
         unfilled = top_scores <= EXCLUDED_SCORE
-        return {ITEM_IDS: tf.where(unfilled, tf.constant(""), item_ids),
-                SCORES: tf.where(unfilled, tf.constant(EXCLUDED_SCORE, top_scores.dtype),
+        return {features.ITEM_IDS: tf.where(unfilled, tf.constant(""), item_ids),
+                features.SCORES: tf.where(unfilled, tf.constant(EXCLUDED_SCORE, top_scores.dtype),
                                  top_scores)}
 
     def embed_items(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """embed_items: raw item features -> item tower embedding [batch, dim]."""
-        return {EMBEDDING: self._item_embeddings(self._raw(inputs))}
+        return {features.EMBEDDING: self._item_embeddings(self._raw(inputs))}
 
     def signatures(self) -> Dict[str, Any]:
         """Concrete functions for tf.saved_model.save, inputs named by the TensorSpec names."""
@@ -209,19 +198,20 @@ class ServingModule(tf.Module):
             return tf.TensorSpec(shape, dtype, name=name)
 
         serve = tf.function(self.serve_examples, autograph=False).get_concrete_function(
-            spec(EXAMPLES, tf.string))
+            spec(features.EXAMPLES, tf.string))
         recommend = tf.function(self.recommend, autograph=False).get_concrete_function({
             features.USER_ID: spec(features.USER_ID, tf.string),
             features.HISTORY: spec(features.HISTORY, tf.string, (None, None)),
             features.DEVICE: spec(features.DEVICE, tf.string),
             features.TIMESTAMP: spec(features.TIMESTAMP, tf.int64),
-            K: spec(K, tf.int32),
+            features.K: spec(features.K, tf.int32),
         })
         item_dtypes = {features.PRICE: tf.float32}
         embed = tf.function(self.embed_items, autograph=False).get_concrete_function({
             name: spec(name, item_dtypes.get(name, tf.string))
             for name in transform.ITEM_INPUTS})
-        return {SERVING_DEFAULT: serve, RECOMMEND: recommend, EMBED_ITEMS: embed}
+        return {features.SERVING_DEFAULT: serve, features.RECOMMEND: recommend,
+                features.EMBED_ITEMS: embed}
 
 
 def _parse_query_features(serialized: Sequence[bytes]) -> Dict[str, List[Any]]:
@@ -252,16 +242,16 @@ def warmup_requests(examples: Sequence[bytes], recommend_k: int,
     for size in sorted({min(s, len(examples)) for s in WARMUP_BATCH_SIZES} - {0}):
         batch = list(examples[:size])
         score = predict_pb2.PredictRequest()
-        score.model_spec.signature_name = SERVING_DEFAULT
-        score.inputs[EXAMPLES].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+        score.model_spec.signature_name = features.SERVING_DEFAULT
+        score.inputs[features.EXAMPLES].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
         query = _parse_query_features(batch)
         recommend = predict_pb2.PredictRequest()
-        recommend.model_spec.signature_name = RECOMMEND
+        recommend.model_spec.signature_name = features.RECOMMEND
         dtypes = {features.TIMESTAMP: tf.int64}
         for name, values in query.items():
             recommend.inputs[name].CopyFrom(
                 tf.make_tensor_proto(values, dtype=dtypes.get(name, tf.string)))
-        recommend.inputs[K].CopyFrom(tf.make_tensor_proto([recommend_k] * size, tf.int32))
+        recommend.inputs[features.K].CopyFrom(tf.make_tensor_proto([recommend_k] * size, tf.int32))
         for request in (score, recommend):
             logs.append(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)))

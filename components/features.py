@@ -33,9 +33,10 @@ COLD_START = "is_cold_start"  # int64 1 when the item was first seen after the s
 
 IMAGE_STATUSES = ("ok", "missing", "corrupt")
 
+SECONDS_PER_DAY = 86_400  # timestamps are epoch seconds (UTC) everywhere
+
 ITEM_FEATURES = (ITEM_ID, TITLE, DESCRIPTION, CATEGORY, PRICE, IMAGE, IMAGE_STATUS,
                  FIRST_SEEN)
-QUERY_FEATURES = (USER_ID, HISTORY, DEVICE, TIMESTAMP)
 
 # ---- ExampleGen output splits -------------------------------------------------------------
 TRAIN_SPLIT = "train"
@@ -47,6 +48,28 @@ def xf(name: str) -> str:
     """The transformed name of a raw feature."""
     return f"{name}_xf"
 
-TITLE_TOKENS = xf("title_tokens")  # int64 [text_max_tokens], 0 = padding
-HOUR = xf("hour")
-DAY_OF_WEEK = xf("day_of_week")
+# ---- Transformed feature names (py spells the raw ones) ---------------------------
+USER_ID_XF = xf(USER_ID)
+ITEM_ID_XF = xf(ITEM_ID)
+HISTORY_XF = xf(HISTORY)
+DEVICE_XF = xf(DEVICE)
+CATEGORY_XF = xf(CATEGORY)
+PRICE_XF = xf(PRICE)
+IMAGE_XF = xf(IMAGE)
+LABEL_XF = xf(LABEL)
+ITEM_AGE_XF = xf("item_age_days")
+TITLE_TOKENS_XF = xf("title_tokens")  # int64 [text_max_tokens], 0 = padding
+HOUR_XF = xf("hour")
+DAY_OF_WEEK_XF = xf("day_of_week")
+
+# ---- SavedModel contract: signature names and their input/output keys ------------------------
+# The exported model (components/export.py) and its clients (serving/) agree on these.
+SERVING_DEFAULT = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+RECOMMEND = "recommend"
+EMBED_ITEMS = "embed_items"
+EXAMPLES = "examples"  # serving_default input: serialized tf.Example
+SCORE = "score"  # serving_default output: ranking probability
+K = "k"  # recommend input: how many items per row (the batch uses the max)
+ITEM_IDS = "item_ids"  # recommend output
+SCORES = "scores"  # recommend output
+EMBEDDING = "embedding"  # embed_items output

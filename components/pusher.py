@@ -8,38 +8,50 @@ records the existing version instead of copying (the push is still tracked in ML
 """
 from __future__ import annotations
 
-import filecmp
+import hashlib
 import os
 from typing import Any, Dict, List, Optional
 
+import tensorflow as tf
 from tfx import types
 from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from hyperrec.serving import saved_model
+SAVED_MODEL_FILE = "saved_model.pb"
 
 
-def _same_saved_model(a: str, b: str) -> bool:
-    """True when two SavedModel directories hold the same files with the same bytes."""
-    comparison = filecmp.dircmp(a, b)
-    if comparison.left_only or comparison.right_only or comparison.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(a, b, comparison.common_files, shallow=False)
-    if mismatch or errors:
-        return False
-    return all(_same_saved_model(os.path.join(a, d), os.path.join(b, d))
-               for d in comparison.common_dirs)
+def pushed_versions(base_directory: str) -> List[int]:
+    """Complete versions (a folder holding saved_model.pb) under the base path, oldest first.
+
+    Through tf.io.gfile, so a `gs://` or `s3://` serving base path works like a local one.
+    """
+    if not tf.io.gfile.isdir(base_directory):
+        return []
+    return sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_directory)
+                  if name.rstrip("/").isdigit() and tf.io.gfile.exists(
+                      os.path.join(base_directory, name.rstrip("/"), SAVED_MODEL_FILE)))
+
+
+def _tree_digests(root: str) -> Dict[str, str]:
+    """{relative path: sha256} of every file under `root` (any gfile filesystem)."""
+    digests = {}
+    for folder, _, files in tf.io.gfile.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                digests[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
+    return digests
 
 
 def already_pushed_version(model_path: str, base_directory: str) -> Optional[str]:
-    """The newest pushed version identical to `model_path`, if the newest one is."""
-    versions = saved_model.versions(base_directory)
+    """The newest pushed version when it holds the same files as `model_path`, else None."""
+    versions = pushed_versions(base_directory)
     if not versions:
         return None
     newest = os.path.join(base_directory, str(versions[-1]))
-    return str(versions[-1]) if _same_saved_model(model_path, newest) else None
+    return str(versions[-1]) if _tree_digests(model_path) == _tree_digests(newest) else None
 
 
 class Executor(pusher_executor.Executor):

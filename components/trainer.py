@@ -41,7 +41,7 @@ from hyperrec.components.model import item_content
 from hyperrec.components.model.image_encoder import colour_signature, decode_png_batch
 from hyperrec.components.model.towers import VocabularySizes
 from hyperrec.components.model.two_tower import TwoTowerModel, build_two_tower_model
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 
 _CATALOG_BATCH_SIZE = 256
 _COUNT_BATCH_SIZE = 1024
@@ -201,10 +201,10 @@ def catalog_content(catalog_batches: tf.data.Dataset, tft_output: tft.TFTransfor
     @tf.function(autograph=False, reduce_retracing=True)
     def content(raw: Dict[str, Any]) -> Dict[str, tf.Tensor]:
         transformed = tft_layer(raw)
-        pixels, mask = decode_png_batch(transformed[transform.IMAGE_XF], data_config.image_size)
-        return {transform.ITEM_ID_XF: transformed[transform.ITEM_ID_XF],
-                transform.CATEGORY_XF: transformed[transform.CATEGORY_XF],
-                transform.TITLE_TOKENS_XF: transformed[transform.TITLE_TOKENS_XF],
+        pixels, mask = decode_png_batch(transformed[features.IMAGE_XF], data_config.image_size)
+        return {features.ITEM_ID_XF: transformed[features.ITEM_ID_XF],
+                features.CATEGORY_XF: transformed[features.CATEGORY_XF],
+                features.TITLE_TOKENS_XF: transformed[features.TITLE_TOKENS_XF],
                 item_content.COLOUR: colour_signature(pixels, mask)}
 
     batches = ({k: v.numpy() for k, v in content(

@@ -41,24 +41,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from hyperrec.components import features
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components.features import SECONDS_PER_DAY
+from hyperrec.components import config as config_lib
 
-# ---- Transformed feature names (features.py spells the raw ones) ---------------------------
-USER_ID_XF = features.xf(features.USER_ID)
-ITEM_ID_XF = features.xf(features.ITEM_ID)
-HISTORY_XF = features.xf(features.HISTORY)
-DEVICE_XF = features.xf(features.DEVICE)
-CATEGORY_XF = features.xf(features.CATEGORY)
-PRICE_XF = features.xf(features.PRICE)
-IMAGE_XF = features.xf(features.IMAGE)
-LABEL_XF = features.xf(features.LABEL)
-ITEM_AGE_XF = features.xf("item_age_days")
-TITLE_TOKENS_XF = features.TITLE_TOKENS
-HOUR_XF = features.HOUR
-DAY_OF_WEEK_XF = features.DAY_OF_WEEK
-
-ITEM_OUTPUTS = (ITEM_ID_XF, TITLE_TOKENS_XF, CATEGORY_XF, PRICE_XF, IMAGE_XF)
-QUERY_OUTPUTS = (USER_ID_XF, HISTORY_XF, DEVICE_XF, HOUR_XF, DAY_OF_WEEK_XF)
+ITEM_OUTPUTS = (features.ITEM_ID_XF, features.TITLE_TOKENS_XF, features.CATEGORY_XF,
+                features.PRICE_XF, features.IMAGE_XF)
+QUERY_OUTPUTS = (features.USER_ID_XF, features.HISTORY_XF, features.DEVICE_XF, features.HOUR_XF,
+                 features.DAY_OF_WEEK_XF)
 
 # Raw features each side reads; serving parses exactly these (no label, no bookkeeping).
 ITEM_INPUTS = (features.ITEM_ID, features.TITLE, features.DESCRIPTION, features.CATEGORY,
@@ -78,7 +67,7 @@ POSITIVE_ITEM_COUNTS = "positive_item_counts"
 ITEM_ROW_COUNTS = "item_row_counts"
 
 PADDING_ID = 0
-SECONDS_PER_DAY = 86400
+
 SECONDS_PER_HOUR = 3600
 # 1970-01-01 was a Thursday; with Monday = 0 the epoch day has index 3.
 EPOCH_DAY_OF_WEEK = 3
@@ -188,7 +177,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
     # One item vocabulary over row items and history items, so both index the same table.
     item_vocab = tft.vocabulary(tf.concat([item_id, history.values], axis=0),
                                 vocab_filename=ITEM_VOCAB, **id_vocab_args)
-    outputs[ITEM_ID_XF] = _shifted(
+    outputs[features.ITEM_ID_XF] = _shifted(
         tft.apply_vocabulary(item_id, item_vocab, num_oov_buckets=num_oov))
 
     tokens = tokenize(_scalar_column(inputs[features.TITLE], b""),
@@ -197,49 +186,50 @@ def preprocessing_fn(inputs: Dict[str, Any],
         tokens.flat_values, top_k=transform_config.text_vocab_size,
         frequency_threshold=_frequency_threshold(transform_config.text_min_frequency),
         num_oov_buckets=num_oov, vocab_filename=TEXT_VOCAB)
-    outputs[TITLE_TOKENS_XF] = pad_or_truncate(
+    outputs[features.TITLE_TOKENS_XF] = pad_or_truncate(
         tokens.with_flat_values(_shifted(token_ids)), transform_config.text_max_tokens,
         keep_last=False)
 
-    outputs[CATEGORY_XF] = _shifted(tft.compute_and_apply_vocabulary(
+    outputs[features.CATEGORY_XF] = _shifted(tft.compute_and_apply_vocabulary(
         _scalar_column(inputs[features.CATEGORY], b""), num_oov_buckets=num_oov,
         vocab_filename=CATEGORY_VOCAB, **id_vocab_args))
 
     price = tf.cast(_scalar_column(inputs[features.PRICE], 0.0), tf.float32)
     # Prices are heavy-tailed: log1p before the z-score; negative prices are data errors.
-    outputs[PRICE_XF] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(price, 0.0)))
+    outputs[features.PRICE_XF] = tft.scale_to_z_score(tf.math.log1p(tf.maximum(price, 0.0)))
 
     # Bytes pass through; decoding happens inside the model so serving takes raw PNG bytes.
-    outputs[IMAGE_XF] = tf.identity(_scalar_column(inputs[features.IMAGE], b""))
+    outputs[features.IMAGE_XF] = tf.identity(_scalar_column(inputs[features.IMAGE], b""))
 
     # ---- query side: depends on query features only ----------------------------------------
-    outputs[USER_ID_XF] = _shifted(tft.compute_and_apply_vocabulary(
+    outputs[features.USER_ID_XF] = _shifted(tft.compute_and_apply_vocabulary(
         _scalar_column(inputs[features.USER_ID], b""), num_oov_buckets=num_oov,
         vocab_filename=USER_VOCAB, **id_vocab_args))
 
     history_ids = _shifted(tft.apply_vocabulary(history, item_vocab, num_oov_buckets=num_oov))
-    outputs[HISTORY_XF] = pad_or_truncate(tf.RaggedTensor.from_sparse(history_ids),
+    outputs[features.HISTORY_XF] = pad_or_truncate(tf.RaggedTensor.from_sparse(history_ids),
                                         data_config.history_length, keep_last=True)
 
-    outputs[DEVICE_XF] = _shifted(tft.compute_and_apply_vocabulary(
+    outputs[features.DEVICE_XF] = _shifted(tft.compute_and_apply_vocabulary(
         _scalar_column(inputs[features.DEVICE], b""), num_oov_buckets=num_oov,
         vocab_filename=DEVICE_VOCAB, **id_vocab_args))
 
     timestamp = tf.cast(_scalar_column(inputs[features.TIMESTAMP], 0), tf.int64)
-    outputs[HOUR_XF] = hour_of_day(timestamp)
-    outputs[DAY_OF_WEEK_XF] = day_of_week(timestamp)
+    outputs[features.HOUR_XF] = hour_of_day(timestamp)
+    outputs[features.DAY_OF_WEEK_XF] = day_of_week(timestamp)
 
     # ---- label: training data only ---------------------------------------------------------
     if features.LABEL in inputs:
         label = tf.cast(_scalar_column(inputs[features.LABEL], 0), tf.int64)
-        outputs[LABEL_XF] = label
+        outputs[features.LABEL_XF] = label
         # Written as assets only (no output reads them): the candidates' item distributions.
         tft.vocabulary(tf.boolean_mask(item_id, tf.equal(label, 1)),
                        vocab_filename=POSITIVE_ITEM_COUNTS, store_frequency=True)
         tft.vocabulary(item_id, vocab_filename=ITEM_ROW_COUNTS, store_frequency=True)
     if features.LABEL in inputs and features.FIRST_SEEN in inputs:
         first_seen = tf.cast(_scalar_column(inputs[features.FIRST_SEEN], 0), tf.int64)
-        outputs[ITEM_AGE_XF] = tf.cast(timestamp - first_seen, tf.float32) / SECONDS_PER_DAY
+        outputs[features.ITEM_AGE_XF] = (tf.cast(timestamp - first_seen, tf.float32)
+                                         / SECONDS_PER_DAY)
     return outputs
 
 

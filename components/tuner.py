@@ -23,7 +23,7 @@ from tfx import v1 as tfx
 
 from hyperrec.components import distribution
 from hyperrec.components import trainer
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 
 OBJECTIVE = "val_loss"
 PROJECT_NAME = "hyperrec_tuning"

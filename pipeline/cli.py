@@ -13,8 +13,8 @@ from typing import Sequence
 import click
 from rich.console import Console
 
-import hyperrec.pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from hyperrec.pipeline import config as config_lib
+import hyperrec.pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from hyperrec.components import config as config_lib
 
 # A command-line user reads progress lines, not TensorFlow's C++ start-up chatter or Google
 # client libraries' Python-version notices.
@@ -57,7 +57,7 @@ def main() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
 def generate_data(scale: str, seed: int, out_dir: str) -> None:
     """Writes the deterministic sample data (data/README.md) to OUT."""
-    from hyperrec.components import datagen
+    from hyperrec.data import synthetic as datagen
     start = time.monotonic()
     summary = datagen.generate(scale, seed, out_dir)
     console.print(f"[green]generated[/] {scale} (seed {seed}) in {time.monotonic() - start:.1f}s "
@@ -77,7 +77,7 @@ def generate_data(scale: str, seed: int, out_dir: str) -> None:
               help="Config override, e.g. --set model.epochs=2 (repeatable).")
 def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Sequence[str]) -> None:
     """Runs the whole pipeline once with the local runner."""
-    from hyperrec.pipeline import local_runner
+    from hyperrec.pipeline.runners import local as local_runner
     config = _load_config(experiment, overrides)
     paths = local_runner.run(config, data_root, workdir, console)
     console.print(f"serving base path: {paths.serving_dir}")
@@ -120,7 +120,7 @@ def schema_diff(workdir: str, experiment: str, write_inferred: str) -> None:
 
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
-    from hyperrec.components.importers.cli import import_data
+    from hyperrec.data.importers.cli import import_data
     from hyperrec.serving import cli as serving_cli
     main.add_command(import_data)
     serving_cli.register(main)

@@ -12,15 +12,10 @@ from rich.table import Table
 from hyperrec.components import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components.example_gen import history as history_lib
-from hyperrec.pipeline import local_runner
+from hyperrec.pipeline.runners import local as local_runner
 from hyperrec.pipeline import pipeline as pipeline_def
-from hyperrec.pipeline.config import HyperrecConfig
+from hyperrec.components.config import HyperrecConfig
 from hyperrec.serving import saved_model
-
-
-def _latest_span_dir(data_root: str) -> str:
-    spans = sorted(int(n.split("-")[1]) for n in os.listdir(data_root) if n.startswith("span-"))
-    return os.path.join(data_root, f"span-{spans[-1]}")
 
 
 def pick_demo_user(data_root: str, history_length: int):
@@ -78,7 +73,7 @@ def serve_and_recommend(serving_dir: str, user: str, past, device: str, ts: int,
 
 
 def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) -> int:
-    from hyperrec.components import datagen
+    from hyperrec.data import synthetic as datagen
     start = time.monotonic()
     data_root = os.path.abspath(os.path.join(workdir, "data", f"{config.data_scale}-seed{seed}"))
     if os.path.exists(os.path.join(data_root, "ground_truth.json")):

@@ -8,7 +8,6 @@ model) -> Pusher (a new integer version under the serving base path, blessed mod
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from typing import List, Optional
 
@@ -22,31 +21,16 @@ from hyperrec.components import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components import pusher as pusher_executor
 from hyperrec.components.validation_gate import AnomaliesGate
-from hyperrec.pipeline.config import HyperrecConfig, project_root
+from hyperrec.components.config import HyperrecConfig, project_root
+from hyperrec.pipeline.fingerprint import code_fingerprint
 
 MODEL_NAME = "hyperrec"
-PREPROCESSING_FN = "hyperrec.components.transform.preprocessing_fn"
-RUN_FN = "hyperrec.components.trainer.run_fn"
-TUNER_FN = "hyperrec.components.tuner.tuner_fn"
-
-
-def code_fingerprint() -> str:
-    """A digest of the code that runs inside components (components/*.py).
-
-    TFX caches an execution by its inputs and properties. With functions named by import path
-    (`run_fn="hyperrec.components.trainer.run_fn"`) the code itself is not among them, so a changed
-    model would silently reuse the cached one; passing this digest as a property makes a code
-    change invalidate exactly the components it can affect.
-    """
-    digest = hashlib.sha256()
-    package = os.path.join(project_root(), "components")
-    for folder, _, files in sorted(os.walk(package)):
-        for name in sorted(f for f in files if f.endswith(".py")):
-            path = os.path.join(folder, name)
-            digest.update(os.path.relpath(path, package).encode())
-            with open(path, "rb") as f:
-                digest.update(f.read())
-    return digest.hexdigest()[:16]
+TRANSFORM_MODULE = "hyperrec.components.transform"
+TRAINER_MODULE = "hyperrec.components.trainer"
+TUNER_MODULE = "hyperrec.components.tuner"
+PREPROCESSING_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
+RUN_FN = f"{TRAINER_MODULE}.run_fn"
+TUNER_FN = f"{TUNER_MODULE}.tuner_fn"
 
 
 def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedExampleGen:
@@ -61,7 +45,8 @@ def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedEx
         input_config=input_config,
         output_config=output_config,
         custom_config=example_gen_executor.encode_custom_config(
-            {**dataclasses.asdict(config.data), "code_fingerprint": code_fingerprint()}),
+            {**dataclasses.asdict(config.data),
+             "code_fingerprint": code_fingerprint(example_gen_executor.__name__)}),
         custom_executor_spec=executor_spec.BeamExecutorSpec(example_gen_executor.Executor),
     )
 
@@ -113,16 +98,19 @@ def tuner_component(config: HyperrecConfig, example_gen, transform, schema_gen,
 def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: str,
                     serving_dir: str, metadata_path: Optional[str] = None,
                     beam_pipeline_args: Optional[List[str]] = None,
+                    ingest_beam_pipeline_args: Optional[List[str]] = None,
                     enable_cache: bool = True) -> tfx.dsl.Pipeline:
-    """Builds the pipeline; runners only choose orchestration, paths and Beam arguments."""
+    """Builds the pipeline; runners only choose orchestration, paths and Beam arguments.
+
+    `beam_pipeline_args` go to every Beam-powered component; `ingest_beam_pipeline_args`, when
+    given, replace them for ExampleGen and StatisticsGen, where the data volume is.
+    """
     example_gen = example_gen_component(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], exclude_splits=[features.CATALOG_SPLIT])
-    for ingest in (example_gen, statistics_gen):
-        ingest.with_beam_pipeline_args(
-            [f"--direct_running_mode={config.ingest_running_mode}",
-             f"--direct_num_workers={config.direct_num_workers or os.cpu_count() or 1}"]
-            if config.ingest_running_mode != "in_memory" else [])
+    if ingest_beam_pipeline_args:
+        for ingest in (example_gen, statistics_gen):
+            ingest.with_beam_pipeline_args(ingest_beam_pipeline_args)
     schema_gen = tfx.components.ImportSchemaGen(
         schema_file=os.path.join(project_root(), config.schema_file))
     example_validator = tfx.components.ExampleValidator(
@@ -139,15 +127,17 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         materialize=False,
         custom_config={**dataclasses.asdict(config.transform),
                        "data": dataclasses.asdict(config.data),
-                       "code_fingerprint": code_fingerprint()},
+                       "code_fingerprint": code_fingerprint(TRANSFORM_MODULE)},
     )
     transform.add_upstream_node(anomalies_gate)  # a bad span stops here: no training
     trainer_custom_config = {"model": dataclasses.asdict(config.model),
                              "data": dataclasses.asdict(config.data),
                              "transform": dataclasses.asdict(config.transform),
-                             "code_fingerprint": code_fingerprint()}
-    tuner = tuner_component(config, example_gen, transform, schema_gen,
-                            trainer_custom_config) if config.model.tune else None
+                             "code_fingerprint": code_fingerprint(TRAINER_MODULE)}
+    tuner = tuner_component(
+        config, example_gen, transform, schema_gen,
+        {**trainer_custom_config, "code_fingerprint": code_fingerprint(TUNER_MODULE)}
+    ) if config.model.tune else None
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],

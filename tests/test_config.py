@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 
 
 def test_every_experiment_is_a_complete_config_that_round_trips():

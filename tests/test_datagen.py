@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hyperrec.components import datagen, features
-from hyperrec.components.datagen import scales
+from hyperrec.components import features
+from hyperrec.data import synthetic as datagen
+from hyperrec.data.synthetic import scales
 from support import tree_digest
 
 SEED = 42
@@ -286,7 +287,7 @@ def test_image_colours_differ(tiny, spans):
 
 def test_titles_vary_their_words_but_carry_the_attributes(spans, tiny):
     truth = tiny[2]
-    from hyperrec.components.datagen import text
+    from hyperrec.data.synthetic import text
     final = spans[-1][3]
     category_spellings = collections.defaultdict(set)
     with_colour = 0

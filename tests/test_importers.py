@@ -20,7 +20,8 @@ from PIL import Image
 
 from hyperrec.components import features
 from hyperrec.components.example_gen import images as example_gen_images
-from hyperrec.components.importers import categories, cli, contract, image_folder, online_retail, rda
+from hyperrec.data import contract
+from hyperrec.data.importers import categories, cli, image_folder, online_retail, rda, tables
 from support import tree_digest
 
 INTERACTION_HEADER = list(features.INTERACTION_COLUMNS + features.CONTEXT_COLUMNS)
@@ -43,7 +44,7 @@ def check_contract_tree(root, report):
     """The layout and the span rules every import must satisfy; returns all event rows."""
     spans = report["spans"]
     assert sorted(os.listdir(root)) == sorted(
-        [f"span-{s['span']}" for s in spans] + [contract.REPORT_FILE]
+        [f"span-{s['span']}" for s in spans] + [contract.IMPORT_REPORT_FILE]
         + (["images"] if os.path.isdir(os.path.join(root, "images")) else []))
     previous_items, all_events = {}, []
     for window in spans:
@@ -178,7 +179,7 @@ def test_tiny_table_import_writes_the_contract(tmp_path):
                                   "end": "2010-12-02T00:00:00Z", "span_days": 1, "spans": 1,
                                   "first_sale": "2010-12-01T08:26:00Z",
                                   "last_sale": "2010-12-01T10:16:00Z"}
-    assert json.loads((tmp_path / contract.REPORT_FILE).read_text()) == report
+    assert json.loads((tmp_path / contract.IMPORT_REPORT_FILE).read_text()) == report
 
 
 def test_sampled_negatives_are_outside_the_basket_on_sale_and_seeded():
@@ -258,7 +259,7 @@ def test_online_retail_sample_cli_is_deterministic_and_keeps_the_contract(
     result = runner.invoke(cli.import_data, ["online-retail", path, "--out", str(first),
                                              "--max-customers", "50", "--seed", "0"])
     assert result.exit_code == 0, result.output
-    report = json.loads((first / contract.REPORT_FILE).read_text())
+    report = json.loads((first / contract.IMPORT_REPORT_FILE).read_text())
     online_retail.import_table(*retail, str(second), max_customers=50, seed=0)
     assert tree_digest(first) == tree_digest(second)  # CLI == API, byte for byte
 
@@ -327,7 +328,7 @@ def test_image_folder_counts_a_corrupt_photo_and_lists_it(shared_data, tmp_path)
     result = CliRunner().invoke(cli.import_data, ["image-folder", str(photos), "--out",
                                                   str(out), "--with-sample-users", "20"])
     assert result.exit_code == 0, result.output
-    report = json.loads((out / contract.REPORT_FILE).read_text())
+    report = json.loads((out / contract.IMPORT_REPORT_FILE).read_text())
     assert report["images"]["corrupt"] == 2
     assert report["images"]["corrupt_files"] == ["hat/broken.jpg", "hat/truncated.jpg"]
     assert report["catalogue"]["items"] == 15 + 12 + 2

@@ -26,10 +26,10 @@ def _keras_seen_after(imports: str) -> list:
 
 
 @pytest.mark.parametrize("imports", [
-    "import components",
-    "import pipeline.pipeline",
-    "import serving",
-    "import tensorflow_transform; import components",
+    "import hyperrec.components",
+    "import hyperrec.pipeline.pipeline",
+    "import hyperrec.serving",
+    "import tensorflow_transform; import hyperrec.components",
 ])
 def test_project_entry_points_get_tf_keras(imports):
     assert _keras_seen_after(imports) == ["tf_keras", "2.16.0"]

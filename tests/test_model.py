@@ -34,7 +34,7 @@ from hyperrec.components.model.image_encoder import decode_png_batch
 from hyperrec.components.model.retrieval import RetrievalTask
 from hyperrec.components.model.text_encoder import TextEncoder
 from hyperrec.components.model.towers import HistoryAttention
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 
 sys.path.insert(0, os.path.dirname(__file__))
 import test_transform as synthetic  # noqa: E402  (the shared synthetic data builders)
@@ -200,15 +200,15 @@ def served(trained, tmp_path_factory):
                            for r in users] + [[""] * history_length],
         features.DEVICE: [r[features.DEVICE] for r in users] + [""],
         features.TIMESTAMP: [r[features.TIMESTAMP] for r in users] + [0],
-        export.K: [3] * len(users) + [5],
+        features.K: [3] * len(users) + [5],
     }
-    recommend_dtypes = {features.TIMESTAMP: "int64", export.K: "int32"}
+    recommend_dtypes = {features.TIMESTAMP: "int64", features.K: "int32"}
     items = rows["items"][:5]
     request = {
-        "names": {"serving_default": export.SERVING_DEFAULT, "recommend": export.RECOMMEND,
-                  "embed_items": export.EMBED_ITEMS, "examples": export.EXAMPLES,
-                  "score": export.SCORE, "item_ids": export.ITEM_IDS,
-                  "scores": export.SCORES, "embedding": export.EMBEDDING},
+        "names": {"serving_default": features.SERVING_DEFAULT, "recommend": features.RECOMMEND,
+                  "embed_items": features.EMBED_ITEMS, "examples": features.EXAMPLES,
+                  "score": features.SCORE, "item_ids": features.ITEM_IDS,
+                  "scores": features.SCORES, "embedding": features.EMBEDDING},
         "examples": _tensor_spec([serving_example(r).hex() for r in eval_rows], "string",
                                  hex_bytes=True),
         "degraded": _tensor_spec([e.hex() for e in degraded], "string", hex_bytes=True),
@@ -223,7 +223,7 @@ def served(trained, tmp_path_factory):
                                 "float32" if name == features.PRICE else "string"))
             for name in transform.ITEM_INPUTS},
     }
-    request["recommend_all"][export.K]["values"] = [1000]  # more than the catalogue holds
+    request["recommend_all"][features.K]["values"] = [1000]  # more than the catalogue holds
     work = tmp_path_factory.mktemp("serving")
     request_path, result_path = work / "request.json", work / "result.npz"
     request_path.write_text(json.dumps(request))
@@ -268,7 +268,7 @@ def test_warmup_requests_replay_against_the_signatures(trained):
     by_signature = {}
     for request in requests:
         by_signature.setdefault(request.model_spec.signature_name, []).append(request)
-    assert set(by_signature) == {export.SERVING_DEFAULT, export.RECOMMEND}
+    assert set(by_signature) == {features.SERVING_DEFAULT, features.RECOMMEND}
     loaded = tf.saved_model.load(model_dir)
     eval_users = {r[features.USER_ID] for r in trained["rows"]["eval"]}
     for signature, signature_requests in by_signature.items():
@@ -278,7 +278,7 @@ def test_warmup_requests_replay_against_the_signatures(trained):
                       for name, proto in request.inputs.items()}
             outputs = loaded.signatures[signature](**inputs)
             sizes.append(next(iter(outputs.values())).shape[0])
-            if signature == export.RECOMMEND:
+            if signature == features.RECOMMEND:
                 users = {u.decode() for u in inputs[features.USER_ID].numpy()}
                 assert users <= eval_users  # real examples, not made-up ones
         assert sorted(sizes) == sorted(export.WARMUP_BATCH_SIZES)
@@ -298,7 +298,7 @@ def test_recommend_top_k_from_catalogue_excluding_history(served, trained):
     request = served["recommend"]
     catalogue = {item[features.ITEM_ID] for item in trained["rows"]["items"]}
     ids, scores = served["rec_ids"], served["rec_scores"]
-    assert ids.shape == (len(request[features.USER_ID]), max(request[export.K]))
+    assert ids.shape == (len(request[features.USER_ID]), max(request[features.K]))
     assert np.all(np.isfinite(scores))
     for row_ids, row_scores, history in zip(ids, scores, request[features.HISTORY]):
         assert set(row_ids) <= catalogue

@@ -32,11 +32,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hyperrec.components import datagen
+from hyperrec.data import synthetic as datagen
 from hyperrec.components import features
 from hyperrec.components import trainer
-from hyperrec.pipeline import config as config_lib
-from hyperrec.pipeline import local_runner
+from hyperrec.components import config as config_lib
+from hyperrec.pipeline.runners import local as local_runner
 
 import test_model
 

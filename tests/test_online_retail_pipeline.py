@@ -14,9 +14,9 @@ from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
 from hyperrec.components import features
-from hyperrec.components.importers import online_retail
-from hyperrec.pipeline import config as config_lib
-from hyperrec.pipeline import local_runner
+from hyperrec.data.importers import online_retail
+from hyperrec.components import config as config_lib
+from hyperrec.pipeline.runners import local as local_runner
 from hyperrec.serving import saved_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_shared]

@@ -11,9 +11,9 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from hyperrec.components import datagen
-from hyperrec.pipeline import config as config_lib
-from hyperrec.pipeline import local_runner
+from hyperrec.data import synthetic as datagen
+from hyperrec.components import config as config_lib
+from hyperrec.pipeline.runners import local as local_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -100,13 +100,13 @@ def test_pushed_model_scores_and_recommends_in_a_fresh_process(tiny_run):
 
 
 def test_trainer_inside_the_pipeline_used_the_same_keras_as_a_plain_import(tiny_run):
-    """The Keras the Trainer saw inside the run equals what `import components` gives alone."""
+    """The Keras the Trainer saw inside the run equals what `import hyperrec.components` gives alone."""
     from test_keras_env import _keras_seen_after
     _, store = tiny_run
     model_run = _artifacts(store, "ModelRun")[-1]
     with open(os.path.join(model_run.uri, "keras.json")) as f:
         inside = json.load(f)
-    assert [inside["module"], inside["version"]] == _keras_seen_after("import components")
+    assert [inside["module"], inside["version"]] == _keras_seen_after("import hyperrec.components")
 
 
 def test_schema_diff_command_compares_the_run_statistics_with_the_curated_schema(tiny_run):
@@ -134,3 +134,21 @@ def test_a_rerun_on_unchanged_data_reuses_the_cache_and_pushes_no_duplicate(tiny
     pushed = store.get_artifacts_by_type("PushedModel")
     assert pushed[-1].custom_properties["pushed"].int_value == 1
     assert pushed[-1].custom_properties["pushed_version"].string_value == before[-1]
+
+
+def test_a_model_code_change_reruns_the_trainer_and_leaves_ingestion_cached(
+        tiny_run, capsys, monkeypatch):
+    """Per-component fingerprints: an edited model file re-runs Trainer, not ExampleGen."""
+    from hyperrec.pipeline import fingerprint
+    paths, _ = tiny_run
+    read = fingerprint.read_source
+    monkeypatch.setattr(fingerprint, "read_source", lambda path: read(path) + (
+        b"\n# an edit\n" if path.endswith(os.path.join("model", "towers.py")) else b""))
+    local_runner.run(config_lib.load("tiny"), paths.data_root, paths.workdir)
+    output = capsys.readouterr().out
+
+    def cached(node):
+        return "(cached)" in output.split(f"{node} finished in")[1].splitlines()[0]
+
+    assert cached("FileBasedExampleGen") and cached("Transform")
+    assert not cached("Trainer")

@@ -9,8 +9,8 @@ from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
-from hyperrec.components import datagen
-from hyperrec.pipeline import config as config_lib
+from hyperrec.data import synthetic as datagen
+from hyperrec.components import config as config_lib
 from hyperrec.pipeline import pipeline as pipeline_def
 
 

@@ -16,7 +16,7 @@ import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before Tenso
 import numpy as np
 
 from hyperrec.components import trainer
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 
 from test_distribution import data, finish, read_history, start_training  # noqa: F401
 

@@ -26,7 +26,7 @@ from tfx_bsl.public import tfxio
 
 from hyperrec.components import features
 from hyperrec.components import transform
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 
 # ---- synthetic data -------------------------------------------------------------------------
 NUM_ITEMS = 30
@@ -258,30 +258,30 @@ def test_transformed_training_features(transformed_env):
     out = tft_output.transform_features_layer()(raw)
 
     assert set(out) == set(transform.ITEM_OUTPUTS + transform.QUERY_OUTPUTS
-                           + (transform.LABEL_XF, transform.ITEM_AGE_XF))
+                           + (features.LABEL_XF, features.ITEM_AGE_XF))
     cfg = TEST_TRANSFORM_CONFIG
-    assert out[transform.TITLE_TOKENS_XF].shape == (40, cfg.text_max_tokens)
-    assert out[transform.HISTORY_XF].shape == (40, TEST_DATA_CONFIG.history_length)
-    np.testing.assert_array_equal(out[transform.LABEL_XF].numpy(),
+    assert out[features.TITLE_TOKENS_XF].shape == (40, cfg.text_max_tokens)
+    assert out[features.HISTORY_XF].shape == (40, TEST_DATA_CONFIG.history_length)
+    np.testing.assert_array_equal(out[features.LABEL_XF].numpy(),
                                   [r[features.LABEL] for r in rows])
-    np.testing.assert_array_equal(out[transform.IMAGE_XF].numpy(),
+    np.testing.assert_array_equal(out[features.IMAGE_XF].numpy(),
                                   [r[features.IMAGE] for r in rows])
-    np.testing.assert_array_equal(out[transform.HOUR_XF].numpy(),
+    np.testing.assert_array_equal(out[features.HOUR_XF].numpy(),
                                   [(r[features.TIMESTAMP] % 86400) // 3600 for r in rows])
 
     # Ids are vocabulary positions + 1 (0 = padding); train items are all in vocabulary.
     item_vocab = tft_output.vocabulary_by_name(transform.ITEM_VOCAB)
     expected_item_ids = [item_vocab.index(r[features.ITEM_ID].encode()) + 1 for r in rows]
-    np.testing.assert_array_equal(out[transform.ITEM_ID_XF].numpy(), expected_item_ids)
+    np.testing.assert_array_equal(out[features.ITEM_ID_XF].numpy(), expected_item_ids)
     # History uses the ITEM vocabulary, keeps order (most recent last), pads on the right.
-    for row, history in zip(rows, out[transform.HISTORY_XF].numpy()):
+    for row, history in zip(rows, out[features.HISTORY_XF].numpy()):
         expected = [item_vocab.index(h.encode()) + 1 for h in row[features.HISTORY]]
         expected += [0] * (TEST_DATA_CONFIG.history_length - len(expected))
         assert history.tolist() == expected
 
     # Text: the vocabulary ids of the normalised tokens, truncated / 0-padded.
     text_vocab = tft_output.vocabulary_by_name(transform.TEXT_VOCAB)
-    for row, token_ids in zip(rows, out[transform.TITLE_TOKENS_XF].numpy()):
+    for row, token_ids in zip(rows, out[features.TITLE_TOKENS_XF].numpy()):
         text = f"{row[features.TITLE]} {row[features.DESCRIPTION]}".lower()
         for mark in "!,.-":
             text = text.replace(mark, " ")
@@ -289,12 +289,12 @@ def test_transformed_training_features(transformed_env):
         expected = (expected + [0] * cfg.text_max_tokens)[:cfg.text_max_tokens]
         assert token_ids.tolist() == expected
 
-    price = out[transform.PRICE_XF].numpy()
+    price = out[features.PRICE_XF].numpy()
     assert np.all(np.isfinite(price)) and price.std() > 0.1
 
     # Item age at the event, in days (training only: it reads both sides).
     np.testing.assert_allclose(
-        out[transform.ITEM_AGE_XF].numpy(),
+        out[features.ITEM_AGE_XF].numpy(),
         [(r[features.TIMESTAMP] - r[features.FIRST_SEEN]) / 86400 for r in rows], rtol=1e-6)
 
 
@@ -304,7 +304,7 @@ def test_price_z_score_uses_train_statistics(transformed_env):
     raw = parse_raw(train[:5], transformed_env["schema"], transform.ITEM_INPUTS)
     out = transformed_env["tft_output"].transform_features_layer()(raw)
     expected = (log_prices[:5] - log_prices.mean()) / log_prices.std()
-    np.testing.assert_allclose(out[transform.PRICE_XF].numpy(), expected, rtol=1e-4,
+    np.testing.assert_allclose(out[features.PRICE_XF].numpy(), expected, rtol=1e-4,
                                atol=1e-4)
 
 
@@ -315,7 +315,7 @@ def test_item_outputs_from_item_features_alone(transformed_env):
     out = transformed_env["tft_output"].transform_features_layer()(raw)
     assert set(transform.ITEM_OUTPUTS) <= set(out)
     assert not set(transform.QUERY_OUTPUTS) & set(out)
-    item_ids = out[transform.ITEM_ID_XF].numpy()
+    item_ids = out[features.ITEM_ID_XF].numpy()
     vocab_size = transformed_env["tft_output"].vocabulary_size_by_name(transform.ITEM_VOCAB)
     # Cold items never seen in train fall in the OOV bucket (vocab_size + 1).
     assert item_ids[NUM_WARM_ITEMS:].tolist() == [vocab_size + 1] * (NUM_ITEMS - NUM_WARM_ITEMS)
@@ -377,7 +377,7 @@ def test_frequency_threshold_and_oov_buckets(transformed_env, tmp_path):
     assert set(vocab) == {u for u, c in user_counts.items() if c >= threshold}
     assert len(vocab) < len(user_counts)
     raw = parse_raw(train, transformed_env["schema"], transform.QUERY_INPUTS)
-    user_ids = tft_output.transform_features_layer()(raw)[transform.USER_ID_XF].numpy()
+    user_ids = tft_output.transform_features_layer()(raw)[features.USER_ID_XF].numpy()
     oov = [u for u, r in zip(user_ids, train) if user_counts[r[features.USER_ID]] < threshold]
     assert oov and all(len(vocab) < u <= len(vocab) + 3 for u in oov)
     kept = [u for u, r in zip(user_ids, train) if user_counts[r[features.USER_ID]] >= threshold]

@@ -21,7 +21,7 @@ from tfx.types import standard_artifacts
 from hyperrec.components import features
 from hyperrec.components import trainer
 from hyperrec.components import tuner as tuner_lib
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 from hyperrec.pipeline import pipeline as pipeline_def
 
 import test_model

@@ -10,10 +10,11 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
-from hyperrec.components import datagen, features
+from hyperrec.components import features
+from hyperrec.data import synthetic as datagen
 from hyperrec.components.validation_gate import describe_anomalies
-from hyperrec.pipeline import config as config_lib
-from hyperrec.pipeline import local_runner
+from hyperrec.components import config as config_lib
+from hyperrec.pipeline.runners import local as local_runner
 
 
 def test_describe_anomalies_names_split_feature_and_reason():

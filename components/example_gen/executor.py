@@ -33,6 +33,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from hyperrec.components import config as config_lib
 from hyperrec.components import features
 from hyperrec.components.example_gen import history, images
 
@@ -275,13 +276,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:
-        config = decode_custom_config(exec_properties)
-        image_size = int(config.get("image_size", 32))
-        history_length = int(config.get("history_length", 10))
-        eval_seconds = int(float(config.get("eval_days", 7.0)) * 86400)
+        config = config_lib.from_dict(config_lib.DataConfig, decode_custom_config(exec_properties))
+        image_size = config.image_size
+        history_length = config.history_length
+        eval_seconds = int(config.eval_days * features.SECONDS_PER_DAY)
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         span = int(exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) or 0)
-        span_dirs = window_span_dirs(input_base, span, int(config.get("window_spans", 1)))
+        span_dirs = window_span_dirs(input_base, span, config.window_spans)
         if not span_dirs:
             raise ValueError(f"no span-N folders under {input_base} for span {span}")
         interaction_files = [os.path.join(d, INTERACTIONS_FILE) for d in span_dirs

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from hyperrec.components import transform
+from hyperrec.components import features
 from hyperrec.components.model.image_encoder import COLOUR_SIGNATURE_DIM
 
 
@@ -39,11 +39,11 @@ def content_arrays(content_batches: Iterable[Mapping[str, Any]], table_size: int
     tokens = np.zeros([table_size, max_tokens], np.int32)
     colours = np.zeros([table_size, COLOUR_DIM], np.float32)
     for batch in content_batches:
-        ids = np.reshape(np.asarray(batch[transform.ITEM_ID_XF]), [-1])
+        ids = np.reshape(np.asarray(batch[features.ITEM_ID_XF]), [-1])
         known = (ids > 0) & (ids < table_size - num_oov_buckets)  # OOV rows stay empty
-        categories[ids[known]] = np.reshape(np.asarray(batch[transform.CATEGORY_XF]),
+        categories[ids[known]] = np.reshape(np.asarray(batch[features.CATEGORY_XF]),
                                             [-1])[known]
-        tokens[ids[known]] = np.asarray(batch[transform.TITLE_TOKENS_XF])[known]
+        tokens[ids[known]] = np.asarray(batch[features.TITLE_TOKENS_XF])[known]
         colours[ids[known]] = np.asarray(batch[COLOUR])[known]
     return categories, tokens, colours
 

@@ -29,7 +29,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from hyperrec.components import transform
+from hyperrec.components import features, transform
 from hyperrec.components.model.image_encoder import ImageEncoder, colour_signature, decode_png_batch
 from hyperrec.components.model.item_content import ContentVector, ItemContentTable
 from hyperrec.components.model.text_encoder import TextEncoder
@@ -146,15 +146,15 @@ class ItemTower(tf.keras.layers.Layer):
                       ) -> Tuple[list, tf.Tensor]:
         """Image, text, category, price and the modality mask bits of each row, and the
         colour signature of its image."""
-        pixels, image_mask = decode_png_batch(inputs[transform.IMAGE_XF], self.image_size)
+        pixels, image_mask = decode_png_batch(inputs[features.IMAGE_XF], self.image_size)
         image = self.image_encoder((pixels, image_mask))
         image += (1.0 - image_mask)[:, tf.newaxis] * self.missing_image
-        text, text_mask = self.text_encoder(inputs[transform.TITLE_TOKENS_XF],
+        text, text_mask = self.text_encoder(inputs[features.TITLE_TOKENS_XF],
                                             training=training)
         text += (1.0 - text_mask)[:, tf.newaxis] * self.missing_text
         parts = [image, text,
-                 self.category_embedding(tf.reshape(inputs[transform.CATEGORY_XF], [-1])),
-                 tf.reshape(tf.cast(inputs[transform.PRICE_XF], tf.float32), [-1, 1]),
+                 self.category_embedding(tf.reshape(inputs[features.CATEGORY_XF], [-1])),
+                 tf.reshape(tf.cast(inputs[features.PRICE_XF], tf.float32), [-1, 1]),
                  tf.stack([image_mask, text_mask], axis=1)]
         return parts, colour_signature(pixels, image_mask)
 
@@ -166,21 +166,21 @@ class ItemTower(tf.keras.layers.Layer):
         parts, colours = (self.content_parts(inputs, training) if self.use_content
                           else ([], None))
         if self.use_item_id:
-            item_ids = tf.reshape(inputs[transform.ITEM_ID_XF], [-1])
+            item_ids = tf.reshape(inputs[features.ITEM_ID_XF], [-1])
             id_mask = self.id_mask(item_ids, training,
-                                   inputs.get(transform.ITEM_AGE_XF))[:, tf.newaxis]
+                                   inputs.get(features.ITEM_AGE_XF))[:, tf.newaxis]
             parts += [self.item_id_embedding(item_ids) * id_mask
                       + (1.0 - id_mask) * self.missing_id, id_mask]
-        features = tf.concat(parts, axis=1)
-        fusion = tf.math.l2_normalize(self.fusion(features, training=training), axis=1)
+        fused_input = tf.concat(parts, axis=1)
+        fusion = tf.math.l2_normalize(self.fusion(fused_input, training=training), axis=1)
         embedding = fusion
         if self.content_vector is not None:
             # Unit fusion output (weighted) + unit content vector (see item_content.py).
-            content = self.content_vector(tf.reshape(inputs[transform.CATEGORY_XF], [-1]),
-                                          inputs[transform.TITLE_TOKENS_XF], colours)
+            content = self.content_vector(tf.reshape(inputs[features.CATEGORY_XF], [-1]),
+                                          inputs[features.TITLE_TOKENS_XF], colours)
             embedding = tf.math.l2_normalize(self.fusion_weight * fusion + content, axis=1)
         return {"embedding": embedding, "fusion": fusion,
-                "bias": tf.squeeze(self.bias_layer(features), 1)}
+                "bias": tf.squeeze(self.bias_layer(fused_input), 1)}
 
     def call(self, inputs: Mapping[str, tf.Tensor],
              training: Optional[bool] = None) -> tf.Tensor:
@@ -300,7 +300,7 @@ class QueryTower(tf.keras.layers.Layer):
         def ids(name: str) -> tf.Tensor:
             return tf.reshape(inputs[name], [-1])
 
-        user_ids = ids(transform.USER_ID_XF)
+        user_ids = ids(features.USER_ID_XF)
         user_known = self._known(user_ids, self.user_vocab_size)
         if training and self.id_dropout > 0:
             user_known = tf.logical_and(
@@ -309,11 +309,11 @@ class QueryTower(tf.keras.layers.Layer):
         user = self.user_embedding(user_ids) * user_mask + (1.0 - user_mask) * self.missing_user
         context = tf.concat([
             user, user_mask,
-            self.device_embedding(ids(transform.DEVICE_XF)),
-            self.hour_embedding(ids(transform.HOUR_XF)),
-            self.day_embedding(ids(transform.DAY_OF_WEEK_XF)),
+            self.device_embedding(ids(features.DEVICE_XF)),
+            self.hour_embedding(ids(features.HOUR_XF)),
+            self.day_embedding(ids(features.DAY_OF_WEEK_XF)),
         ], axis=1)
-        history_ids = inputs[transform.HISTORY_XF]
+        history_ids = inputs[features.HISTORY_XF]
         known = self._known(history_ids, self.item_id_embedding.input_dim)
         items, content = self.history_items(history_ids)
         history, has_history = self.history_attention(context, items, known)

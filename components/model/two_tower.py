@@ -1,6 +1,6 @@
 """The two-tower Keras model: towers + retrieval and ranking tasks, one weighted loss.
 
-Contract: `compute_loss(features, training)` = retrieval_weight * retrieval loss +
+Contract: `compute_loss(batch, training)` = retrieval_weight * retrieval loss +
 ranking_weight * ranking loss, over a batch of TRANSFORMED features (the Trainer's dataset
 applies the TFT layer). `train_step` / `test_step` call it, so `fit` / `evaluate` need no
 compiled loss; metrics live on the task layers and Keras collects them. `call` returns the
@@ -17,12 +17,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from hyperrec.components import transform
+from hyperrec.components import features
 from hyperrec.components.model.item_content import ItemContent, ItemContentTable
 from hyperrec.components.model.ranking import RankingTask
 from hyperrec.components.model.retrieval import RetrievalTask, replica_context
 from hyperrec.components.model.towers import ItemTower, QueryTower, VocabularySizes
-from hyperrec.pipeline import config as config_lib
+from hyperrec.components import config as config_lib
 
 
 def retrieval_signals(query: Mapping[str, tf.Tensor],
@@ -66,16 +66,16 @@ class TwoTowerModel(tf.keras.Model):
         """The retrieval signals the ranking head reads (None when configured off)."""
         return retrieval_signals(query, item) if self.ranking_uses_retrieval else None
 
-    def compute_loss(self, features: Mapping[str, tf.Tensor],  # pylint: disable=arguments-differ
+    def compute_loss(self, batch: Mapping[str, tf.Tensor],  # pylint: disable=arguments-differ
                      training: Optional[bool] = None) -> tf.Tensor:
         """The weighted multi-task loss of a batch of transformed features (with label)."""
-        query = self.query_tower.encode(features, training=training)
-        item = self.item_tower.encode(features, training=training)
-        labels = features[transform.LABEL_XF]
+        query = self.query_tower.encode(batch, training=training)
+        item = self.item_tower.encode(batch, training=training)
+        labels = batch[features.LABEL_XF]
         loss = tf.constant(0.0)
         if self.retrieval_weight:
             loss += self.retrieval_weight * self.retrieval(
-                query["embedding"], item["embedding"], features[transform.ITEM_ID_XF], labels,
+                query["embedding"], item["embedding"], batch[features.ITEM_ID_XF], labels,
                 item["bias"])
         if self.ranking_weight:
             # Ranking reads the fusion outputs: the retrieval embeddings are anchored at

@@ -20,8 +20,10 @@ import os
 from typing import Dict
 
 from hyperrec.components import features
-from hyperrec.components.datagen import attributes, behaviour, catalogue, streams, text, writer
-from hyperrec.components.datagen.scales import SCALES, DatagenScale, get_scale, iso_utc
+from hyperrec.data.synthetic import attributes, behaviour, catalogue, streams, text, writer
+from hyperrec.data import contract
+from hyperrec.data.contract import iso_utc
+from hyperrec.data.synthetic.scales import SCALES, DatagenScale, get_scale
 
 __all__ = ["generate", "SCALES", "DatagenScale", "get_scale"]
 
@@ -119,7 +121,7 @@ def generate(scale: str, seed: int, out_dir: str) -> Dict[str, object]:
     rows = behaviour.simulate(seed, users, items, config, shift)
 
     os.makedirs(out_dir, exist_ok=True)
-    writer.clear_owned(out_dir)
+    contract.clear_owned(out_dir)
     n_images = writer.write_images(seed, out_dir, items)
     rows_per_span = writer.write_spans(out_dir, config, items, [u.user_id for u in users], rows)
     truth_path = writer.write_ground_truth(
@@ -146,8 +148,8 @@ def generate(scale: str, seed: int, out_dir: str) -> Dict[str, object]:
         "shift_date": iso_utc(shift.timestamp),
         "paths": {
             "root": out_dir,
-            "spans": [writer.span_dir(out_dir, k) for k in range(1, config.n_spans + 1)],
-            "images": os.path.join(out_dir, writer.IMAGES_DIR),
+            "spans": [contract.span_dir(out_dir, k) for k in range(1, config.n_spans + 1)],
+            "images": os.path.join(out_dir, contract.IMAGES_DIR),
             "ground_truth": truth_path,
         },
     }

@@ -60,7 +60,7 @@ class ModelConfig:
     use_item_id: bool = True  # the item tower adds an item-id embedding to content
     seed: int = 42
 
-    # ---- model part of issue 4: objectives, distribution, training habits, tuning ---------
+    # ---- objectives, cold start, distribution, training habits, tuning --------------------
     use_content: bool = True  # image/text/category/price in the item tower (False: id-only)
     id_dropout: float = 0.0  # share of training rows whose user/item id is masked (cold start)
     new_item_days: float = 14.0  # items younger at the event train id-less (cold start)
@@ -166,6 +166,9 @@ def from_dict(cls, values: Dict[str, Any]):
             value = from_dict(field.default_factory, value)
         elif isinstance(value, list):
             value = tuple(value)
+        elif (isinstance(value, float) and value.is_integer()
+              and type(field.default) is int):  # noqa: E721 (bool is not an int knob)
+            value = int(value)  # protobuf Struct (ExampleGen's custom_config) stores doubles
         kwargs[field.name] = value
     return cls(**kwargs)
 

@@ -9,65 +9,26 @@ and this module cuts the timeline into spans and writes
     import_report.json          what the importer read, cleaned, merged and dropped, and why
 
 The CSV dialect, file names and span folder names are the generator's
-(components.datagen.writer), so an imported tree and a generated one read the same. Output is
+(data/contract.py), so an imported tree and a generated one read the same. Output is
 a pure function of the tables: rows are sorted and the report has sorted keys, so reruns give
 byte-identical files.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any, Dict, List, Tuple
 
 import pandas as pd
 
 from hyperrec.components import features
-from hyperrec.components.datagen import writer
-from hyperrec.components.datagen.scales import SECONDS_PER_DAY, iso_utc
-
-REPORT_FILE = "import_report.json"
-IMAGES_DIR = writer.IMAGES_DIR
-INTERACTION_HEADER = writer.INTERACTION_HEADER
+from hyperrec.data import contract
+from hyperrec.data.contract import INTERACTION_HEADER, Timeline
 _SORT_KEY = ["timestamp", "user_id", "item_id"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Timeline:
-    """Consecutive, equal, half-open span windows [start + (k-1)*length, start + k*length)."""
-
-    start: int  # epoch seconds, UTC midnight
-    span_days: int
-    n_spans: int
-
-    @classmethod
-    def covering(cls, first: int, last: int, span_days: int) -> "Timeline":
-        """The shortest timeline from the UTC midnight before `first` that contains `last`."""
-        start = first - first % SECONDS_PER_DAY
-        return cls(start, span_days, (last - start) // (span_days * SECONDS_PER_DAY) + 1)
-
-    @property
-    def span_seconds(self) -> int:
-        return self.span_days * SECONDS_PER_DAY
-
-    @property
-    def end(self) -> int:
-        return self.start + self.n_spans * self.span_seconds
-
-    def window(self, span: int) -> Tuple[int, int]:
-        begin = self.start + (span - 1) * self.span_seconds
-        return begin, begin + self.span_seconds
-
-    def span_of(self, timestamps: pd.Series) -> pd.Series:
-        """The 1-based span of each timestamp (all must lie inside the timeline)."""
-        return (timestamps - self.start) // self.span_seconds + 1
 
 
 def prepare_out_dir(out_dir: str) -> None:
     """Removes what an earlier import or generation wrote there (spans, images, reports)."""
-    writer.clear_owned(out_dir)
-    report = os.path.join(out_dir, REPORT_FILE)
-    if os.path.isfile(report):
-        os.remove(report)
+    contract.clear_owned(out_dir)
     os.makedirs(out_dir, exist_ok=True)
 
 
@@ -89,22 +50,23 @@ def write_spans(out_dir: str, timeline: Timeline, interactions: pd.DataFrame,
     summary = []
     for span in range(1, timeline.n_spans + 1):
         begin, end = timeline.window(span)
-        folder = writer.span_dir(out_dir, span)
+        folder = contract.span_dir(out_dir, span)
         os.makedirs(folder, exist_ok=True)
         span_events = events[spans == span]
         snapshot = catalogue[catalogue["first_seen"] < end]
-        _write_csv(os.path.join(folder, writer.INTERACTIONS_FILE), INTERACTION_HEADER,
-                   _rows(span_events, INTERACTION_HEADER, "timestamp", iso))
-        _write_csv(os.path.join(folder, writer.ITEMS_FILE), features.ITEM_COLUMNS,
-                   _rows(snapshot, features.ITEM_COLUMNS, "first_seen", iso))
-        summary.append({"span": span, "start": iso_utc(begin), "end": iso_utc(end),
+        contract.write_csv(os.path.join(folder, contract.INTERACTIONS_FILE), INTERACTION_HEADER,
+                           _rows(span_events, INTERACTION_HEADER, "timestamp", iso))
+        contract.write_csv(os.path.join(folder, contract.ITEMS_FILE), features.ITEM_COLUMNS,
+                           _rows(snapshot, features.ITEM_COLUMNS, "first_seen", iso))
+        summary.append({"span": span, "start": contract.iso_utc(begin),
+                        "end": contract.iso_utc(end),
                         "interactions": len(span_events), "items": len(snapshot)})
     return summary
 
 
 def write_report(out_dir: str, report: Dict[str, Any]) -> str:
     """import_report.json: sorted keys, one-space indent, like the generator's JSON."""
-    return writer.write_json(os.path.join(out_dir, REPORT_FILE), report)
+    return contract.write_json(os.path.join(out_dir, contract.IMPORT_REPORT_FILE), report)
 
 
 def count_by(values: pd.Series) -> Dict[str, int]:
@@ -115,17 +77,10 @@ def count_by(values: pd.Series) -> Dict[str, int]:
 
 def _iso_texts(timestamps: pd.Series) -> Dict[int, str]:
     # Few distinct times (invoices, sessions): format each once, not once per row.
-    return {int(ts): iso_utc(int(ts)) for ts in timestamps.unique()}
+    return {int(ts): contract.iso_utc(int(ts)) for ts in timestamps.unique()}
 
 
 def _rows(frame: pd.DataFrame, columns, time_column: str, iso: Dict[int, str]):
     values = [frame[column].map(iso) if column == time_column else frame[column].astype(str)
               for column in columns]
     return zip(*values)
-
-
-def _write_csv(path: str, header, rows) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        csv_writer = writer._csv_writer(handle)  # the contract's dialect, defined once
-        csv_writer.writerow(header)
-        csv_writer.writerows(rows)

@@ -15,7 +15,7 @@ import dataclasses
 import datetime
 from typing import Dict, List, Tuple
 
-SECONDS_PER_DAY = 86_400
+from hyperrec.data.contract import Timeline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,13 +55,17 @@ class DatagenScale:
         return int(midnight.timestamp())
 
     @property
+    def timeline(self) -> Timeline:
+        return Timeline(self.start_ts, self.span_days, self.n_spans)
+
+    @property
     def span_seconds(self) -> int:
-        return self.span_days * SECONDS_PER_DAY
+        return self.timeline.span_seconds
 
     @property
     def end_ts(self) -> int:
         """The first second after the timeline (exclusive end of the last span)."""
-        return self.start_ts + self.n_spans * self.span_seconds
+        return self.timeline.end
 
     @property
     def shift_ts(self) -> int:
@@ -69,11 +73,10 @@ class DatagenScale:
 
     def span_window(self, span: int) -> Tuple[int, int]:
         """[start, end) of span `span` (1-based), in epoch seconds."""
-        begin = self.start_ts + (span - 1) * self.span_seconds
-        return begin, begin + self.span_seconds
+        return self.timeline.window(span)
 
     def span_windows(self) -> List[Tuple[int, int]]:
-        return [self.span_window(k) for k in range(1, self.n_spans + 1)]
+        return list(self.timeline.windows())
 
 
 def _scale(name: str, **sizes) -> DatagenScale:
@@ -97,9 +100,3 @@ def get_scale(name: str) -> DatagenScale:
     if name not in SCALES:
         raise ValueError(f"unknown datagen scale {name!r}; choose from {sorted(SCALES)}")
     return SCALES[name]
-
-
-def iso_utc(timestamp: int) -> str:
-    """Epoch seconds -> the contract's timestamp text, e.g. 2024-03-05T14:22:05Z."""
-    moment = datetime.datetime.fromtimestamp(int(timestamp), tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

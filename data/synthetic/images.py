@@ -18,7 +18,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hyperrec.components.datagen import attributes, streams
+from hyperrec.data.synthetic import attributes, streams
 
 Point = Tuple[float, float]
 

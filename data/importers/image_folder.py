@@ -29,7 +29,8 @@ import pandas as pd
 
 from hyperrec.components import features
 from hyperrec.components.example_gen import images as example_gen_images
-from hyperrec.components.importers import contract, synthetic_log
+from hyperrec.data import contract
+from hyperrec.data.importers import synthetic_log, tables
 
 IMAGE_EXTENSIONS = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png"}  # source -> written
 _CHECK_SIZE = 8  # pixels: the verdict does not depend on the size, small is fast
@@ -108,7 +109,7 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
     start = _midnight_utc(start_date)
     timeline = contract.Timeline(start, 7, weeks)
 
-    contract.prepare_out_dir(out_dir)
+    tables.prepare_out_dir(out_dir)
     os.makedirs(os.path.join(out_dir, contract.IMAGES_DIR), exist_ok=True)
     statuses: Dict[str, List[str]] = {status: [] for status in ("ok", "corrupt")}
     for photo in photos:
@@ -129,7 +130,7 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
     model = synthetic_log.SampleUserModel()
     events = synthetic_log.draw_log(items["item_id"], items["category"], sample_users, seed,
                                     start, weeks, model)
-    spans = contract.write_spans(out_dir, timeline, events, items)
+    spans = tables.write_spans(out_dir, timeline, events, items)
 
     categories = sorted(items["category"].unique())
     report = {
@@ -143,7 +144,7 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
                    "corrupt_files": statuses["corrupt"]},
         "catalogue": {
             "items": len(items),
-            "by_category": contract.count_by(items["category"]),
+            "by_category": tables.count_by(items["category"]),
             "title": "the class name as words; description empty (a legal gap)",
             "price": "PLACEHOLDER: a fixed made-up price per class, not from the data",
             "placeholder_prices": {category: items.loc[items["category"] == category,
@@ -155,7 +156,7 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
             "synthetic": sample_users > 0,
             "users": sample_users,
             "rows": len(events),
-            "events_by_type": contract.count_by(events["event"]) if len(events) else {},
+            "events_by_type": tables.count_by(events["event"]) if len(events) else {},
             "model": model.as_dict() if sample_users else None,
             "note": "drawn by components/importers/synthetic_log.py, not observed behaviour",
         },
@@ -163,7 +164,7 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
                      "spans": weeks},
         "spans": spans,
     }
-    contract.write_report(out_dir, report)
+    tables.write_report(out_dir, report)
     return report
 
 

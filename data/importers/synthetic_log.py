@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from hyperrec.components import features
-from hyperrec.components.datagen import streams
+from hyperrec.data.synthetic import streams
 
-# The importers' stream keys, apart from the generator's keys in components.datagen.streams.
+# The importers' stream keys, apart from the generator's keys in data/synthetic/streams.py.
 SAMPLE_USERS_STREAM = 101
 DEVICES = ("mobile", "desktop", "tablet")
 

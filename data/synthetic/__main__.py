@@ -1,11 +1,11 @@
-"""Command line: `python -m hyperrec.components.datagen --scale tiny --seed 42 --out /tmp/data`."""
+"""Command line: `python -m hyperrec.data.synthetic --scale tiny --seed 42 --out /tmp/data`."""
 from __future__ import annotations
 
 import argparse
 import json
 import time
 
-from hyperrec.components.datagen import SCALES, generate
+from hyperrec.data.synthetic import SCALES, generate
 
 
 def main(argv=None) -> None:

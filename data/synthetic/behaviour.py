@@ -25,9 +25,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from hyperrec.components.datagen import attributes, streams
-from hyperrec.components.datagen.catalogue import Item, id_width
-from hyperrec.components.datagen.scales import SECONDS_PER_DAY, DatagenScale, iso_utc
+from hyperrec.data.synthetic import attributes, streams
+from hyperrec.data.synthetic.catalogue import Item, id_width
+from hyperrec.components.features import SECONDS_PER_DAY
+from hyperrec.data.contract import iso_utc
+from hyperrec.data.synthetic.scales import DatagenScale
 
 SECONDS_PER_WEEK = 7 * SECONDS_PER_DAY
 # Relative chance that a session starts in each hour of the day (UTC): quiet nights, a lunch

@@ -2,12 +2,12 @@
 
 A click group that the `hyperrec` command mounts; each subcommand is a thin wrapper around one
 importer module, imported inside the command so that `hyperrec --help` stays fast. Also
-runnable alone: `python -m hyperrec.components.importers.cli online-retail PATH --out DIR`.
+runnable alone: `python -m hyperrec.data.importers.cli online-retail PATH --out DIR`.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import click
 
@@ -33,15 +33,11 @@ def import_data() -> None:
 def online_retail(path: str, out_dir: str, span_days: int, max_customers: Optional[int],
                   seed: int, negatives_per_purchase: int) -> None:
     """UCI Online Retail (.rda/.rds, e.g. onlineretail.rda) -> purchases and a catalogue."""
-    from hyperrec.components.importers import online_retail as importer
+    from hyperrec.data.importers import online_retail as importer
 
-    start = time.monotonic()
-    try:
-        report = importer.import_online_retail(path, out_dir, span_days, max_customers, seed,
-                                               negatives_per_purchase)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    _print_summary("online retail", report, time.monotonic() - start, out_dir, {
+    _run("online retail", lambda: importer.import_online_retail(
+        path, out_dir, span_days, max_customers, seed, negatives_per_purchase), out_dir,
+        lambda report: {
         "lines read": report["source"]["lines"],
         "lines kept": report["cleaning"]["kept_lines"],
         **{f"dropped: {rule}": count
@@ -69,15 +65,11 @@ def online_retail(path: str, out_dir: str, span_days: int, max_customers: Option
 def image_folder(path: str, out_dir: str, sample_users: int, weeks: int, start_date: str,
                  seed: int) -> None:
     """Class folders of photos (PATH/<class>/*.jpg|png) -> a catalogue with images."""
-    from hyperrec.components.importers import image_folder as importer
+    from hyperrec.data.importers import image_folder as importer
 
-    start = time.monotonic()
-    try:
-        report = importer.import_image_folder(path, out_dir, seed, sample_users, weeks,
-                                              start_date)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    _print_summary("image folder", report, time.monotonic() - start, out_dir, {
+    _run("image folder", lambda: importer.import_image_folder(
+        path, out_dir, seed, sample_users, weeks, start_date), out_dir,
+        lambda report: {
         "items": report["catalogue"]["items"],
         "categories": len(report["catalogue"]["by_category"]),
         "corrupt images": report["images"]["corrupt"],
@@ -86,10 +78,18 @@ def image_folder(path: str, out_dir: str, sample_users: int, weeks: int, start_d
     })
 
 
-def _print_summary(name: str, report: Dict[str, Any], seconds: float, out_dir: str,
-                   counts: Dict[str, Any]) -> None:
+def _run(name: str, do_import: Callable[[], Dict[str, Any]], out_dir: str,
+         summary: Callable[[Dict[str, Any]], Dict[str, Any]]) -> None:
+    """Runs one importer; a ValueError (bad input) is a one-line error, not a traceback."""
     from rich.console import Console
 
+    start = time.monotonic()
+    try:
+        report = do_import()
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    seconds = time.monotonic() - start
+    counts = summary(report)
     console = Console()
     console.print(f"[green]imported[/] {name} in {seconds:.1f}s -> {out_dir} "
                   f"({report['timeline']['spans']} spans)")

@@ -11,7 +11,7 @@ from rich.console import Console
 from tfx import v1 as tfx
 
 from hyperrec.pipeline import pipeline as pipeline_def
-from hyperrec.pipeline.config import HyperrecConfig
+from hyperrec.components.config import HyperrecConfig
 from hyperrec.pipeline.progress import ComponentTiming, component_progress
 
 
@@ -50,6 +50,15 @@ def beam_args(config: HyperrecConfig) -> List[str]:
     return args
 
 
+def ingest_beam_args(config: HyperrecConfig) -> List[str]:
+    """DirectRunner arguments of ExampleGen and StatisticsGen: worker processes where data
+    volume lives (the other components are dominated by TensorFlow, which uses the cores)."""
+    if config.ingest_running_mode == "in_memory":
+        return []
+    return [f"--direct_running_mode={config.ingest_running_mode}",
+            f"--direct_num_workers={config.direct_num_workers or os.cpu_count() or 1}"]
+
+
 def run(config: HyperrecConfig, data_root: str, workdir: str,
         console: Optional[Console] = None) -> RunPaths:
     """Runs the whole pipeline once and returns where it wrote things."""
@@ -58,7 +67,7 @@ def run(config: HyperrecConfig, data_root: str, workdir: str,
     pipeline = pipeline_def.create_pipeline(
         config, data_root=os.path.abspath(data_root), pipeline_root=paths.pipeline_root,
         serving_dir=paths.serving_dir, metadata_path=paths.metadata_path,
-        beam_pipeline_args=beam_args(config))
+        beam_pipeline_args=beam_args(config), ingest_beam_pipeline_args=ingest_beam_args(config))
     start = time.monotonic()
     # Component logs go to stderr only from WARNING up; progress lines say what runs.
     absl_logging.set_verbosity(absl_logging.WARNING)

@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from hyperrec.components import features
-from hyperrec.components.datagen.scales import iso_utc
-from hyperrec.components.importers import categories, contract
+from hyperrec.data.contract import iso_utc
+from hyperrec.data import contract
+from hyperrec.data.importers import categories, tables
 
 SOURCE_COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate",
                   "UnitPrice", "CustomerID", "Country")
@@ -127,7 +128,7 @@ def clean_lines(raw: pd.DataFrame) -> CleanLines:
         lines_read=len(raw),
         customers_read=int(customer[customer != ""].nunique()),
         dropped={rule: int((reason == rule).sum()) for rule in DROP_RULES},
-        non_product_codes=contract.count_by(non_product),
+        non_product_codes=tables.count_by(non_product),
         normalised=normalised,
     )
 
@@ -157,7 +158,7 @@ def build_catalogue(lines: pd.DataFrame) -> tuple[pd.DataFrame, Dict[str, Any]]:
         "with_description_variants": int((variant_counts > 1).sum()),
         "description_variants_not_chosen": int((variant_counts - 1).sum()),
         "price_raised_to_minimum": int(below_minimum.sum()),
-        "by_category": contract.count_by(items["category"]),
+        "by_category": tables.count_by(items["category"]),
     }
     return items[list(features.ITEM_COLUMNS)], counts
 
@@ -236,7 +237,7 @@ def sample_customers(events: pd.DataFrame, max_customers: Optional[int], seed: i
 
 def read_source(path: str) -> tuple[pd.DataFrame, Dict[str, Any]]:
     """The Online Retail table from an .rda/.rds file, and where it came from."""
-    from hyperrec.components.importers import rda
+    from hyperrec.data.importers import rda
 
     frames, reader = rda.read_data_frames(path)
     tables = {name: frame for name, frame in frames.items()
@@ -290,8 +291,8 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
                              int(clean.lines["timestamp"].max()))
     timeline = contract.Timeline.covering(first_sale, last_sale, span_days)
 
-    contract.prepare_out_dir(out_dir)
-    spans = contract.write_spans(out_dir, timeline, events, items)
+    tables.prepare_out_dir(out_dir)
+    spans = tables.write_spans(out_dir, timeline, events, items)
     report = {
         "importer": "online-retail",
         "source": {**source, "lines": clean.lines_read, "customers": clean.customers_read},
@@ -310,7 +311,7 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
             **event_counts,
             "events": len(purchases),
             **negative_counts,
-            "events_by_type": contract.count_by(events["event"]),
+            "events_by_type": tables.count_by(events["event"]),
             "customers_with_events": all_customers,
             "customers_written": int(events["user_id"].nunique()),
         },
@@ -320,7 +321,7 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
         "spans": spans,
         "images": {"copied": 0},  # Online Retail has no product images
     }
-    contract.write_report(out_dir, report)
+    tables.write_report(out_dir, report)
     return report
 
 

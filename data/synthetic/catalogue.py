@@ -16,8 +16,9 @@ from typing import List, Tuple
 
 import numpy as np
 
-from hyperrec.components.datagen import attributes, streams
-from hyperrec.components.datagen.scales import SECONDS_PER_DAY, DatagenScale
+from hyperrec.data.synthetic import attributes, streams
+from hyperrec.components.features import SECONDS_PER_DAY
+from hyperrec.data.synthetic.scales import DatagenScale
 
 IMAGE_SIZES: Tuple[Tuple[int, int], ...] = (  # (width, height): square and non-square sources
     (48, 48), (64, 64), (96, 96), (64, 48), (48, 64), (80, 96), (96, 72))
