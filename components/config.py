@@ -22,6 +22,12 @@ class DataConfig:
     eval_days: float = 7.0  # the last eval_days of the window are the eval split
     window_spans: int = 8  # K: ExampleGen reads the latest span and the K-1 before it
     span_pattern: str = "span-{SPAN}/*.csv"
+    # Interactions later than this ISO-8601 UTC time ("" = the time ExampleGen runs) are
+    # quarantined and counted; the time split uses the rows that remain.
+    timestamp_horizon: str = ""
+    min_eval_examples: int = 50  # a smaller eval split stops the run with the reason
+    max_user_share: float = 0.2  # a user above this share of a split is reported
+    cap_user_share: bool = False  # and, when True, capped to the share (latest rows kept)
 
 
 @dataclasses.dataclass
@@ -78,8 +84,13 @@ class ModelConfig:
     lr_schedule: str = "warmup_cosine"  # constant | warmup_cosine
     warmup_fraction: float = 0.1  # of all train steps, linear from 0 to learning_rate
     min_lr_ratio: float = 0.1  # cosine decays to learning_rate * min_lr_ratio
-    early_stopping_monitor: str = "val_auc"  # the gated ranking AUC (Keras picks max mode)
+    # Model selection on the last validation_days of the TRAIN split (never the eval split):
+    # 0 = no validation slice (train on all of it, no early stopping).
+    validation_days: float = 7.0
+    validation_metric: str = "recall@10"  # ranking metric logged as val_<metric>; "" = none
+    early_stopping_monitor: str = "val_recall@10"  # or val_loss, val_auc (losses: min mode)
     early_stopping_patience: int = 2  # epochs without improvement; 0 = no early stopping
+    refit_full_train: bool = True  # after selection, retrain on all train rows, best #epochs
     backup_dir: str = ""  # BackupAndRestore state; "" = <model_run_dir>/backup
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism
     tune: bool = False  # run the Tuner before the Trainer (components/tuner.py)
@@ -93,6 +104,20 @@ class EvalConfig:
 
     min_auc: float = 0.6  # value threshold on the ranking AUC of the eval split
     max_auc_drop: float = 0.01  # change threshold against the last blessed model
+    # Ranking gate (components/evaluation): full catalogue, the user's whole train history
+    # excluded. The candidate must beat every `must_beat` baseline on the metric and not be
+    # significantly worse (paired bootstrap interval) than the last blessed model.
+    ranking_gate_metric: str = "recall@10"
+    must_beat: tuple = ("most_popular",)  # most_popular | recent_popular | itemknn | ease
+    max_regression: float = 0.0  # tolerated drop below the last blessed model
+    ranking_ks: tuple = (10, 50)
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+    new_user_days: float = 7.0  # first train event this close to the cutoff: a new user
+    recent_popular_days: float = 7.0  # window of the recent most-popular baseline
+    ranking_validation_days: float = 7.0  # end of train that tunes the baselines
+    ease_lambdas: tuple = (1, 3, 10, 30, 100, 300, 1000, 3000)  # widened at an edge
+    knn_neighbours: tuple = (5, 10, 20, 50, 100, 200)
 
 
 @dataclasses.dataclass
@@ -126,7 +151,9 @@ def _tiny() -> HyperrecConfig:
         transform=TransformConfig(text_max_tokens=16, text_vocab_size=1000),
         model=ModelConfig(embedding_dim=16, id_embedding_dim=8, cnn_filters=(8, 16),
                           text_embedding_dim=16, text_ff_dim=32, batch_size=64, epochs=3),
-        eval=EvalConfig(min_auc=0.55),
+        # Tiny's 3-epoch model is only at most-popular's level, and its tests need a pushed
+        # model: the ranking gate is reported but not required (tests set it explicitly).
+        eval=EvalConfig(min_auc=0.55, must_beat=()),
         # Worker start-up costs more than it saves on a few thousand rows.
         ingest_running_mode="in_memory",
     )
@@ -179,7 +206,7 @@ def _parse_value(text: str, current: Any) -> Any:
             raise ValueError(f"expected true/false, got {text!r}")
         return text.lower() in ("true", "1")
     if isinstance(current, tuple):
-        return tuple(int(v) for v in text.split(",") if v)
+        return tuple(int(v) if v.lstrip("-").isdigit() else v for v in text.split(",") if v)
     if current is None:
         return None if text.lower() == "none" else int(text)
     return type(current)(text)

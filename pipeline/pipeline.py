@@ -3,7 +3,9 @@
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated schemas/schema.pbtxt) ->
 ExampleValidator -> AnomaliesGate (a bad span ends the run) -> Transform -> [Tuner, when
 ModelConfig.tune: its best hyperparameters go to the Trainer] -> Trainer -> Evaluator (gated against the latest blessed
-model) -> Pusher (a new integer version under the serving base path, blessed models only).
+model) -> RankingEvaluator (full-catalogue top-k against baselines and the latest blessed
+model; emits the blessing of both gates) -> Pusher (a new integer version under the serving
+base path, doubly blessed models only).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from hyperrec.components import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components import pusher as pusher_executor
 from hyperrec.components.validation_gate import AnomaliesGate
+from hyperrec.components.evaluation import component as ranking_evaluator_lib
 from hyperrec.components.config import HyperrecConfig, project_root
 from hyperrec.pipeline.fingerprint import code_fingerprint
 
@@ -31,6 +34,7 @@ TUNER_MODULE = "hyperrec.components.tuner"
 PREPROCESSING_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
 TUNER_FN = f"{TUNER_MODULE}.tuner_fn"
+RANKING_EVALUATOR_ID = "RankingEvaluator"
 
 
 def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedExampleGen:
@@ -154,7 +158,11 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        # Only the combined blessing counts: TFMA's alone may bless a model the ranking
+        # gate refused, which was never pushed.
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=RANKING_EVALUATOR_ID,
+                                       output_key=ranking_evaluator_lib.BLESSING),
     ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -163,16 +171,25 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         example_splits=[features.EVAL_SPLIT],
         eval_config=eval_config(config),
     )
+    ranking_evaluator = ranking_evaluator_lib.RankingEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        tfma_blessing=evaluator.outputs["blessing"],
+        config=ranking_evaluator_lib.executor_config(
+            dataclasses.asdict(config.eval), config.data.history_length,
+            code_fingerprint(ranking_evaluator_lib.__name__)),
+    ).with_id(RANKING_EVALUATOR_ID)
     pusher = tfx.components.Pusher(
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor),
         model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=ranking_evaluator.outputs[ranking_evaluator_lib.BLESSING],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator,
                   anomalies_gate, transform,
-                  trainer, model_resolver, evaluator, pusher]
+                  trainer, model_resolver, evaluator, ranking_evaluator, pusher]
     if tuner:
         components.insert(components.index(trainer), tuner)
     return tfx.dsl.Pipeline(

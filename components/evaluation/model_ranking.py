@@ -2,9 +2,10 @@
 
 The query is what serving would send at the cutoff: user id, the last `history_length`
 engaged train items, the device of the user's last train event, timestamp = cutoff. The
-user's WHOLE train history must be excluded: when the signature has an `exclude_item_ids`
-input it receives it; either way k is raised by the number of excluded items and the
-result is filtered here, so the protocol holds with or without that input.
+user's WHOLE train history must be excluded: when the model has `recommend_excluding` (or
+`recommend` has an `exclude_item_ids` input) it receives it; either way k is raised by the
+number of excluded items and the result is filtered here, so the protocol holds with or
+without that input.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import numpy as np
 from hyperrec.components import features
 from hyperrec.components.evaluation import protocol
 
-RECOMMEND = "recommend"
-EXCLUDE_ITEM_IDS = "exclude_item_ids"
+# The excluding variant of `recommend` (its own signature, or an input of `recommend`), used
+# only when the model has it: older models stay comparable.
+RECOMMEND_EXCLUDING = getattr(features, "RECOMMEND_EXCLUDING", "recommend_excluding")
+EXCLUDE_ITEM_IDS = getattr(features, "EXCLUDE_ITEM_IDS", "exclude_item_ids")
 
 
 def _padded(rows: List[List[str]], width: int) -> List[List[str]]:
@@ -29,7 +32,8 @@ def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_len
     """[users, depth] catalogue indices ranked by the model (-1 where it ran out)."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(model_dir).signatures[RECOMMEND]
+    signatures = tf.saved_model.load(model_dir).signatures
+    signature = signatures.get(RECOMMEND_EXCLUDING) or signatures[features.RECOMMEND]
     inputs = signature.structured_input_signature[1]
     index = task.catalogue.index()
     ids = task.catalogue.item_ids
@@ -43,11 +47,11 @@ def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_len
             features.HISTORY: tf.constant(_padded(task.history[start:end], history_length)),
             features.DEVICE: tf.constant(task.devices[start:end]),
             features.TIMESTAMP: tf.constant([task.cutoff] * (end - start), tf.int64),
-            "k": tf.constant([k] * (end - start), tf.int32)}
+            features.K: tf.constant([k] * (end - start), tf.int32)}
         if EXCLUDE_ITEM_IDS in inputs:
             request[EXCLUDE_ITEM_IDS] = tf.constant(
                 _padded(excluded, max(len(e) for e in excluded)))
         outputs = signature(**{name: value for name, value in request.items() if name in inputs})
-        for row in outputs["item_ids"].numpy():
+        for row in outputs[features.ITEM_IDS].numpy():
             ranked.append([index.get(item.decode(), -1) for item in row])
     return protocol.exclude_and_truncate(ranked, task.excluded, depth)
