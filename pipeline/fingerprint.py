@@ -34,7 +34,7 @@ def _is_module(name: str) -> bool:
         return False
 
 
-def _imported_modules(module: str, source: bytes) -> Set[str]:
+def imported_project_modules(module: str, source: bytes) -> Set[str]:
     """The project modules `module`'s source imports, with the packages that hold them."""
     found: Set[str] = set()
     for node in ast.walk(ast.parse(source)):
@@ -70,7 +70,7 @@ def project_modules(entry_modules: Iterable[str]) -> List[str]:
         path = _source_path(module)
         if path is None:
             raise ValueError(f"cannot find the source of project module {module!r}")
-        stack.extend(_imported_modules(module, read_source(path)) - seen)
+        stack.extend(imported_project_modules(module, read_source(path)) - seen)
     return sorted(seen)
 
 
