@@ -18,6 +18,7 @@ DEFAULT_MODEL_NAME = "hyperrec"
 DEFAULT_REST_PORT = 8501
 DEFAULT_GRPC_PORT = 8500
 RECOMMEND_SIGNATURE = features.RECOMMEND
+RECOMMEND_EXCLUDING_SIGNATURE = features.RECOMMEND_EXCLUDING
 
 Recommendations = List[Tuple[str, float]]
 
@@ -32,12 +33,21 @@ class ServingClientError(RuntimeError):
 
 
 def recommend_instance(user_id: str, history: Sequence[str], device: str, k: int,
-                       timestamp: Optional[int] = None) -> Dict[str, Any]:
-    """One row of the `recommend` signature (an empty history is sent as one padding id)."""
-    return {features.USER_ID: user_id, features.HISTORY: list(history) or [""],
-            features.DEVICE: device,
-            features.TIMESTAMP: int(time.time() if timestamp is None else timestamp),
-            features.K: int(k)}
+                       timestamp: Optional[int] = None,
+                       exclude_item_ids: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """One row of the `recommend` signature (an empty history is sent as one padding id),
+    or of `recommend_excluding` when `exclude_item_ids` is given (empty: one padding id)."""
+    row = {features.USER_ID: user_id, features.HISTORY: list(history) or [""],
+           features.DEVICE: device,
+           features.TIMESTAMP: int(time.time() if timestamp is None else timestamp),
+           features.K: int(k)}
+    if exclude_item_ids is not None:
+        row[features.EXCLUDE_ITEM_IDS] = list(exclude_item_ids) or [""]
+    return row
+
+
+def recommend_signature(exclude_item_ids: Optional[Sequence[str]]) -> str:
+    return RECOMMEND_SIGNATURE if exclude_item_ids is None else RECOMMEND_EXCLUDING_SIGNATURE
 
 
 def _model_path(model_name: str, version: Optional[int], label: Optional[str]) -> str:
@@ -106,9 +116,11 @@ class RestClient:
 
     def recommend(self, user_id: str, history: Sequence[str], device: str = "", k: int = 10,
                   timestamp: Optional[int] = None, version: Optional[int] = None,
-                  label: Optional[str] = None) -> Recommendations:
-        answer = self.predict([recommend_instance(user_id, history, device, k, timestamp)],
-                              signature_name=RECOMMEND_SIGNATURE, version=version, label=label)
+                  label: Optional[str] = None,
+                  exclude_item_ids: Optional[Sequence[str]] = None) -> Recommendations:
+        answer = self.predict(
+            [recommend_instance(user_id, history, device, k, timestamp, exclude_item_ids)],
+            signature_name=recommend_signature(exclude_item_ids), version=version, label=label)
         row = answer["predictions"][0]
         return list(zip(row[features.ITEM_IDS], [float(s) for s in row[features.SCORES]]))
 
@@ -188,14 +200,17 @@ class GrpcClient:
 
     def recommend(self, user_id: str, history: Sequence[str], device: str = "", k: int = 10,
                   timestamp: Optional[int] = None, version: Optional[int] = None,
-                  label: Optional[str] = None) -> Recommendations:
+                  label: Optional[str] = None,
+                  exclude_item_ids: Optional[Sequence[str]] = None) -> Recommendations:
         import numpy as np
-        row = recommend_instance(user_id, history, device, k, timestamp)
+        row = recommend_instance(user_id, history, device, k, timestamp, exclude_item_ids)
         dtypes = {features.USER_ID: object, features.HISTORY: object, features.DEVICE: object,
-                  features.TIMESTAMP: np.int64, features.K: np.int32}
+                  features.TIMESTAMP: np.int64, features.K: np.int32,
+                  features.EXCLUDE_ITEM_IDS: object}
         outputs = self.predict_tensors(
-            {name: np.array([row[name]], dtype=dtype) for name, dtype in dtypes.items()},
-            RECOMMEND_SIGNATURE, version, label)
+            {name: np.array([row[name]], dtype=dtype) for name, dtype in dtypes.items()
+             if name in row},
+            recommend_signature(exclude_item_ids), version, label)
         ids = [i.decode("utf-8") for i in outputs[features.ITEM_IDS][0]]
         return list(zip(ids, [float(s) for s in outputs[features.SCORES][0]]))
 

@@ -229,6 +229,33 @@ def push_version(source_dir: str, base_path: str, version: int) -> str:
 
 # ---- processes and ports -----------------------------------------------------------------
 
+def rest_only_options(model_name: str, base_path: str, **overrides):
+    """ServerOptions for an in-process server of one model: REST on a free port, no gRPC,
+    no polling (`overrides` replace any field)."""
+    from hyperrec.serving import config
+    from hyperrec.serving.server import ServerOptions
+    fields = dict(grpc_port=None, rest_port=0, poll_seconds=0)
+    fields.update(overrides)
+    return ServerOptions(models=config.single_model(model_name, base_path), **fields)
+
+
+def raw_exchange(port: int, raw: bytes, wait: float = 10.0) -> bytes:
+    """Sends raw bytes to 127.0.0.1:`port`; returns everything the server wrote until it
+    closed the connection (or nothing arrived for `wait` seconds)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(raw)
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
 def free_port() -> int:
     """A currently free loopback TCP port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

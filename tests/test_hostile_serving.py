@@ -21,8 +21,8 @@ import zlib
 
 import pytest
 
-from hyperrec.serving import config, testing
-from hyperrec.serving.server import ModelServer, ServerOptions
+from hyperrec.serving import testing
+from hyperrec.serving.server import ModelServer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,22 +36,6 @@ MIB = 1024 * 1024
 
 
 # ---- helpers -------------------------------------------------------------------------------
-
-def exchange(port: int, raw: bytes, wait: float = 10.0) -> bytes:
-    """Sends raw bytes; returns everything the server wrote until it closed (or `wait`)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
-        sock.sendall(raw)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data
-
 
 def responses(data: bytes):
     """[(status, headers, body)] of every response in `data`, in order."""
@@ -134,17 +118,12 @@ def version_states(port: int, model: str):
 # ---- servers -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def hpt_base(tmp_path_factory):
-    base = tmp_path_factory.mktemp("hostile") / HPT
-    testing.save_half_plus_two(str(base / "1"))
-    return str(base)
-
-
-@pytest.fixture(scope="module")
-def server(hpt_base):
+def server(tmp_path_factory):
     """In this process: framing and the connection cap."""
-    options = ServerOptions(models=config.single_model(HPT, hpt_base), grpc_port=None,
-                            rest_port=0, poll_seconds=0, max_connections=CONNECTION_CAP)
+    version_dir = tmp_path_factory.mktemp("hostile") / HPT / "1"
+    testing.save_half_plus_two(str(version_dir))
+    options = testing.rest_only_options(HPT, str(version_dir.parent),
+                                        max_connections=CONNECTION_CAP)
     with ModelServer(options) as running:
         yield running
 
@@ -176,7 +155,7 @@ def test_content_length_with_chunked_is_400_and_nothing_is_smuggled(server):
     smuggled = f"GET /v1/models/{HPT} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
            "Transfer-Encoding: chunked\r\n\r\n").encode() + chunked(hpt_body()) + smuggled
-    assert_refused(exchange(server.rest_port, raw), 400,
+    assert_refused(testing.raw_exchange(server.rest_port, raw), 400,
                    "Both Content-Length and Transfer-Encoding")
 
 
@@ -190,14 +169,14 @@ def test_content_length_with_chunked_is_400_and_nothing_is_smuggled(server):
 def test_transfer_codings_other_than_chunked_are_refused(server, coding, status, words):
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n"
            ).encode() + chunked(hpt_body())
-    assert_refused(exchange(server.rest_port, raw), status, words)
+    assert_refused(testing.raw_exchange(server.rest_port, raw), status, words)
 
 
 @pytest.mark.parametrize("coding", ["chunked", "Chunked", "CHUNKED", " chunked "])
 def test_chunked_is_a_case_insensitive_token(server, coding):
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
            f"Transfer-Encoding: {coding}\r\n\r\n").encode() + chunked(hpt_body(3.0))
-    status, _, body = only_response(exchange(server.rest_port, raw))
+    status, _, body = only_response(testing.raw_exchange(server.rest_port, raw))
     assert status == 200 and json.loads(body) == {"predictions": [3.5]}
 
 
@@ -206,14 +185,14 @@ def test_chunked_is_a_case_insensitive_token(server, coding):
 def test_conflicting_or_invalid_content_length_is_400(server, lengths):
     fields = "".join(f"Content-Length: {value}\r\n" for value in lengths)
     raw = f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode() + hpt_body()
-    assert_refused(exchange(server.rest_port, raw), 400, "Invalid Content-Length")
+    assert_refused(testing.raw_exchange(server.rest_port, raw), 400, "Invalid Content-Length")
 
 
 def test_repeated_identical_content_lengths_are_one_length(server):
     body = hpt_body(5.0)  # RFC 9112 6.3: a recipient may accept a list of equal values
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
            f"Content-Length: {len(body)}, {len(body)}\r\n\r\n").encode() + body
-    status, _, answer = only_response(exchange(server.rest_port, raw))
+    status, _, answer = only_response(testing.raw_exchange(server.rest_port, raw))
     assert status == 200 and json.loads(answer) == {"predictions": [4.5]}
 
 
@@ -232,7 +211,7 @@ def test_repeated_identical_content_lengths_are_one_length(server):
      400, "Chunk data not followed by CRLF"),
 ])
 def test_ambiguous_framing_is_400(server, raw, status, words):
-    assert_refused(exchange(server.rest_port, raw.encode()), status, words)
+    assert_refused(testing.raw_exchange(server.rest_port, raw.encode()), status, words)
 
 
 # ---- connections ---------------------------------------------------------------------------
@@ -244,10 +223,10 @@ def test_connections_over_the_cap_get_503_and_close(server):
     try:
         time.sleep(0.2)  # the server has accepted them all
         raw = f"GET /v1/models/{HPT} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-        assert_refused(exchange(port, raw), 503, "Too many open connections (limit 4")
+        assert_refused(testing.raw_exchange(port, raw), 503, "Too many open connections (limit 4")
         holders.pop().close()
         time.sleep(0.2)
-        status, _, _ = only_response(exchange(port, raw.replace(b"Host: x", b"Connection: close")))
+        status, _, _ = only_response(testing.raw_exchange(port, raw.replace(b"Host: x", b"Connection: close")))
         assert status == 200
     finally:
         for sock in holders:
@@ -298,6 +277,17 @@ def test_slowloris_sockets_are_answered_408_and_closed(process_server):
             sock.close()
 
 
+def test_a_body_that_stops_arriving_is_408(process_server):
+    _, port = process_server
+    body = recommend_body(1)
+    raw = (f"POST {REC_PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+           ).encode() + body[:10]
+    started = time.monotonic()
+    data = testing.raw_exchange(port, raw, wait=10 * TIMEOUT_MS / 1000)
+    assert time.monotonic() - started < 8 * TIMEOUT_MS / 1000
+    assert_refused(data, 408, "Timed out reading the request")
+
+
 def test_idle_keep_alive_sockets_are_closed(process_server):
     _, port = process_server
     socks = []
@@ -328,7 +318,7 @@ def test_gzip_bomb_is_413_while_inflating_and_costs_little_memory(process_server
     raw = (f"POST {REC_PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
            f"Content-Length: {len(bomb)}\r\n\r\n").encode() + bomb
     started = time.monotonic()
-    data = exchange(port, raw, wait=120)
+    data = testing.raw_exchange(port, raw, wait=120)
     elapsed = time.monotonic() - started
     growth = testing.peak_memory_bytes(process.pid) - idle_peak
     print(f"gzip bomb: {len(bomb)} bytes -> 413 in {elapsed:.2f} s, "

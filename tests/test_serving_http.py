@@ -35,27 +35,14 @@ def model_base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_base):
-    options = ServerOptions(models=config.single_model(MODEL, model_base), grpc_port=None,
-                            rest_port=0, poll_seconds=0, max_request_bytes=64 * 1024)
-    with ModelServer(options) as running:
+    with ModelServer(testing.rest_only_options(MODEL, model_base,
+                                               max_request_bytes=64 * 1024)) as running:
         yield running
 
 
 def exchange(port: int, raw: bytes, read_until_close: bool = True) -> bytes:
     """Sends raw bytes and returns everything the server wrote before closing (or 2 s)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(raw)
-        sock.settimeout(2 if not read_until_close else 10)
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data
+    return testing.raw_exchange(port, raw, 10 if read_until_close else 2)
 
 
 def split_response(data: bytes):
