@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from hyperrec.components import features
 from hyperrec.serving import record_io
 from hyperrec.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, SAVED_MODEL_FILE
 
@@ -49,8 +50,8 @@ class HalfPlusTwo(tf.Module):
         return {"y": self._y(x)}
 
     def _parse(self, serialized):
-        features = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([], tf.float32)})
-        return self._y(features["x"])
+        parsed = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([], tf.float32)})
+        return self._y(parsed["x"])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def classify(self, inputs):
@@ -103,11 +104,11 @@ class FakeRecommender(tf.Module):
                                                                        dtype=tf.int64)), -1)
 
     @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="user_id"),
-        tf.TensorSpec([None, None], tf.string, name="history_item_ids"),
-        tf.TensorSpec([None], tf.string, name="device"),
-        tf.TensorSpec([None], tf.int64, name="timestamp"),
-        tf.TensorSpec([None], tf.int32, name="k")])
+        tf.TensorSpec([None], tf.string, name=features.USER_ID),
+        tf.TensorSpec([None, None], tf.string, name=features.HISTORY),
+        tf.TensorSpec([None], tf.string, name=features.DEVICE),
+        tf.TensorSpec([None], tf.int64, name=features.TIMESTAMP),
+        tf.TensorSpec([None], tf.int32, name=features.K)])
     def recommend(self, user_id, history_item_ids, device, timestamp, k):
         batch = tf.shape(user_id)[0]
         shift = tf.cast(tf.strings.to_hash_bucket_fast(user_id, 100), tf.float32) / 1e4
@@ -118,17 +119,17 @@ class FakeRecommender(tf.Module):
         scores = tf.where(seen, tf.constant(EXCLUDED_SCORE), scores)
         top_scores, top_rows = tf.math.top_k(scores, k=tf.reduce_max(k))
         del batch, device, timestamp
-        return {"item_ids": tf.gather(self.catalog, top_rows), "scores": top_scores}
+        return {features.ITEM_IDS: tf.gather(self.catalog, top_rows), features.SCORES: top_scores}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.EXAMPLES)])
     def serve_examples(self, examples):
-        features = tf.io.parse_example(
-            examples, {"user_id": tf.io.FixedLenFeature([], tf.string, default_value="")})
-        score = tf.cast(tf.strings.length(features["user_id"]), tf.float32) / 100.0
-        return {"score": score + self.offset}
+        parsed = tf.io.parse_example(
+            examples, {features.USER_ID: tf.io.FixedLenFeature([], tf.string, default_value="")})
+        score = tf.cast(tf.strings.length(parsed[features.USER_ID]), tf.float32) / 100.0
+        return {features.SCORE: score + self.offset}
 
     def signatures(self) -> dict:
-        return {"serving_default": self.serve_examples, "recommend": self.recommend}
+        return {features.SERVING_DEFAULT: self.serve_examples, features.RECOMMEND: self.recommend}
 
 
 class DenseModel(tf.Module):
