@@ -10,16 +10,24 @@ import time
 import warnings
 from typing import Sequence
 
-import click
-from rich.console import Console
+# A command-line user reads progress lines, not TensorFlow's C++ start-up chatter ("Unable to
+# register cuDNN factory" is logged at ERROR, so only level 3 hides it), gRPC/absl's
+# pre-InitializeLog lines or Google client libraries' Python-version notices. The C++ loggers
+# read these once, when TensorFlow loads, so they are set before anything can import it;
+# `hyperrec --verbose ...` keeps them all.
+VERBOSE = "--verbose" in sys.argv[1:2]
+if not VERBOSE:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
 
-import hyperrec.pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+import click  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+import hyperrec.pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from hyperrec.components import config as config_lib
-
-# A command-line user reads progress lines, not TensorFlow's C++ start-up chatter or Google
-# client libraries' Python-version notices.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+from hyperrec.pipeline.runners import commands as runner_commands  # noqa: E402
 
 # Tables stay readable when the output is a log file or a CI console, not a terminal.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -45,8 +53,16 @@ def _load_config(experiment: str, overrides: Sequence[str]) -> config_lib.Hyperr
         raise click.BadParameter(str(err), param_hint="--set") from err
 
 
+def _fail(message: str, code: int = 1) -> None:
+    """One line on stderr and a non-zero exit: what went wrong, not a traceback."""
+    click.echo(f"error: {message}", err=True)
+    _exit_now(code)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option("--verbose", is_flag=True,
+              help="Keep TensorFlow's C++ and gRPC log lines (first option only).")
+def main(verbose: bool) -> None:
     """hyperrec: a multimodal recommender as a TFX pipeline."""
 
 
@@ -69,17 +85,31 @@ def generate_data(scale: str, seed: int, out_dir: str) -> None:
 
 @main.command("run")
 @click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True)
-@click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False),
+@click.option("--data", "data_root", type=click.Path(file_okay=False),
               required=True, help="A data root in the contract's layout (span-N/ folders).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="runs/local",
               show_default=True, help="Pipeline root, MLMD database and serving base path.")
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
               help="Config override, e.g. --set model.epochs=2 (repeatable).")
-def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Sequence[str]) -> None:
+@click.option("--metadata", default="", help="MLMD: a SQLite path or mysql://USER@HOST:PORT/DB "
+              "(default: WORKDIR/metadata.sqlite).")
+@runner_commands.beam_options
+def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Sequence[str],
+                 metadata: str, **beam) -> None:
     """Runs the whole pipeline once with the local runner."""
-    from hyperrec.pipeline.runners import local as local_runner
     config = _load_config(experiment, overrides)
-    paths = local_runner.run(config, data_root, workdir, console)
+    options = runner_commands.run_options(config, metadata, **beam)
+    from hyperrec.components.example_gen import executor as example_gen
+    from hyperrec.components.validation_gate import AnomaliesFoundError
+    from hyperrec.pipeline.runners import local as local_runner
+    problem = example_gen.data_root_problem(data_root)
+    if problem:
+        _fail(problem, 2)
+    try:
+        paths = local_runner.run(config, data_root, workdir, console, **options)
+    except (example_gen.ContractError, example_gen.EvalSplitTooSmallError,
+            AnomaliesFoundError) as err:
+        _fail(str(err))
     console.print(f"serving base path: {paths.serving_dir}")
     _exit_now(0)
 
@@ -95,6 +125,20 @@ def demo(experiment: str, workdir: str, seed: int, overrides: Sequence[str]) -> 
     from hyperrec.pipeline import demo as demo_lib
     config = _load_config(experiment, overrides)
     _exit_now(demo_lib.run_demo(config, workdir, seed, console))
+
+
+@main.command("report")
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs/local",
+              show_default=True, help="A run's workdir (its metadata.sqlite is the default).")
+@click.option("--metadata", default="", help="MLMD: a SQLite path or mysql:// URI.")
+@click.option("--out", "out_path", default="", help="Default: WORKDIR/report.html.")
+def report(workdir: str, metadata: str, out_path: str) -> None:
+    """Writes the run report (one HTML file) of the newest run in the store."""
+    from hyperrec.pipeline.runners import local as local_runner
+    location = metadata or os.path.join(workdir, "metadata.sqlite")
+    if "://" not in location and not os.path.isfile(location):
+        raise click.UsageError(f"no MLMD store at {location} (give --workdir or --metadata)")
+    console.print(f"run report: {local_runner.write_report(location, workdir, out_path)}")
 
 
 @main.command("schema-diff")
@@ -124,6 +168,7 @@ def _register_subcommands() -> None:
     from hyperrec.serving import cli as serving_cli
     main.add_command(import_data)
     serving_cli.register(main)
+    runner_commands.register(main)
 
 
 _register_subcommands()

@@ -1,4 +1,5 @@
-"""Runs the pipeline locally: LocalDagRunner, Beam DirectRunner, MLMD on SQLite, caching on."""
+"""Runs the pipeline locally: LocalDagRunner, Beam DirectRunner (or another Beam preset),
+MLMD on SQLite (or MySQL), caching on."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,11 +9,14 @@ from typing import List, Optional
 
 from absl import logging as absl_logging
 from rich.console import Console
+from rich.markup import escape
 from tfx import v1 as tfx
 
+from hyperrec.pipeline import beam as beam_lib
 from hyperrec.pipeline import pipeline as pipeline_def
 from hyperrec.components.config import HyperrecConfig
 from hyperrec.pipeline.progress import ComponentTiming, component_progress
+from hyperrec.pipeline.runners import metadata as metadata_lib
 
 
 @dataclasses.dataclass
@@ -37,37 +41,31 @@ class RunPaths:
 
 
 def beam_args(config: HyperrecConfig) -> List[str]:
-    """Pipeline-wide DirectRunner arguments.
-
-    Worker parallelism only for multi-process or multi-thread modes: in `in_memory` mode Beam
-    runs bundles of one stage on a thread pool of `direct_num_workers`, which lets TFMA call
-    one loaded SavedModel from two threads at once (seen to abort the process), without the
-    isolation that makes parallel workers safe.
-    """
-    args = [f"--direct_running_mode={config.direct_running_mode}"]
-    if config.direct_running_mode != "in_memory":
-        args.append(f"--direct_num_workers={config.direct_num_workers or os.cpu_count() or 1}")
-    return args
+    """Pipeline-wide DirectRunner arguments (pipeline/beam.py, the direct preset)."""
+    return beam_lib.pipeline_args(beam_lib.from_config(config))[0]
 
 
 def ingest_beam_args(config: HyperrecConfig) -> List[str]:
     """DirectRunner arguments of ExampleGen and StatisticsGen: worker processes where data
     volume lives (the other components are dominated by TensorFlow, which uses the cores)."""
-    if config.ingest_running_mode == "in_memory":
-        return []
-    return [f"--direct_running_mode={config.ingest_running_mode}",
-            f"--direct_num_workers={config.direct_num_workers or os.cpu_count() or 1}"]
+    return beam_lib.pipeline_args(beam_lib.from_config(config))[1]
 
 
 def run(config: HyperrecConfig, data_root: str, workdir: str,
-        console: Optional[Console] = None) -> RunPaths:
-    """Runs the whole pipeline once and returns where it wrote things."""
+        console: Optional[Console] = None, *, metadata: str = "",
+        beam: Optional[beam_lib.BeamSettings] = None) -> RunPaths:
+    """Runs the whole pipeline once and returns where it wrote things. `metadata`: an MLMD
+    location (runners/metadata.py; default WORKDIR/metadata.sqlite); `beam`: a Beam preset
+    (default: the config's DirectRunner choices)."""
     console = console or Console()
     paths = RunPaths(os.path.abspath(workdir), os.path.abspath(data_root))
+    common_args, ingest_args = beam_lib.pipeline_args(beam or beam_lib.from_config(config))
     pipeline = pipeline_def.create_pipeline(
         config, data_root=os.path.abspath(data_root), pipeline_root=paths.pipeline_root,
-        serving_dir=paths.serving_dir, metadata_path=paths.metadata_path,
-        beam_pipeline_args=beam_args(config), ingest_beam_pipeline_args=ingest_beam_args(config))
+        serving_dir=paths.serving_dir,
+        metadata_connection_config=metadata_lib.connection_config(
+            metadata or paths.metadata_path),
+        beam_pipeline_args=common_args, ingest_beam_pipeline_args=ingest_args)
     start = time.monotonic()
     # Component logs go to stderr only from WARNING up; progress lines say what runs.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -77,4 +75,26 @@ def run(config: HyperrecConfig, data_root: str, workdir: str,
     paths.timings = progress.timings
     console.print(f"[bold]pipeline {pipeline.pipeline_info.pipeline_name} finished in "
                   f"{time.monotonic() - start:.1f}s[/]")
+    # The run's artifacts are all in place; a broken report says so and leaves them be.
+    try:
+        console.print(f"run report: {write_report(metadata or paths.metadata_path, paths.workdir)}")
+    except Exception as err:  # noqa: BLE001 (any report failure: one clear line, run stands)
+        console.print(f"[bold red]run report FAILED[/] ({escape(type(err).__name__)}: "
+                      f"{escape(str(err))}); retry: hyperrec report --workdir {paths.workdir}")
     return paths
+
+
+def write_report(metadata_location: str, workdir: str, out_path: str = "") -> str:
+    """Writes the run report (components/evaluation/report.py) of the newest run in the
+    store, with the served model's lineage when one was pushed; returns its path."""
+    from ml_metadata.metadata_store import metadata_store
+    from hyperrec.components.evaluation import report
+    from hyperrec.pipeline import lineage
+    from hyperrec.pipeline.runners import metadata as metadata_lib
+    store = metadata_store.MetadataStore(metadata_lib.connection_config(metadata_location))
+    try:
+        lineage_text = lineage.render(lineage.trace(store))
+    except lineage.LineageError:
+        lineage_text = None  # nothing pushed yet: the report says so
+    return report.write(store, out_path or os.path.join(workdir, report.REPORT_FILE),
+                        lineage_text)
