@@ -138,6 +138,9 @@ class HyperrecConfig:
     direct_running_mode: str = "in_memory"
     ingest_running_mode: str = "multi_processing"
     direct_num_workers: int = 0  # Beam DirectRunner workers; 0 = one per core
+    # Airflow schedule of the pipeline's DAG (runners/airflow.py): cron or a preset such as
+    # @daily; "" = runs only when triggered (by hand or by the drift check).
+    schedule: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

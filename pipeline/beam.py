@@ -23,6 +23,8 @@ import dataclasses
 import re
 from typing import List, Tuple
 
+from hyperrec.components.config import HyperrecConfig
+
 PRESETS = ("direct", "dataflow", "flink", "spark")
 DIRECT_RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 PORTABLE_ENVIRONMENTS = ("DOCKER", "EXTERNAL", "PROCESS", "LOOPBACK")
@@ -52,6 +54,14 @@ class BeamSettings:
     job_endpoint: str = ""  # host:port of the runner's job server
     environment_type: str = "DOCKER"
     environment_config: str = ""  # DOCKER: the image (default: `image`); EXTERNAL: host:port
+
+
+def from_config(config: HyperrecConfig, preset: str = "direct", **settings) -> BeamSettings:
+    """A preset with the config's DirectRunner choices (used by the direct preset)."""
+    values = {"running_mode": config.direct_running_mode,
+              "ingest_running_mode": config.ingest_running_mode,
+              "num_workers": config.direct_num_workers, **settings}
+    return BeamSettings(preset=preset, **values)
 
 
 def _require(settings: BeamSettings, *names: str) -> None:

@@ -269,7 +269,7 @@ def render(lineage: Lineage) -> str:
         lines.append(f"<- {step.node} (execution {step.execution_id}, {step.state})")
         lines.extend(_code_and_hyperparameters(step))
         for name in _SHOWN_PROPERTIES:
-            if name in step.properties and name != "custom_config":
+            if step.properties.get(name) is not None and name != "custom_config":
                 lines.append(f"    {name}: {_short(step.properties[name])}")
         for name, value in sorted(step.metrics.items()):
             lines.append(f"    metric {name}: {value}")

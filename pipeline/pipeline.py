@@ -26,6 +26,7 @@ from hyperrec.components.validation_gate import AnomaliesGate
 from hyperrec.components.evaluation import component as ranking_evaluator_lib
 from hyperrec.components.config import HyperrecConfig, project_root
 from hyperrec.pipeline.fingerprint import code_fingerprint
+from ml_metadata.proto import metadata_store_pb2
 
 MODEL_NAME = "hyperrec"
 TRANSFORM_MODULE = "hyperrec.components.transform"
@@ -103,11 +104,16 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
                     serving_dir: str, metadata_path: Optional[str] = None,
                     beam_pipeline_args: Optional[List[str]] = None,
                     ingest_beam_pipeline_args: Optional[List[str]] = None,
-                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+                    enable_cache: bool = True, schema_path: Optional[str] = None,
+                    metadata_connection_config: Optional[
+                        metadata_store_pb2.ConnectionConfig] = None) -> tfx.dsl.Pipeline:
     """Builds the pipeline; runners only choose orchestration, paths and Beam arguments.
 
     `beam_pipeline_args` go to every Beam-powered component; `ingest_beam_pipeline_args`, when
     given, replace them for ExampleGen and StatisticsGen, where the data volume is.
+    `schema_path` is where the curated schema is for the orchestrator (the Kubeflow runner
+    names its path inside the image); default: this checkout's. `metadata_connection_config`
+    (SQLite or MySQL) wins over `metadata_path`.
     """
     example_gen = example_gen_component(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(
@@ -116,7 +122,7 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         for ingest in (example_gen, statistics_gen):
             ingest.with_beam_pipeline_args(ingest_beam_pipeline_args)
     schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=os.path.join(project_root(), config.schema_file))
+        schema_file=schema_path or os.path.join(project_root(), config.schema_file))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
         exclude_splits=[features.CATALOG_SPLIT])
@@ -197,7 +203,7 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         pipeline_root=pipeline_root,
         components=components,
         enable_cache=enable_cache,
-        metadata_connection_config=(
+        metadata_connection_config=metadata_connection_config or (
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
             if metadata_path else None),
         beam_pipeline_args=beam_pipeline_args or [],

@@ -25,8 +25,6 @@ import os
 import shlex
 from typing import Mapping, Optional
 
-from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
-
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline import beam as beam_lib
 from hyperrec.pipeline import pipeline as pipeline_def
@@ -53,18 +51,17 @@ class AirflowSettings:
 
 def _beam_from_env(env: Mapping[str, str],
                    config: config_lib.HyperrecConfig) -> beam_lib.BeamSettings:
-    values = {"preset": env.get(f"{ENV}BEAM", "direct"),
-              "running_mode": config.direct_running_mode,
-              "ingest_running_mode": config.ingest_running_mode,
-              "num_workers": config.direct_num_workers}
+    values = {}
     for field in dataclasses.fields(beam_lib.BeamSettings):
+        if field.name == "preset":
+            continue  # HYPERREC_BEAM itself
         name = f"{ENV}BEAM_{field.name.upper()}"
         if name in env:
             try:
                 values[field.name] = type(field.default)(env[name])
             except ValueError as err:
                 raise AirflowSettingsError(f"{name}: {err}") from err
-    return beam_lib.BeamSettings(**values)
+    return beam_lib.from_config(config, env.get(f"{ENV}BEAM", "direct"), **values)
 
 
 def settings_from_env(env: Mapping[str, str]) -> AirflowSettings:
@@ -83,23 +80,35 @@ def settings_from_env(env: Mapping[str, str]) -> AirflowSettings:
                            beam=_beam_from_env(env, config))
 
 
-def create_dag(settings: AirflowSettings, dag_args: Optional[dict] = None):
+def _absolute(path: str) -> str:
+    """Local paths made absolute (Airflow's workers may start elsewhere); URIs as they are."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def dag_config(config: config_lib.HyperrecConfig) -> dict:
+    """Airflow's DAG arguments: the schedule from the config."""
+    return {"schedule": config.schedule or None, "start_date": START_DATE,
+            # A retraining run covers the data present when it starts: no backfill of missed
+            # intervals, and one run at a time shares the MLMD store and the cache.
+            "catchup": False, "max_active_runs": 1, "tags": ["hyperrec", config.name]}
+
+
+def create_dag(settings: AirflowSettings):
     """The Airflow DAG of the pipeline (one PythonOperator per component)."""
+    # Imported here: Airflow configures itself on import (AIRFLOW_HOME, logging), which only
+    # the processes Airflow starts should do.
+    from tfx.orchestration.airflow.airflow_dag_runner import (AirflowDagRunner,
+                                                              AirflowPipelineConfig)
     config = settings.config
-    paths = RunPaths(os.path.abspath(settings.workdir))
+    paths = RunPaths(_absolute(settings.workdir))
     common_args, ingest_args = beam_lib.pipeline_args(settings.beam)
     pipeline = pipeline_def.create_pipeline(
-        config, data_root=os.path.abspath(settings.data_root),
+        config, data_root=_absolute(settings.data_root),
         pipeline_root=paths.pipeline_root, serving_dir=paths.serving_dir,
         metadata_connection_config=metadata_lib.connection_config(
             settings.metadata or paths.metadata_path),
         beam_pipeline_args=common_args, ingest_beam_pipeline_args=ingest_args)
-    airflow_config = {"schedule": config.schedule or None, "start_date": START_DATE,
-                      # A retraining run covers the data present when it starts: no backfill
-                      # of missed intervals, and one run at a time shares the MLMD and cache.
-                      "catchup": False, "max_active_runs": 1,
-                      "tags": ["hyperrec", config.name], **(dag_args or {})}
-    return AirflowDagRunner(AirflowPipelineConfig(airflow_config)).run(pipeline)
+    return AirflowDagRunner(AirflowPipelineConfig(dag_config(config))).run(pipeline)
 
 
 def dag_from_env(env: Optional[Mapping[str, str]] = None):

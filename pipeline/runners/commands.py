@@ -28,7 +28,10 @@ def beam_options(command: Callable) -> Callable:
                      type=click.Choice(beam_lib.PORTABLE_ENVIRONMENTS),
                      help="flink/spark: where the SDK harness runs."),
         click.option("--environment-config", default="",
-                     help="flink/spark: DOCKER image (default --image) or EXTERNAL address."),
+                     help="flink/spark: EXTERNAL worker pool address, or a DOCKER image."),
+        click.option("--beam-image", default="",
+                     help="dataflow, flink/spark DOCKER: the pipeline image the SDK harness "
+                          "runs in (compile: default --image)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -37,13 +40,28 @@ def beam_options(command: Callable) -> Callable:
 
 def beam_settings(config: config_lib.HyperrecConfig, image: str = "",
                   **options) -> beam_lib.BeamSettings:
-    return beam_lib.BeamSettings(
-        preset=options["beam_preset"], running_mode=config.direct_running_mode,
-        ingest_running_mode=config.ingest_running_mode, num_workers=config.direct_num_workers,
-        project=options["project"], region=options["region"],
-        temp_location=options["temp_location"], image=image,
+    """The preset the command line chose; its errors are usage errors naming the flag."""
+    settings = beam_lib.from_config(
+        config, options["beam_preset"], project=options["project"], region=options["region"],
+        temp_location=options["temp_location"], image=options["beam_image"] or image,
         job_endpoint=options["job_endpoint"], environment_type=options["environment_type"],
         environment_config=options["environment_config"])
+    try:
+        beam_lib.pipeline_args(settings)
+    except beam_lib.BeamSettingsError as err:
+        raise click.UsageError(str(err)) from err
+    return settings
+
+
+def run_options(config: config_lib.HyperrecConfig, metadata: str, **beam) -> dict:
+    """`hyperrec run`'s MLMD and Beam choices as local.run keywords, checked up front."""
+    from hyperrec.pipeline.runners import metadata as metadata_lib
+    if metadata:
+        try:
+            metadata_lib.connection_config(metadata)
+        except metadata_lib.MetadataUriError as err:
+            raise click.UsageError(str(err)) from err
+    return {"metadata": metadata, "beam": beam_settings(config, **beam)}
 
 
 def _load_config(experiment: str, overrides: Sequence[str]) -> config_lib.HyperrecConfig:
@@ -71,12 +89,12 @@ def compile_command(orchestrator: str, experiment: str, overrides: Sequence[str]
     """Writes the pipeline for an orchestrator (Kubeflow Pipelines v2 JSON)."""
     from hyperrec.pipeline.runners import kubeflow
     config = _load_config(experiment, overrides)
+    beam = beam_settings(config, image=image, **options)
     try:
         path = kubeflow.compile_pipeline(
             config, image=image, pipeline_root=pipeline_root, data_root=data_root,
-            serving_dir=serving_dir, output_path=output,
-            beam=beam_settings(config, image=image, **options))
-    except (kubeflow.KubeflowCompileError, beam_lib.BeamSettingsError) as err:
+            serving_dir=serving_dir, output_path=output, beam=beam)
+    except kubeflow.KubeflowCompileError as err:
         raise click.UsageError(str(err)) from err
     click.echo(f"wrote {path} ({orchestrator}, image {image})")
 

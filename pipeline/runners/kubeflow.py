@@ -50,11 +50,7 @@ def compile_pipeline(config: HyperrecConfig, *, image: str, pipeline_root: str,
     _check_uri("--pipeline-root", pipeline_root)
     _check_uri("--data-root", data_root)
     _check_uri("--serving-dir", serving_dir)
-    beam = beam or beam_lib.BeamSettings(
-        running_mode=config.direct_running_mode,
-        ingest_running_mode=config.ingest_running_mode,
-        num_workers=config.direct_num_workers)
-    common_args, ingest_args = beam_lib.pipeline_args(beam)
+    common_args, ingest_args = beam_lib.pipeline_args(beam or beam_lib.from_config(config))
     pipeline = pipeline_def.create_pipeline(
         config, data_root=data_root, pipeline_root=pipeline_root, serving_dir=serving_dir,
         schema_path=image_schema_path(config), beam_pipeline_args=common_args,
