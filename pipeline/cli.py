@@ -169,6 +169,8 @@ def _register_subcommands() -> None:
     main.add_command(import_data)
     serving_cli.register(main)
     runner_commands.register(main)
+    from hyperrec.pipeline import monitoring_cli
+    monitoring_cli.register(main)
 
 
 _register_subcommands()
