@@ -75,13 +75,21 @@ def run(config: HyperrecConfig, data_root: str, workdir: str,
     paths.timings = progress.timings
     console.print(f"[bold]pipeline {pipeline.pipeline_info.pipeline_name} finished in "
                   f"{time.monotonic() - start:.1f}s[/]")
-    # The run's artifacts are all in place; a broken report says so and leaves them be.
+    report_after_run(metadata or paths.metadata_path, paths.workdir, console)
+    return paths
+
+
+def report_after_run(metadata_location: str, workdir: str, console: Console) -> Optional[str]:
+    """The run report, or one clear line saying why there is none: the run's artifacts are
+    all in place by now, so a broken report does not undo the run."""
     try:
-        console.print(f"run report: {write_report(metadata or paths.metadata_path, paths.workdir)}")
+        path = write_report(metadata_location, workdir)
     except Exception as err:  # noqa: BLE001 (any report failure: one clear line, run stands)
         console.print(f"[bold red]run report FAILED[/] ({escape(type(err).__name__)}: "
-                      f"{escape(str(err))}); retry: hyperrec report --workdir {paths.workdir}")
-    return paths
+                      f"{escape(str(err))}); retry: hyperrec report --workdir {workdir}")
+        return None
+    console.print(f"run report: {path}")
+    return path
 
 
 def write_report(metadata_location: str, workdir: str, out_path: str = "") -> str:

@@ -1,0 +1,203 @@
+"""The run report (components/evaluation/report.py) on real MLMD stores whose artifacts hold
+hand-computed results: what it shows, what it marks "not run", and that it opens in a real
+headless Chromium with every plot decoded. The report of a real pipeline run is checked in
+tests/test_pipeline_e2e.py (it reuses that module's run)."""
+import html
+import json
+import os
+
+import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from rich.console import Console
+from tfx.orchestration import metadata
+
+import browser
+from hyperrec.components.evaluation import gate, metrics, report
+from hyperrec.pipeline import cli
+from hyperrec.pipeline.runners import local as local_runner
+
+CATALOGUE = 100
+
+
+def _result(winner: str, loser: str):
+    """metrics.json as the RankingEvaluator writes it, for two users and two methods.
+
+    User 0 (returning) has target item 0, user 1 (new) target item 1. The winner ranks item
+    0 first for user 0 and item 1 second for user 1: recall@10 = 1, MRR = (1 + 1/2) / 2 =
+    0.75. The loser ranks items 7, 8 for both: no hit, every metric but coverage 0.
+    """
+    depth = 50
+    winner_ranks = np.full((2, depth), -1)
+    winner_ranks[0, :2] = [0, 5]
+    winner_ranks[1, :2] = [5, 1]
+    loser_ranks = np.full((2, depth), -1)
+    loser_ranks[:, :2] = [7, 8]
+    targets = [np.array([0]), np.array([1])]
+    empty = np.array([], int)
+    slices = {"overall": targets, "warm_items": targets, "cold_items": [empty, empty],
+              "returning_users": [targets[0], empty], "new_users": [empty, targets[1]]}
+    result = metrics.evaluate({winner: winner_ranks, loser: loser_ranks}, slices,
+                              np.full(CATALOGUE, 0.01), n_resamples=200, seed=0)
+    blessed, reason = gate.decide(result, gate.Gate())
+    result["decision"] = {"blessed": blessed, "reason": reason, "tfma_blessed": None,
+                          "gate": {"metric": "recall@10", "must_beat": ["most_popular"],
+                                   "max_regression": 0.0}}
+    result.update(n_catalogue=CATALOGUE, n_cold_items=0,
+                  baseline_hyperparameters={"ease": {"lambda": 100.0}})
+    return result
+
+
+class _Store:
+    """A real MLMD SQLite store recorded the way TFX's LocalDagRunner records a run: one
+    `pipeline_run` context, a `node` context per component, output events."""
+
+    def __init__(self, workdir):
+        self.workdir = str(workdir)
+        self.path = os.path.join(self.workdir, "metadata.sqlite")
+        self.store = metadata_store.MetadataStore(
+            metadata.sqlite_metadata_connection_config(self.path))
+        run_type = self.store.put_context_type(metadata_store_pb2.ContextType(name="pipeline_run"))
+        self.node_type = self.store.put_context_type(metadata_store_pb2.ContextType(name="node"))
+        self.run = metadata_store_pb2.Context(type_id=run_type, name="2026-01-01T00:00:00")
+        [self.run.id] = self.store.put_contexts([self.run])
+
+    def output(self, node: str, type_name: str, files=None, uri=None, **properties):
+        """Records `node`'s execution in the run with one output artifact holding `files`."""
+        uri = uri or os.path.join(self.workdir, "pipeline", node, type_name)
+        for name, content in (files or {}).items():
+            os.makedirs(os.path.dirname(os.path.join(uri, name)), exist_ok=True)
+            with open(os.path.join(uri, name), "w") as f:
+                f.write(content)
+        artifact = metadata_store_pb2.Artifact(
+            type_id=self.store.put_artifact_type(metadata_store_pb2.ArtifactType(name=type_name)),
+            uri=uri, state=metadata_store_pb2.Artifact.LIVE)
+        for key, value in properties.items():
+            if isinstance(value, int):
+                artifact.custom_properties[key].int_value = value
+            else:
+                artifact.custom_properties[key].string_value = value
+        execution = metadata_store_pb2.Execution(
+            type_id=self.store.put_execution_type(metadata_store_pb2.ExecutionType(name=node)),
+            last_known_state=metadata_store_pb2.Execution.COMPLETE)
+        node_context = metadata_store_pb2.Context(type_id=self.node_type,
+                                                  name=f"hyperrec-tiny.{node}")
+        event = metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)
+        self.store.put_execution(execution, [(artifact, event)], [self.run, node_context],
+                                 reuse_context_if_already_exist=True)
+
+
+def _ranked_run(tmp_path, winner="hyperrec", loser="most_popular") -> _Store:
+    store = _Store(tmp_path)
+    result = _result(winner, loser)
+    store.output("RankingEvaluator", report.RANKING,
+                 {"metrics.json": json.dumps(result)}, blessed=int(result["decision"]["blessed"]),
+                 reason=result["decision"]["reason"])
+    store.output("Evaluator", report.BLESSING, {"BLESSED": ""}, blessed=1)
+    history = {"epochs": [0, 1], "metrics": {"loss": [2.0, 1.0], "val_loss": [2.5, 1.5]}}
+    store.output("Trainer", report.MODEL_RUN, {"history.json": json.dumps(history)})
+    return store
+
+
+def test_report_shows_the_gate_ranking_slices_and_training_and_marks_the_rest_not_run(tmp_path):
+    store = _ranked_run(tmp_path)
+    document = report.build(store.store)
+    assert report.sections_not_run(document) == [
+        "Data statistics (TFDV, StatisticsGen)",
+        "Anomalies (TFDV, ExampleValidator against the curated schema)", "Lineage"]
+    assert "<p class='verdict blessed'>Blessed</p>" in document
+    assert html.escape("recall@10 1.0000 > most_popular 0.0000; no blessed model to compare "
+                       "with") in document
+    # hyperrec's row: recall@10 1 for both users (interval collapses), MRR (1 + 1/2) / 2.
+    row = document.split("<td>hyperrec</td>", 1)[1].split("</tr>", 1)[0]
+    assert row.startswith("<td>1.0000 [1.000, 1.000]</td>")
+    assert "<td>0.7500 [" in row
+    assert "<td>hyperrec - most_popular</td><td>+1.0000 [+1.000, +1.000]</td>" in document
+    assert "(no blessed model yet)" in document
+    # Slices: the cold slice has no users; the new-users slice holds user 1 only.
+    assert "<td>cold_items</td><td>0</td><td>0</td><td>no users</td>" in document
+    assert "<td>new_users</td><td>1</td><td>1</td><td>1.0000 [1.000, 1.000]</td>" in document
+    assert '{&quot;lambda&quot;: 100.0}' in document
+    # recall@k curves, slice bars, training curves.
+    assert [alt for alt in ("recall@k and ndcg@k curves", "recall@10 by slice",
+                            "training curves") if f'alt="{alt}"' in document] == [
+        "recall@k and ndcg@k curves", "recall@10 by slice", "training curves"]
+    assert document.count("<img ") == 3
+
+
+def test_a_candidate_that_loses_to_most_popular_shows_not_blessed_and_why(tmp_path):
+    store = _ranked_run(tmp_path, winner="most_popular", loser="hyperrec")
+    document = report.build(store.store)
+    assert "<p class='verdict refused'>Not blessed</p>" in document
+    assert "<td>NOT BLESSED</td><td>recall@10 0.0000 &lt;= most_popular 1.0000</td>" in document
+
+
+def test_an_empty_store_renders_every_section_as_not_run(tmp_path):
+    document = report.build(_Store(tmp_path).store)
+    assert report.sections_not_run(document) == [
+        "Ranking evaluation (full catalogue, temporal split)",
+        "Data statistics (TFDV, StatisticsGen)",
+        "Anomalies (TFDV, ExampleValidator against the curated schema)",
+        "Training curves (Trainer)", "Lineage"]
+    assert "<p class='verdict unknown'>No gate ran</p>" in document
+    assert document.count("<td>NOT RUN</td>") == 2
+    assert "<img " not in document
+
+
+def test_tfma_alone_says_the_ranking_gate_did_not_run(tmp_path):
+    store = _Store(tmp_path)
+    store.output("Evaluator", report.BLESSING, {"NOT_BLESSED": ""}, blessed=0)
+    document = report.build(store.store)
+    assert ("<p class='verdict refused'>Not blessed (by TFMA alone: the ranking gate did not "
+            "run)</p>") in document
+
+
+def test_an_artifact_whose_files_are_gone_is_reported_unreadable_and_the_rest_renders(tmp_path):
+    store = _ranked_run(tmp_path)
+    store.output("StatisticsGen", report.STATISTICS, uri=str(tmp_path / "deleted"))
+    store.output("Trainer", report.MODEL_RUN, {"keras.json": "{}"},  # newer, no history.json
+                 uri=str(tmp_path / "model_run_2"))
+    document = report.build(store.store)
+    assert ('<section class="unreadable"><h2>Data statistics</h2><p class="notrun">Could not '
+            'be read: NotFoundError:') in document
+    assert "Training curves (Trainer)" in report.sections_not_run(document)
+    assert "the Trainer recorded no history.json" in document
+    assert "<p class='verdict blessed'>Blessed</p>" in document
+
+
+def test_report_command_writes_the_file_and_names_a_missing_store(tmp_path):
+    store = _ranked_run(tmp_path / "run")
+    result = CliRunner().invoke(cli.main, ["report", "--workdir", store.workdir])
+    assert result.exit_code == 0, result.output
+    written = os.path.join(store.workdir, report.REPORT_FILE)
+    assert f"run report: {written}" in result.output.replace("\n", "")
+    with open(written) as f:
+        assert "recall@10 by slice" in f.read()
+    missing = CliRunner().invoke(cli.main, ["report", "--workdir", str(tmp_path / "none")])
+    assert missing.exit_code == 2
+    assert "no MLMD store at" in missing.output
+
+
+def test_a_report_failure_after_a_run_prints_one_clear_line(tmp_path):
+    not_a_database = tmp_path / "metadata.sqlite"
+    not_a_database.mkdir()  # SQLite cannot open a directory
+    console = Console(record=True, width=400)
+    assert local_runner.report_after_run(str(not_a_database), str(tmp_path), console) is None
+    text = console.export_text()
+    assert text.startswith("run report FAILED (")
+    assert f"retry: hyperrec report --workdir {tmp_path}" in text
+
+
+def test_report_opens_in_headless_chromium_with_every_plot_decoded(tmp_path):
+    store = _ranked_run(tmp_path / "run")
+    path = report.write(store.store, str(tmp_path / "report.html"),
+                        lineage_text="served version 1 at /tmp/x <- Pusher")
+    check = browser.check_page(path, tmp_path / "report_unit.png")
+    assert check.title == "hyperrec run report"
+    assert len(check.images) == 3
+    assert all(i["complete"] and i["naturalWidth"] > 0 for i in check.images), check.images
+    assert check.errors == []
+    assert check.screenshot.stat().st_size > 10_000
