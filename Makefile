@@ -12,7 +12,7 @@ PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 EXPERIMENT ?= default
 
-.PHONY: demo test install lock clean mariadb
+.PHONY: demo test install lock clean mariadb chromium
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ $(STAMP): requirements.lock setup.py
 demo: $(STAMP)
 	$(VENV)/bin/hyperrec demo --experiment $(EXPERIMENT)
 
-test: $(STAMP) mariadb
+test: $(STAMP) mariadb chromium
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
 
 # The MLMD-on-MariaDB test (tests/test_orchestrators_airflow.py) starts Debian's mariadb-server
@@ -39,6 +39,14 @@ mariadb:
 	  echo "==> installing Debian's mariadb-server for the MLMD tests (about 1 minute, once)"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends mariadb-server mariadb-client >/dev/null; }
+
+# The run report's browser test (tests/test_report.py) loads it in Debian's headless chromium.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "==> installing Debian's chromium for the report's browser test (about 1-3 minutes, once)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null; }
 
 # Re-resolve the lock from the top-level pins (needs the package registry).
 lock:
