@@ -36,6 +36,7 @@ from tfx_bsl.public import tfxio
 from hyperrec.components import distribution
 from hyperrec.components import export
 from hyperrec.components import features
+from hyperrec.components import training_progress
 from hyperrec.components import transform
 from hyperrec.components.model import item_content
 from hyperrec.components.model.image_encoder import colour_signature, decode_png_batch
@@ -312,6 +313,7 @@ def training_callbacks(model_config: config_lib.ModelConfig,
     # Non-chief workers write TensorBoard events to a temporary directory (Keras does it).
     callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=model_run_dir,
                                                     update_freq="epoch", profile_batch=0))
+    callbacks.append(training_progress.EpochProgress())  # a line every 30 s inside an epoch
     return callbacks
 
 

@@ -99,12 +99,13 @@ def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Seque
     """Runs the whole pipeline once with the local runner."""
     config = _load_config(experiment, overrides)
     options = runner_commands.run_options(config, metadata, **beam)
+    from hyperrec.components.example_gen.layout import data_root_problem
+    problem = data_root_problem(data_root)
+    if problem:
+        _fail(problem, 2)
     from hyperrec.components.example_gen import executor as example_gen
     from hyperrec.components.validation_gate import AnomaliesFoundError
     from hyperrec.pipeline.runners import local as local_runner
-    problem = example_gen.data_root_problem(data_root)
-    if problem:
-        _fail(problem, 2)
     try:
         paths = local_runner.run(config, data_root, workdir, console, **options)
     except (example_gen.ContractError, example_gen.EvalSplitTooSmallError,

@@ -71,7 +71,10 @@ def data_root(tmp_path_factory):
     return str(root)
 
 
-def _run_executor(data_root, out_dir, span=3, eval_days=7.0, window_spans=2):
+def _run_executor(data_root, out_dir, span=3, eval_days=7.0, window_spans=2, **data_config):
+    """Runs the executor; `data_config` overrides DataConfig fields. The hand-built spans are
+    far below the production eval minimum and user-share threshold, so those are off here
+    unless a test sets them."""
     examples = standard_artifacts.Examples()
     examples.uri = out_dir
     output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
@@ -86,7 +89,10 @@ def _run_executor(data_root, out_dir, span=3, eval_days=7.0, window_spans=2):
         standard_component_specs.CUSTOM_CONFIG_KEY: proto_utils.proto_to_json(
             executor_lib.encode_custom_config({"image_size": 16, "history_length": 3,
                                                "eval_days": eval_days,
-                                               "window_spans": window_spans})),
+                                               "window_spans": window_spans,
+                                               "min_eval_examples": 0,
+                                               "max_user_share": 1.0,
+                                               **data_config})),
         "span": span,
     }
     executor_lib.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]},

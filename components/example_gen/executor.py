@@ -10,9 +10,13 @@ Where data enters the pipeline. TFX's FileBasedExampleGen driver resolves the la
 4. joins interactions with items (CoGroupByKey; an unknown item id is counted, not emitted);
 5. splits by time: the last `eval_days` of the window are `eval`, the rest `train` (never by
    hash), marks items first seen after that cutoff as cold start, and writes the whole
-   catalogue as a third split, `catalog`, for the model to embed at export;
-6. counts what it read, flagged and dropped into `ingest_report.json` beside the splits and
-   into the Examples artifact's custom properties.
+   catalogue as a third split, `catalog`, for the model to embed at export; interactions later
+   than the horizon (the ingest time unless configured) are quarantined first, so one row
+   dated 2099 cannot move the cutoff;
+6. reports users above `max_user_share` of a split (and caps them when configured);
+7. counts what it read, flagged and dropped into `ingest_report.json` beside the splits and
+   into the Examples artifact's custom properties, and stops the run when the eval split is
+   smaller than `min_eval_examples`.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import io
 import json
 import os
 import re
+import time
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Sequence, Tuple
 
 import apache_beam as beam
@@ -31,16 +36,18 @@ from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
+from absl import logging
 from tfx.utils import proto_utils
 
 from hyperrec.components import config as config_lib
 from hyperrec.components import features
 from hyperrec.components.example_gen import history, images
+from hyperrec.components.example_gen.layout import SPAN_DIR as _SPAN_DIR
 
 REPORT_FILE = "ingest_report.json"
+QUARANTINE_DIR = "quarantine"  # beside the report: rows kept aside, one JSON object a line
 ITEMS_FILE = "items.csv"
 INTERACTIONS_FILE = "interactions.csv"
-_SPAN_DIR = re.compile(r"^span-(\d+)$")
 
 
 # ---- configuration ---------------------------------------------------------------------------
@@ -83,6 +90,10 @@ class ContractError(ValueError):
     """A file breaks the data contract in a way no row-level rule can repair."""
 
 
+class EvalSplitTooSmallError(ValueError):
+    """The eval split is below `min_eval_examples`; the message says why it is small."""
+
+
 def check_header(path: str, required: Sequence[str], optional: Sequence[str] = ()
                  ) -> List[str]:
     """Fails on missing required columns; returns the extra columns (ignored, reported)."""
@@ -117,6 +128,25 @@ def read_csv_rows(path: str) -> Iterator[Dict[str, str]]:
         yield row
 
 
+# The contract's one timestamp form: UTC, whole seconds, a Z suffix.
+_CONTRACT_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+
+class NotContractTimestamp(ValueError):
+    """A timestamp that parses as ISO-8601 but is not the contract's form (a date only, no
+    zone, an offset, fractions): its meaning is a guess (whose midnight?), so it is refused."""
+
+
+def parse_contract_timestamp(text: str) -> int:
+    """`YYYY-MM-DDTHH:MM:SSZ` -> epoch seconds; NotContractTimestamp for other ISO-8601 forms,
+    ValueError for text that is no timestamp at all."""
+    text = text.strip()
+    seconds = parse_timestamp(text)
+    if not _CONTRACT_TIMESTAMP.fullmatch(text):
+        raise NotContractTimestamp(text)
+    return seconds
+
+
 def parse_timestamp(text: str) -> int:
     """ISO-8601 (a trailing Z or an offset; naive means UTC) -> epoch seconds."""
     text = text.strip()
@@ -137,6 +167,7 @@ class Parsed(NamedTuple):
     record: Any
     skipped: str = ""
     flags: Tuple[str, ...] = ()
+    quarantined: Any = None  # a skipped record kept aside (QUARANTINE_DIR)
 
 
 def parse_interaction(row: Dict[str, str]) -> Parsed:
@@ -149,7 +180,9 @@ def parse_interaction(row: Dict[str, str]) -> Parsed:
     if event not in features.EVENTS:
         return Parsed(None, "interaction_unknown_event")
     try:
-        timestamp = parse_timestamp(row.get("timestamp") or "")
+        timestamp = parse_contract_timestamp(row.get("timestamp") or "")
+    except NotContractTimestamp:
+        return Parsed(None, "interaction_timestamp_not_contract")
     except (ValueError, TypeError, OverflowError):
         return Parsed(None, "interaction_bad_timestamp")
     context = {c: (row.get(c) or "").strip() or features.UNKNOWN
@@ -165,16 +198,21 @@ def parse_item(row: Dict[str, str], data_root: str, image_size: int) -> Parsed:
     if not item_id:
         return Parsed(None, "item_missing_id")
     try:
-        first_seen = parse_timestamp(row.get("first_seen") or "")
+        first_seen = parse_contract_timestamp(row.get("first_seen") or "")
+    except NotContractTimestamp:
+        return Parsed(None, "item_first_seen_not_contract")
     except (ValueError, TypeError, OverflowError):
         return Parsed(None, "item_bad_first_seen")
+    price_text = (row.get("price") or "").strip()
+    if not price_text:
+        return Parsed(None, "item_missing_price")
     try:
         # NaN and negative prices pass through on purpose: the schema's float_domain turns
         # them into anomalies that stop the span with the feature named (validation_gate).
-        price = float(row.get("price") or "nan")
+        price = float(price_text)
     except ValueError:
         return Parsed(None, "item_bad_price")
-    image_bytes, status = images.load_normalised_image(
+    image_bytes, status, image_outcome = images.load_image(
         data_root, (row.get("image") or "").strip(), image_size)
     item = {
         features.ITEM_ID: item_id,
@@ -186,11 +224,19 @@ def parse_item(row: Dict[str, str], data_root: str, image_size: int) -> Parsed:
         features.IMAGE_STATUS: status,
         features.FIRST_SEEN: first_seen,
     }
-    flags = [f"image_{status}"]
+    flags = [f"image_{image_outcome}"]
     flags += ["item_empty_title"] if not item[features.TITLE] else []
     flags += ["item_empty_description"] if not item[features.DESCRIPTION] else []
     flags += ["text_not_utf8"] if row.get(NOT_UTF8) else []
     return Parsed((item_id, item), flags=tuple(flags))
+
+
+def quarantine_future(parsed: Parsed, horizon: int) -> Parsed:
+    """Sets aside an interaction later than `horizon` (clock skew, test rows, typos like 2099)."""
+    if parsed.record is not None and parsed.record["timestamp"] > horizon:
+        return Parsed(None, "interaction_future_timestamp", parsed.flags,
+                      quarantined=parsed.record)
+    return parsed
 
 
 def outcome_counts(parsed: Parsed, read_counter: str) -> List[str]:
@@ -233,7 +279,7 @@ def interaction_examples(joined: Tuple[str, Dict[str, List[Any]]], cutoff: int
     item = item_rows[0]
     for record, past in events:
         split = features.TRAIN_SPLIT if record["timestamp"] < cutoff else features.EVAL_SPLIT
-        yield split, to_example({
+        yield split, (record["user_id"], record["timestamp"], to_example({
             features.USER_ID: record["user_id"],
             features.TIMESTAMP: record["timestamp"],
             features.EVENT: record["event"],
@@ -242,7 +288,32 @@ def interaction_examples(joined: Tuple[str, Dict[str, List[Any]]], cutoff: int
             features.HISTORY: list(past),
             **item,
             features.COLD_START: int(item[features.FIRST_SEEN] >= cutoff),
-        })
+        }))
+
+
+def heavy_users(counts: List[Tuple[str, int]], total: int, threshold: float
+                ) -> Dict[str, Dict[str, Any]]:
+    """Users above `threshold` of a split's `total` rows, each with the rows it may keep when
+    capped: c with c / (others + |heavy| * c) <= threshold, where others are the rows of the
+    users below the threshold (so a capped user ends at or under the threshold)."""
+    heavy = {user: n for user, n in counts if total and n / total > threshold}
+    others = total - sum(heavy.values())
+    room = 1.0 - len(heavy) * threshold
+    cap = int(threshold * others / room) if room > 0 else 0
+    return {user: {"examples": n, "share": round(n / total, 4), "cap": min(n, cap)}
+            for user, n in sorted(heavy.items())}
+
+
+def cap_user_rows(grouped: Tuple[str, Iterable[Tuple[int, bytes]]],
+                  heavy: Dict[str, Dict[str, Any]]) -> Iterator[Tuple[str, Any]]:
+    """A heavy user's latest `cap` rows as ("keep", example); the rest ("count", name)."""
+    user, rows = grouped
+    ordered = sorted(rows)
+    cap = heavy[user]["cap"]
+    for _ in ordered[:len(ordered) - cap]:
+        yield "count", "interaction_user_capped"
+    for _, example in ordered[len(ordered) - cap:]:
+        yield "keep", example
 
 
 def user_history(grouped: Tuple[str, Iterable[Dict[str, Any]]], history_length: int
@@ -251,6 +322,44 @@ def user_history(grouped: Tuple[str, Iterable[Dict[str, Any]]], history_length: 
     events = [(r["timestamp"], r["item_id"], r["event"], r) for r in records]
     for (_, item_id, _, record), past in history.with_history(events, history_length):
         yield item_id, (record, past)
+
+
+# ---- what the report must say out loud --------------------------------------------------------
+def _iso(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def report_warnings(report: Dict[str, Any]) -> List[str]:
+    """Lines for what was kept aside or looks skewed: quarantined rows, heavy users."""
+    lines = []
+    future = report.get("interaction_future_timestamp", 0)
+    if future:
+        lines.append(f"{future} interaction(s) later than the horizon "
+                     f"{_iso(report['timestamp_horizon'])} quarantined ({QUARANTINE_DIR}/)")
+    for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
+        for user, share in sorted(report.get(f"user_share_{split}", {}).items()):
+            lines.append(f"user {user} is {share['share']:.1%} of the {split} split "
+                         f"({share['examples']} rows; threshold "
+                         f"{report['user_share_threshold']:.0%})")
+    return lines
+
+
+def eval_split_problem(report: Dict[str, Any], config: config_lib.DataConfig) -> str:
+    """Why the eval split is too small to judge a model ("" when it is not)."""
+    size = report.get("eval_examples", 0)
+    if size >= config.min_eval_examples:
+        return ""
+    why = (f"the eval split has {size} example(s), fewer than data.min_eval_examples="
+           f"{config.min_eval_examples}: it holds the interactions of the last "
+           f"data.eval_days={config.eval_days:g} day(s) before the newest one")
+    if report.get("newest_timestamp"):
+        why += (f" ({_iso(report['newest_timestamp'])}, cutoff "
+                f"{_iso(report['cutoff_timestamp'])})")
+    dropped = {k: v for k, v in report.items() if k.startswith("interaction_") and k not in (
+        "interaction_read",) and isinstance(v, int) and v}
+    if dropped:
+        why += f"; rows dropped before the split: {dropped}"
+    return why
 
 
 # ---- the executor ---------------------------------------------------------------------------
@@ -273,6 +382,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                 examples.set_int_custom_property(name, value)
             else:
                 examples.set_string_custom_property(name, json.dumps(value))
+        config = config_lib.from_dict(config_lib.DataConfig, decode_custom_config(exec_properties))
+        for line in report_warnings(report):
+            logging.warning("ExampleGen: %s", line)
+        problem = eval_split_problem(report, config)
+        if problem:
+            raise EvalSplitTooSmallError(f"{problem}; ingest report: {self._report_path}")
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:
@@ -280,11 +395,13 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         image_size = config.image_size
         history_length = config.history_length
         eval_seconds = int(config.eval_days * features.SECONDS_PER_DAY)
+        horizon = (parse_timestamp(config.timestamp_horizon) if config.timestamp_horizon
+                   else int(time.time()))
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
         span = int(exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) or 0)
         span_dirs = window_span_dirs(input_base, span, config.window_spans)
         if not span_dirs:
-            raise ValueError(f"no span-N folders under {input_base} for span {span}")
+            raise ContractError(f"no span-N folders under {input_base} for span {span}")
         interaction_files = [os.path.join(d, INTERACTIONS_FILE) for d in span_dirs
                              if tf.io.gfile.exists(os.path.join(d, INTERACTIONS_FILE))]
         items_file = os.path.join(span_dirs[-1], ITEMS_FILE)
@@ -309,7 +426,15 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         events_parsed = (pipeline
                          | "InteractionFiles" >> beam.Create(interaction_files)
                          | "ReadInteractions" >> beam.FlatMap(read_csv_rows)
-                         | "ParseInteractions" >> beam.Map(parse_interaction))
+                         | "ParseInteractions" >> beam.Map(parse_interaction)
+                         | "QuarantineFuture" >> beam.Map(quarantine_future, horizon))
+        _ = (events_parsed
+             | "Quarantined" >> beam.Filter(lambda p: p.quarantined is not None)
+             | "QuarantineJson" >> beam.Map(lambda p: json.dumps(
+                 {"reason": p.skipped, **p.quarantined}, sort_keys=True))
+             | "WriteQuarantine" >> beam.io.WriteToText(
+                 os.path.join(os.path.dirname(self._report_path), QUARANTINE_DIR,
+                              "interactions"), file_name_suffix=".jsonl", num_shards=1))
         # An exact duplicate row (same user, item, time, event, context) is one event.
         event_counts = (events_parsed
                         | "OkEvents" >> beam.Filter(lambda p: p.record is not None)
@@ -335,6 +460,10 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
         splits = joined | "BySplit" >> beam.Partition(
             lambda kv, n: {features.TRAIN_SPLIT: 0, features.EVAL_SPLIT: 1}.get(kv[0], 2), 3)
+        train, train_shares, train_capped = _user_shares(
+            splits[0], features.TRAIN_SPLIT, config.max_user_share, config.cap_user_share)
+        evals, eval_shares, eval_capped = _user_shares(
+            splits[1], features.EVAL_SPLIT, config.max_user_share, config.cap_user_share)
         catalog = (items
                    | "CatalogExamples" >> beam.Map(lambda kv, c: catalog_example(kv[1], c),
                                                    cutoff))
@@ -345,24 +474,65 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
              duplicates,
              items | "ItemCount" >> beam.Map(lambda _: "catalog_items"),
              splits[2] | "DroppedCount" >> beam.Map(lambda kv: kv[1]),
-             splits[0] | "TrainCount" >> beam.Map(lambda _: "train_examples"),
-             splits[1] | "EvalCount" >> beam.Map(lambda _: "eval_examples"))
+             train_capped, eval_capped,
+             train | "TrainCount" >> beam.Map(lambda _: "train_examples"),
+             evals | "EvalCount" >> beam.Map(lambda _: "eval_examples"))
             | "AllCounts" >> beam.Flatten()
             | "CountEach" >> beam.combiners.Count.PerElement()
             | "AsDict" >> beam.combiners.ToDict())
         _ = (counts
-             | "WithCutoff" >> beam.Map(lambda d, c: {**d, "cutoff_timestamp": c,
-                                                      "ignored_columns": ignored_columns,
-                                                      "latest_span": span,
-                                                      "window_first_span": _span_of(
-                                                          span_dirs[0])}, cutoff)
+             | "WithCutoff" >> beam.Map(
+                 lambda d, c, last, ts, es: {
+                     **d, "cutoff_timestamp": c, "newest_timestamp": last,
+                     "timestamp_horizon": horizon, "ignored_columns": ignored_columns,
+                     "latest_span": span, "window_first_span": _span_of(span_dirs[0]),
+                     "user_share_threshold": config.max_user_share,
+                     f"user_share_{features.TRAIN_SPLIT}": ts,
+                     f"user_share_{features.EVAL_SPLIT}": es},
+                 cutoff, beam.pvalue.AsSingleton(last_ts),
+                 beam.pvalue.AsSingleton(train_shares), beam.pvalue.AsSingleton(eval_shares))
              | "WriteReport" >> beam.Map(_write_report, self._report_path))
 
         return {
-            features.TRAIN_SPLIT: splits[0] | "TrainValues" >> beam.Values(),
-            features.EVAL_SPLIT: splits[1] | "EvalValues" >> beam.Values(),
+            features.TRAIN_SPLIT: train,
+            features.EVAL_SPLIT: evals,
             features.CATALOG_SPLIT: catalog,
         }
+
+
+def _user_shares(split: beam.PCollection, name: str, threshold: float, cap: bool
+                 ) -> Tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
+    """(examples, {user: share} of users above `threshold`, capped-row counter names).
+
+    `split` holds (split, (user, timestamp, example)); with `cap` a heavy user keeps only its
+    latest rows (heavy_users says how many), otherwise the split is unchanged.
+    """
+    rows = split | f"{name}Rows" >> beam.Values()
+    total = beam.pvalue.AsSingleton(rows | f"{name}Total" >> beam.combiners.Count.Globally())
+    shares = (rows
+              | f"{name}UserOnes" >> beam.Map(lambda r: (r[0], 1))
+              | f"{name}PerUser" >> beam.CombinePerKey(sum)
+              | f"{name}AboveShare" >> beam.Filter(
+                  lambda kv, t: t > 0 and kv[1] / t > threshold, total)
+              | f"{name}HeavyList" >> beam.combiners.ToList()
+              | f"{name}Heavy" >> beam.Map(heavy_users, total, threshold))
+    if not cap:
+        return (rows | f"{name}Examples" >> beam.Map(lambda r: r[2]), shares,
+                rows | f"{name}NoneCapped" >> beam.Filter(lambda _: False))
+    heavy = beam.pvalue.AsSingleton(shares)
+    light = (rows
+             | f"{name}Light" >> beam.Filter(lambda r, h: r[0] not in h, heavy)
+             | f"{name}LightExamples" >> beam.Map(lambda r: r[2]))
+    capped = (rows
+              | f"{name}HeavyRows" >> beam.Filter(lambda r, h: r[0] in h, heavy)
+              | f"{name}ByUser" >> beam.Map(lambda r: (r[0], (r[1], r[2])))
+              | f"{name}GroupHeavy" >> beam.GroupByKey()
+              | f"{name}Cap" >> beam.FlatMap(cap_user_rows, heavy))
+    parts = capped | f"{name}CapParts" >> beam.Partition(
+        lambda kv, n: 0 if kv[0] == "keep" else 1, 2)
+    kept = parts[0] | f"{name}KeptExamples" >> beam.Values()
+    examples = (light, kept) | f"{name}AllExamples" >> beam.Flatten()
+    return examples, shares, parts[1] | f"{name}CappedCount" >> beam.Values()
 
 
 def _span_of(span_dir: str) -> int:
