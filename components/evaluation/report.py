@@ -280,7 +280,7 @@ def _ranking_table(entry: Dict[str, Any], columns: Sequence[str],
             key = f"{method} - {reference}"
             if method != reference and key in entry.get("differences", {}):
                 rows.append([key] + [_diff_cell(entry["differences"][key][c]) for c in columns])
-    return _table(["method"] + list(columns), rows, "ranking")
+    return f'<div class="wide">{_table(["method"] + list(columns), rows, "ranking")}</div>'
 
 
 def _recall_curves(result: Dict[str, Any]) -> str:
@@ -300,7 +300,7 @@ def _recall_curves(result: Dict[str, Any]) -> str:
         axes.set_xticks(ks)
         axes.set_ylabel(f"{family}@k (95% interval)")
         axes.set_title(f"{family}@k, overall", fontsize=10)
-    axes.legend(fontsize=7, loc="upper left")
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _png(figure, "recall@k and ndcg@k curves")
 
 
@@ -324,7 +324,7 @@ def _slice_plot(result: Dict[str, Any], metric: str) -> Optional[str]:
                          fontsize=8)
     axes.set_ylabel(f"{metric} (95% interval)")
     axes.set_title(f"{metric} by slice", fontsize=10)
-    axes.legend(fontsize=7, ncol=len(methods))
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(figure, f"{metric} by slice")
 
 
@@ -463,7 +463,7 @@ def _lineage_section(lineage_text: Optional[str]) -> str:
 
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1280px;
 color:#222;padding:0 16px}
 h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
@@ -473,7 +473,7 @@ table.small{font-size:12px}.src{color:#777;font-size:11px;word-break:break-all}
 .verdict{font-size:22px;font-weight:bold;padding:8px 12px;display:inline-block;border-radius:4px}
 .blessed{background:#e4f6e4;color:#1a6b1a}.refused{background:#fbe3e3;color:#9b1c1c}
 .unknown{background:#eee}.notrun{color:#9b5b00;font-weight:bold}.ok{color:#1a6b1a}
-.plots{display:flex;flex-wrap:wrap;gap:8px}img{max-width:100%}
+.wide{overflow-x:auto}.plots{display:flex;flex-wrap:wrap;gap:8px}img{max-width:100%}
 pre{background:#f7f7f7;padding:8px;font-size:11px;overflow-x:auto}
 """
 
