@@ -14,7 +14,9 @@ throughput up under concurrency (with a thread per connection, the threads' figh
 more than doubled the CPU each request cost at 8 clients). A large body (or a large answer)
 is parsed (or written) on an executor thread instead: tens of thousands of instances take
 seconds of Python, which on the loop would stall every other connection. An executor thread
-holds the GIL only for a switch interval at a time, so the loop keeps serving meanwhile.
+holds the GIL only for a switch interval at a time, so the loop keeps serving meanwhile; it
+parses member by member (json_request.parse_json_in_pieces) because one orjson call would
+hold the GIL for the whole document.
 """
 from __future__ import annotations
 
@@ -151,15 +153,16 @@ class RestApi:
     def _predict_blocking(self, name: str, version: Optional[int], label: Optional[str],
                           body: bytes) -> bytes:
         servable, signature, inputs, request_format = self._predict_request(
-            name, version, label, body)
+            name, version, label, body, json_request.parse_json_in_pieces)
         outputs = servable.run(signature, inputs)
         return self._predict_answer(servable, signature, inputs, outputs, request_format)
 
     def _predict_request(self, name: str, version: Optional[int], label: Optional[str],
-                         body: bytes) -> Tuple[Servable, str, Tensors, str]:
+                         body: bytes, parse: Callable[[bytes], dict] = json_request.parse_json
+                         ) -> Tuple[Servable, str, Tensors, str]:
         """The body parsed against the addressed servable: (servable, signature, inputs,
         ROW or COLUMNAR)."""
-        doc = json_request.parse_json(body)
+        doc = parse(body)
         signature = json_request.signature_name(doc)
         servable = self._manager.servable(name, version, label)
         input_dtypes = servable.input_dtypes(signature)
@@ -202,8 +205,8 @@ class RestApi:
                              version: Optional[int], label: Optional[str], body: bytes) -> bytes:
         """classify or regress: JSON tf.Examples -> request proto -> result JSON, entirely on
         an executor thread when the body is large."""
-        def parse() -> Servable:
-            doc = json_request.parse_json(body)
+        def parse(parse_json: Callable[[bytes], dict]) -> Servable:
+            doc = parse_json(body)
             self._fill_spec(request, name, version, label, json_request.signature_name(doc))
             request.input.CopyFrom(json_examples.classify_regress_input(doc))
             return self._manager.servable(name, version, label)
@@ -214,12 +217,12 @@ class RestApi:
             return text
 
         def blocking() -> bytes:
-            servable = parse()
+            servable = parse(json_request.parse_json_in_pieces)
             return answer(servable, kind.run(servable, request))
 
         if len(body) > OFF_LOOP_BODY_BYTES:
             return await self._off_loop(blocking)
-        servable = parse()
+        servable = parse(json_request.parse_json)
         return answer(servable, await self._off_loop(kind.run, servable, request))
 
     # -- model APIs ----------------------------------------------------------------------------

@@ -343,9 +343,8 @@ def test_a_huge_request_does_not_stall_small_ones(process_server):
 
     def send_big():
         started = time.monotonic()
-        outcome["status"], answer = predict_answer(port, REC_PREDICT, big)
-        outcome["rows"] = len(json.loads(answer)["predictions"])
-        outcome["seconds"] = time.monotonic() - started
+        outcome["status"], outcome["answer"] = predict_answer(port, REC_PREDICT, big)
+        outcome["seconds"] = time.monotonic() - started  # parsed after: this process's GIL
 
     sender = threading.Thread(target=send_big)
     sender.start()
@@ -357,10 +356,13 @@ def test_a_huge_request_does_not_stall_small_ones(process_server):
     print(f"30,000-instance request: {outcome['seconds']:.2f} s; small requests alone "
           f"{alone * 1000:.1f} ms, during it {len(during)} requests, max "
           f"{max(during) * 1000:.0f} ms")
-    assert outcome["status"] == 200 and outcome["rows"] == 30_000
+    assert outcome["status"] == 200
+    assert len(json.loads(outcome["answer"])["predictions"]) == 30_000
     # Meaningful only if the huge request kept the server busy for longer than the bound.
     assert outcome["seconds"] > 1.0 and len(during) >= 3
-    assert max(during) < 1.0
+    # Under 1 s; on a machine so loaded that everything runs several times slower, a fifth
+    # of the huge request's time (a loop parsing it would stall small ones for most of it).
+    assert max(during) < max(1.0, 0.2 * outcome["seconds"])
 
 
 # ---- restart with a broken version ---------------------------------------------------------

@@ -51,6 +51,39 @@ def test_row_and_columnar_outputs():
         "outputs": 7}
 
 
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=st.dictionaries(st.text(max_size=8), _json_values, max_size=5),
+       indent=st.sampled_from([None, 0, 2]))
+def test_piecewise_parse_reads_documents_as_the_whole_parse_does(doc, indent):
+    body = json.dumps(doc, indent=indent).encode()
+    assert json_request.parse_json_in_pieces(body) == json_request.parse_json(body)
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"[1, 2]", b'{"a": [1, 2,]}', b'{"a" 1}', b'{"a": 1} x', b'{"a": [1 2]}', b"{1: 2}",
+    b'{"a": "\xff"}', b'{"a": [NaN, Infinity, -Infinity]}', b'{"a": [1e999]}',
+    b'{"instances": [{"x": 1}, {"x": 2}]', b'  {"a": [[1], [2]], "b": {"c": [3]}}  ',
+    b'{"a": [-18446744073709551615, 18446744073709551615, 18446744073709551616]}',
+])
+def test_piecewise_parse_answers_bad_bodies_as_the_whole_parse_does(body):
+    try:
+        expected = json_request.parse_json(body)
+    except errors.ServingError as err:
+        with pytest.raises(errors.ServingError) as caught:
+            json_request.parse_json_in_pieces(body)
+        assert str(caught.value) == str(err)
+    else:
+        got = json_request.parse_json_in_pieces(body)
+        assert json.dumps(got) == json.dumps(expected)  # NaN != NaN, its text is equal
+
+
 @pytest.mark.parametrize("array", [
     np.array([[1 / 3, 2.5e-7, -0.0], [np.nan, np.inf, 1e30]], np.float32),
     np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 7,
