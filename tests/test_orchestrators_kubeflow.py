@@ -10,6 +10,7 @@ import tempfile
 
 import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import pytest
+import yaml
 from click.testing import CliRunner
 from google.protobuf import json_format
 from kfp import components as kfp_components
@@ -169,3 +170,16 @@ def test_a_host_path_or_bad_image_is_refused_with_its_flag(tmp_path, flag, value
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not out.exists()
+
+
+def test_yaml_output_is_the_bare_pipeline_spec_kfp_uploads(tmp_path):
+    path = kubeflow.compile_pipeline(
+        config_lib.load("tiny"), image=IMAGE, pipeline_root=f"{ROOT}/root",
+        data_root=f"{ROOT}/data", serving_dir=f"{ROOT}/serving",
+        output_path=str(tmp_path / "hyperrec.yaml"))
+    text = open(path).read()
+    assert text.startswith("# PIPELINE DEFINITION\n# Name: hyperrec-tiny\n")
+    spec = json_format.ParseDict(yaml.safe_load(text), pipeline_spec_pb2.PipelineSpec())
+    assert set(spec.root.dag.tasks) == _expected_tasks()
+    component = kfp_components.load_component_from_file(path)
+    assert component.name == "hyperrec-tiny"
