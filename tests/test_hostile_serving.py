@@ -21,7 +21,10 @@ import zlib
 
 import pytest
 
-from hyperrec.serving import testing
+from hyperrec.serving import config, errors, testing
+from hyperrec.serving.load_failures import LoadFailureRecord
+from hyperrec.serving.manager import ModelManager
+from hyperrec.serving.servable import Servable
 from hyperrec.serving.server import ModelServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -366,6 +369,55 @@ def test_a_huge_request_does_not_stall_small_ones(process_server):
 
 
 # ---- restart with a broken version ---------------------------------------------------------
+
+def test_a_remembered_failure_is_skipped_at_start_and_retried_after(tmp_path):
+    """The manager's side of a restart, with a loader that records its calls: the first
+    start tries version 2 first and remembers its failure; the next start loads only version 1
+    until enable_retries(), then tries version 2 once more."""
+    base = tmp_path / "m"
+    for version in (1, 2):
+        testing.write_corrupt_version(str(base / str(version)))  # only scanned here
+    calls = []
+
+    def loader(name, version, path):
+        calls.append(version)
+        if version == 2:
+            raise errors.ServingError(errors.Code.DATA_LOSS, "version 2 is broken")
+        return Servable(name, version, path, {}, {})
+
+    def manager():
+        return ModelManager(config.single_model("m", str(base)), poll_seconds=0, loader=loader,
+                            failure_record=LoadFailureRecord(str(tmp_path / "failures.json")))
+
+    first = manager()
+    first.start()
+    assert calls == [2, 1]
+    first.stop()
+
+    calls.clear()
+    second = manager()
+    second.start()
+    assert calls == [1]
+    states = second.version_states("m")
+    assert states[1].state == "AVAILABLE" and states[2].state == "END"
+    assert (states[2].error_code, states[2].error_message) == (
+        errors.Code.DATA_LOSS, "version 2 is broken")
+    second.reconcile()
+    assert calls == [1]  # no retry before the ports are open
+    second.enable_retries()
+    second.reconcile()
+    second.reconcile()
+    assert calls == [1, 2]  # one retry
+    second.stop()
+
+    testing.write_corrupt_version(str(base / "2"))  # same bytes: still remembered
+    (base / "2" / "extra").write_bytes(b"new contents")  # other contents: forgotten
+    calls.clear()
+    third = manager()
+    third.start()
+    assert calls == [2, 1]
+    third.stop()
+
 
 def test_restart_serves_the_good_version_before_retrying_a_broken_one(tmp_path):
     base = tmp_path / "m"
