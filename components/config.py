@@ -75,6 +75,10 @@ class ModelConfig:
     # Towers = fusion_weight * unit fusion-MLP output + unit shared content vector (history
     # content for queries): a small weight keeps "like your recent items" dominant.
     fusion_weight: float = 0.3
+    log_q_weight: float = 1.0  # sampling-bias correction in training: 1 = full, 0 = none
+    # Served score = cosine + temperature * (bias + serving_popularity_weight * log Q(item)):
+    # puts back popularity that the logQ correction took out of the logits (0 = off).
+    serving_popularity_weight: float = 0.0
     ranking_hidden_units: tuple = ()  # ranking MLP; () = one layer of 2 * embedding_dim
     ranking_uses_retrieval: bool = True  # ranking head also reads retrieval cosine and bias
     # tf.distribute: auto | one_device | mirrored | multi_worker_mirrored | tpu. The batch

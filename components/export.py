@@ -10,7 +10,12 @@ vocabulary assets are saved), so serving needs no preprocessing of its own:
   their retrieval scores (cosine similarity + the item's score bias, see
   model/retrieval.py), excluding items in the row's history. The catalogue is embedded ONCE
   at export and stored as variables in the SavedModel.
+- `recommend_excluding`: `recommend` plus `exclude_item_ids` [batch, n] (any n, "" padding):
+  those items are excluded too (e.g. everything the user ever bought, not only the last N
+  the history holds). A signature of its own because TF Serving inputs cannot be optional.
 - `embed_items`: raw item features -> {"embedding"} (the item tower).
+- `transformed_features`: examples -> {"user_segment": "new" | "returning"}, the slice TFMA
+  reads from a signature of this name (new: nothing engaged before the event).
 
 Warmup. `assets.extra/tf_serving_warmup_requests` holds PredictionLogs (PredictRequests for
 `serving_default` and `recommend`, built from a few real eval examples) that TF Serving (and
@@ -84,21 +89,26 @@ def _as_raw_feature(tensor: tf.Tensor, feature_spec: Any) -> Any:
 
 def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
                   catalog_batches: Iterable[Mapping[str, Any]],
+                  popularity_weight: float = 0.0,
                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeds every catalogue item from its raw features with the trained item tower.
 
     Only item features are fed to the TFT layer; it returns the item outputs alone (see
     components/transform.py). Returns (item ids [C] bytes, embeddings [C, dim] float32,
     score biases [C] float32: temperature * the item tower's retrieval bias, so that
-    cosine + score bias ranks as the retrieval logits do).
+    cosine + score bias ranks as the retrieval logits do, plus temperature *
+    popularity_weight * log Q(item), the train popularity the logQ correction removed).
     """
     temperature = model.retrieval.temperature
 
     # One graph for all batches (eager map_fn decoding would run per image in Python).
     @tf.function(autograph=False, reduce_retracing=True)
     def embed(raw: Dict[str, Any]) -> Tuple[tf.Tensor, tf.Tensor]:
-        item = model.item_tower.encode(tft_layer(raw), training=False)
-        return item["embedding"], temperature * item["bias"]
+        transformed = tft_layer(raw)
+        item = model.item_tower.encode(transformed, training=False)
+        log_q = tf.gather(model.retrieval.item_log_q,
+                          tf.reshape(transformed[features.ITEM_ID_XF], [-1]))
+        return item["embedding"], temperature * (item["bias"] + popularity_weight * log_q)
 
     ids, embeddings, biases = [], [], []
     for batch in catalog_batches:
@@ -160,24 +170,35 @@ class ServingModule(tf.Module):
             retrieval_signals=self.model.ranking_signals(query, item))
         return {features.SCORE: tf.sigmoid(logits)}
 
+    def _exclude(self, scores: tf.Tensor, item_ids: tf.Tensor) -> tf.Tensor:
+        """scores [batch, C] with the catalogue rows of each row's `item_ids` [batch, n]
+        ("" padding and ids outside the catalogue are ignored) set to EXCLUDED_SCORE."""
+        rows = self.catalog_index.lookup(item_ids)  # -1: padding / not in catalogue
+        found = rows >= 0
+        batch_rows = tf.broadcast_to(
+            tf.range(tf.shape(item_ids, out_type=tf.int64)[0])[:, tf.newaxis],
+            tf.shape(rows, out_type=tf.int64))
+        indices = tf.stack([tf.boolean_mask(batch_rows, found),
+                            tf.boolean_mask(rows, found)], axis=1)
+        return tf.tensor_scatter_nd_update(
+            scores, indices,
+            tf.fill([tf.shape(indices)[0]], tf.constant(EXCLUDED_SCORE, scores.dtype)))
+
     def recommend(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """recommend: top max(k) catalogue items per row, history items excluded."""
-        history = inputs[features.HISTORY]
+        """recommend: top max(k) catalogue items per row, history items excluded, and with
+        `exclude_item_ids` (recommend_excluding) those items too."""
         query = self._query_embeddings(
             self._raw({name: inputs[name] for name in transform.QUERY_INPUTS}))
         scores = (tf.matmul(query, self.catalog_embeddings, transpose_b=True)  # [batch, C]
                   + self.catalog_score_bias[tf.newaxis, :])
-
-        history_rows = self.catalog_index.lookup(history)  # -1: padding / not in catalogue
-        seen = history_rows >= 0
-        batch_rows = tf.broadcast_to(
-            tf.range(tf.shape(history, out_type=tf.int64)[0])[:, tf.newaxis],
-            tf.shape(history_rows, out_type=tf.int64))
-        seen_indices = tf.stack([tf.boolean_mask(batch_rows, seen),
-                                 tf.boolean_mask(history_rows, seen)], axis=1)
-        scores = tf.tensor_scatter_nd_update(
-            scores, seen_indices,
-            tf.fill([tf.shape(seen_indices)[0]], tf.constant(EXCLUDED_SCORE, scores.dtype)))
+        scores = self._exclude(scores, inputs[features.HISTORY])
+        if features.EXCLUDE_ITEM_IDS in inputs:
+            exclude = inputs[features.EXCLUDE_ITEM_IDS]
+            # Exclusions name rows of this batch: a request cannot exclude for another row.
+            tf.debugging.assert_equal(
+                tf.shape(exclude)[0], tf.shape(scores)[0],
+                message=f"{features.EXCLUDE_ITEM_IDS} needs one row per query row")
+            scores = self._exclude(scores, exclude)
 
         catalog_size = tf.shape(self.catalog_embeddings)[0]
         k = tf.maximum(tf.minimum(tf.reduce_max(inputs[features.K]), catalog_size), 0)
@@ -187,6 +208,16 @@ class ServingModule(tf.Module):
         return {features.ITEM_IDS: tf.where(unfilled, tf.constant(""), item_ids),
                 features.SCORES: tf.where(unfilled, tf.constant(EXCLUDED_SCORE, top_scores.dtype),
                                  top_scores)}
+
+    def transformed_features(self, examples: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """transformed_features: serialized tf.Examples -> {USER_SEGMENT}: "new" when the
+        user had engaged with nothing before the event (empty history), else "returning".
+        TFMA calls a signature of this name and slices on its outputs."""
+        history = tf.io.parse_example(examples, {
+            features.HISTORY: tf.io.VarLenFeature(tf.string)})[features.HISTORY]
+        engaged = tf.reduce_any(tf.not_equal(tf.sparse.to_dense(history, ""), ""), axis=1)
+        return {features.USER_SEGMENT: tf.where(engaged, features.RETURNING_USER,
+                                                features.NEW_USER)}
 
     def embed_items(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """embed_items: raw item features -> item tower embedding [batch, dim]."""
@@ -199,19 +230,29 @@ class ServingModule(tf.Module):
 
         serve = tf.function(self.serve_examples, autograph=False).get_concrete_function(
             spec(features.EXAMPLES, tf.string))
-        recommend = tf.function(self.recommend, autograph=False).get_concrete_function({
+        query_specs = {
             features.USER_ID: spec(features.USER_ID, tf.string),
             features.HISTORY: spec(features.HISTORY, tf.string, (None, None)),
             features.DEVICE: spec(features.DEVICE, tf.string),
             features.TIMESTAMP: spec(features.TIMESTAMP, tf.int64),
             features.K: spec(features.K, tf.int32),
-        })
+        }
+        recommend = tf.function(self.recommend, autograph=False)
+        # TF Serving has no optional inputs: exclusions get a signature of their own, so
+        # `recommend` requests stay as they are.
+        recommend_excluding = recommend.get_concrete_function({
+            **query_specs,
+            features.EXCLUDE_ITEM_IDS: spec(features.EXCLUDE_ITEM_IDS, tf.string, (None, None))})
+        recommend = recommend.get_concrete_function(query_specs)
         item_dtypes = {features.PRICE: tf.float32}
         embed = tf.function(self.embed_items, autograph=False).get_concrete_function({
             name: spec(name, item_dtypes.get(name, tf.string))
             for name in transform.ITEM_INPUTS})
+        segment = tf.function(self.transformed_features, autograph=False).get_concrete_function(
+            spec(features.EXAMPLES, tf.string))
         return {features.SERVING_DEFAULT: serve, features.RECOMMEND: recommend,
-                features.EMBED_ITEMS: embed}
+                features.RECOMMEND_EXCLUDING: recommend_excluding,
+                features.EMBED_ITEMS: embed, features.TRANSFORMED_FEATURES: segment}
 
 
 def _parse_query_features(serialized: Sequence[bytes]) -> Dict[str, List[Any]]:
@@ -235,8 +276,9 @@ def warmup_requests(examples: Sequence[bytes], recommend_k: int,
     """PredictionLogs for TF Serving's model warmup from serialized serving tf.Examples.
 
     For each batch size in WARMUP_BATCH_SIZES (capped at the examples available): one
-    `serving_default` request with the examples and one `recommend` request with their query
-    features (user, history right-padded with "", device, timestamp) and k = recommend_k.
+    `serving_default` request with the examples, one `recommend` request with their query
+    features (user, history right-padded with "", device, timestamp) and k = recommend_k,
+    and one `recommend_excluding` request that also excludes the history items.
     """
     logs = []
     for size in sorted({min(s, len(examples)) for s in WARMUP_BATCH_SIZES} - {0}):
@@ -252,7 +294,13 @@ def warmup_requests(examples: Sequence[bytes], recommend_k: int,
             recommend.inputs[name].CopyFrom(
                 tf.make_tensor_proto(values, dtype=dtypes.get(name, tf.string)))
         recommend.inputs[features.K].CopyFrom(tf.make_tensor_proto([recommend_k] * size, tf.int32))
-        for request in (score, recommend):
+        excluding = predict_pb2.PredictRequest()
+        excluding.CopyFrom(recommend)
+        excluding.model_spec.signature_name = features.RECOMMEND_EXCLUDING
+        # The history doubles as the exclusions: real ids, the shape serving sends.
+        excluding.inputs[features.EXCLUDE_ITEM_IDS].CopyFrom(
+            tf.make_tensor_proto(query[features.HISTORY], dtype=tf.string))
+        for request in (score, recommend, excluding):
             logs.append(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)))
     return logs
@@ -272,12 +320,13 @@ def write_warmup_requests(serving_model_dir: str, examples: Sequence[bytes],
 def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput,
                          catalog_batches: Iterable[Mapping[str, Any]],
                          serving_model_dir: str, warmup_examples: Sequence[bytes] = (),
-                         recommend_k: int = 10) -> ServingModule:
+                         recommend_k: int = 10,
+                         popularity_weight: float = 0.0) -> ServingModule:
     """Embeds the catalogue and writes the SavedModel with its three signatures, plus warmup
     requests from `warmup_examples` (serialized serving tf.Examples) when given."""
     tft_layer = tft_output.transform_features_layer()
-    catalog_ids, catalog_embeddings, catalog_bias = embed_catalog(model, tft_layer,
-                                                                  catalog_batches)
+    catalog_ids, catalog_embeddings, catalog_bias = embed_catalog(
+        model, tft_layer, catalog_batches, popularity_weight)
     module = ServingModule(model, tft_output, catalog_ids, catalog_embeddings, catalog_bias)
     tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
     if warmup_examples:

@@ -66,10 +66,18 @@ DAY_OF_WEEK_XF = xf("day_of_week")
 # The exported model (components/export.py) and its clients (serving/) agree on these.
 SERVING_DEFAULT = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 RECOMMEND = "recommend"
+RECOMMEND_EXCLUDING = "recommend_excluding"  # recommend + EXCLUDE_ITEM_IDS
 EMBED_ITEMS = "embed_items"
 EXAMPLES = "examples"  # serving_default input: serialized tf.Example
 SCORE = "score"  # serving_default output: ranking probability
 K = "k"  # recommend input: how many items per row (the batch uses the max)
+# recommend_excluding input: string [batch, n] item ids never to return ("" = padding)
+EXCLUDE_ITEM_IDS = "exclude_item_ids"
 ITEM_IDS = "item_ids"  # recommend output
 SCORES = "scores"  # recommend output
 EMBEDDING = "embedding"  # embed_items output
+# TFMA slices on the outputs of a signature of this name (tfma's default preprocessing name)
+TRANSFORMED_FEATURES = "transformed_features"
+USER_SEGMENT = "user_segment"  # its output: NEW_USER (nothing engaged before) or RETURNING_USER
+NEW_USER = "new"
+RETURNING_USER = "returning"

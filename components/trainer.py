@@ -14,7 +14,13 @@ Training habits:
   learning-rate schedule knows the total;
 - BackupAndRestore under the model run directory: a killed training, rerun with the same
   output locations (an orchestrator's retry), resumes from the last finished epoch;
-- early stopping on an eval metric, TensorBoard logs, warmup + cosine learning rate;
+- model selection on a validation slice carved from the END of the train split (the last
+  ModelConfig.validation_days; components/model/validation.py), never on the eval split the
+  gates judge: early stopping and best-weight restoring watch `early_stopping_monitor`
+  (by default the ranking metric val_recall@10, computed with the evaluation protocol);
+  then, with `refit_full_train`, a fresh model trains on the WHOLE train split (the most
+  recent days matter most to a recommender) for the selected number of epochs;
+- TensorBoard logs, warmup + cosine learning rate;
 - hyperparameters from the Tuner (fn_args.hyperparameters) override ModelConfig fields.
 """
 from __future__ import annotations
@@ -24,9 +30,10 @@ import importlib.metadata
 import json
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -39,6 +46,7 @@ from hyperrec.components import features
 from hyperrec.components import training_progress
 from hyperrec.components import transform
 from hyperrec.components.model import item_content
+from hyperrec.components.model import validation
 from hyperrec.components.model.image_encoder import colour_signature, decode_png_batch
 from hyperrec.components.model.towers import VocabularySizes
 from hyperrec.components.model.two_tower import TwoTowerModel, build_two_tower_model
@@ -117,10 +125,12 @@ def _distribute_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 def build_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
                   tft_output: tft.TFTransformOutput, batch_size: int, shuffle: bool,
-                  seed: int, num_epochs: Optional[int]) -> tf.data.Dataset:
+                  seed: int, num_epochs: Optional[int], before: Optional[int] = None,
+                  since: Optional[int] = None) -> tf.data.Dataset:
     """Batches of TRANSFORMED features from raw examples (the TFT layer runs in map).
 
-    num_epochs None repeats forever (for a fixed number of steps per epoch).
+    num_epochs None repeats forever (for a fixed number of steps per epoch). before /
+    since: keep only rows with timestamp < before / >= since (the validation slice).
     """
     raw = data_accessor.tf_dataset_factory(
         file_patterns,
@@ -128,6 +138,16 @@ def build_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAc
                                        shuffle_seed=seed, num_epochs=num_epochs,
                                        sloppy_ordering=False),
         tft_output.raw_metadata.schema)
+    if before is not None or since is not None:
+        low = tf.constant(since if since is not None else -2**63, tf.int64)
+        high = tf.constant(before if before is not None else 2**63 - 1, tf.int64)
+
+        @tf.autograph.experimental.do_not_convert
+        def in_range(row: Dict[str, Any]) -> tf.Tensor:
+            timestamp = tf.reshape(row[features.TIMESTAMP], [])
+            return tf.logical_and(timestamp >= low, timestamp < high)
+
+        raw = raw.unbatch().filter(in_range).batch(batch_size)
     tft_layer = tft_output.transform_features_layer()
 
     # Not autograph-converted: see TwoTowerModel.train_step (tf_keras is not allowlisted).
@@ -266,8 +286,11 @@ class TrainingPlan:
 
 def plan_training(model_config: config_lib.ModelConfig, fn_args: tfx.components.FnArgs,
                   tft_output: tft.TFTransformOutput,
-                  strategy: tf.distribute.Strategy) -> TrainingPlan:
-    """Steps from ModelConfig (else the Trainer's train/eval args), else one pass per epoch.
+                  strategy: tf.distribute.Strategy,
+                  train_count: Optional[int] = None,
+                  eval_files: Optional[List[str]] = None) -> TrainingPlan:
+    """Steps from ModelConfig (else the Trainer's train/eval args), else one pass per epoch
+    over `train_count` rows (default: the train split's); eval steps are over `eval_files`.
 
     Multi-worker training needs the eval length in steps too: each worker sees a shard,
     and a worker running out of batches before the others would leave them waiting.
@@ -276,11 +299,13 @@ def plan_training(model_config: config_lib.ModelConfig, fn_args: tfx.components.
     if train_steps:
         steps_per_epoch = math.ceil(train_steps / model_config.epochs)
     else:
-        count = count_examples(fn_args.train_files, fn_args.data_accessor, tft_output)
+        count = (train_count if train_count is not None else
+                 count_examples(fn_args.train_files, fn_args.data_accessor, tft_output))
         steps_per_epoch = max(1, math.ceil(count / model_config.batch_size))
     eval_steps = model_config.eval_steps or fn_args.eval_steps or None
     if eval_steps is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        count = count_examples(fn_args.eval_files, fn_args.data_accessor, tft_output)
+        count = count_examples(eval_files or fn_args.eval_files, fn_args.data_accessor,
+                               tft_output)
         eval_steps = max(1, math.ceil(count / model_config.batch_size))
     return TrainingPlan(model_config.epochs, steps_per_epoch, eval_steps)
 
@@ -300,14 +325,28 @@ class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
             tf.distribute.OneDeviceStrategy,)
 
 
-def training_callbacks(model_config: config_lib.ModelConfig,
-                       model_run_dir: str) -> List[tf.keras.callbacks.Callback]:
-    """BackupAndRestore, early stopping (when patience > 0) and TensorBoard."""
+def monitor_mode(monitor: str) -> str:
+    """"min" for losses, "max" for every other metric (AUC, recall@k, NDCG@k, MRR: Keras'
+    "auto" would minimise a name it does not recognise, such as val_recall@10)."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+def training_callbacks(model_config: config_lib.ModelConfig, model_run_dir: str,
+                       validation_callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+                       phase: str = "selection", early_stopping: bool = True,
+                       ) -> List[tf.keras.callbacks.Callback]:
+    """BackupAndRestore, the validation callbacks (they add to the epoch's logs, so they
+    come before the callbacks that read them), early stopping (when asked and patience > 0)
+    and TensorBoard."""
+    # One backup per training phase (selection, refit): a rerun resumes the phase it was in.
+    backup_root = model_config.backup_dir or os.path.join(model_run_dir, "backup")
     callbacks: List[tf.keras.callbacks.Callback] = [
-        BackupAndRestore(model_config.backup_dir or os.path.join(model_run_dir, "backup"))]
-    if model_config.early_stopping_patience > 0:
+        BackupAndRestore(os.path.join(backup_root, phase))]
+    callbacks.extend(validation_callbacks)
+    if early_stopping and model_config.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor=model_config.early_stopping_monitor,
+            mode=monitor_mode(model_config.early_stopping_monitor),
             patience=model_config.early_stopping_patience, restore_best_weights=True,
             verbose=1))
     # Non-chief workers write TensorBoard events to a temporary directory (Keras does it).
@@ -324,14 +363,54 @@ def seed_everything(model_config: config_lib.ModelConfig) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def ranking_validation(model_config: config_lib.ModelConfig,
+                       data_config: config_lib.DataConfig, fn_args: tfx.components.FnArgs,
+                       tft_output: tft.TFTransformOutput, events, split: int,
+                       ) -> validation.RankingValidation:
+    """The callback that logs val_<validation_metric> on the validation slice, ranking the
+    catalogue with the model's current weights through the serving module's recommend."""
+    catalog_patterns = catalog_file_patterns(fn_args.train_files)
+    tft_layer = tft_output.transform_features_layer()
+    task = validation.validation_task(
+        events, validation.protocol.read_catalogue(validation.examples_uri(fn_args.train_files)),
+        split, data_config.history_length)
+
+    def embedded(model: TwoTowerModel):
+        return export.embed_catalog(model, tft_layer, build_catalog_batches(
+            catalog_patterns, fn_args.data_accessor, tft_output),
+            model_config.serving_popularity_weight)
+
+    def build_module(model: TwoTowerModel) -> export.ServingModule:
+        return export.ServingModule(model, tft_output, *embedded(model))
+
+    def refresh(module: export.ServingModule, model: TwoTowerModel) -> None:
+        ids, embeddings, bias = embedded(model)
+        module.catalog_embeddings.assign(embeddings)
+        module.catalog_score_bias.assign(bias)
+
+    logging.info("validation slice: %d users ranked on %s", len(task.users),
+                 model_config.validation_metric)
+    return validation.RankingValidation(task, model_config.validation_metric, build_module,
+                                        refresh)
+
+
+def best_epoch(history: tf.keras.callbacks.History, monitor: str) -> int:
+    """The epoch (0-based) whose `monitor` value was best (the first of ties)."""
+    values = history.history.get(monitor)
+    if not values:
+        return len(history.epoch) - 1
+    return int(np.argmin(values) if monitor_mode(monitor) == "min" else np.argmax(values))
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """The entry point TFX's Trainer calls (`components.trainer.run_fn`).
 
-    Trains on the train split, validates on eval, logs to TensorBoard under
+    Selects the model on the validation slice at the end of the train split (see the module
+    docstring), optionally refits on the whole train split, logs to TensorBoard under
     fn_args.model_run_dir, and exports to fn_args.serving_model_dir (see
-    components/export.py; on multi-worker runs only the chief's export lands there).
-    custom_config: {"model", "data", "transform"} config dicts; fn_args.hyperparameters
-    (from the Tuner) override ModelConfig fields.
+    components/export.py; on multi-worker runs only the chief's export lands there). The
+    eval split only provides warmup requests. custom_config: {"model", "data", "transform"}
+    config dicts; fn_args.hyperparameters (from the Tuner) override ModelConfig fields.
     """
     model_config, data_config, transform_config = configs_from_custom_config(
         fn_args.custom_config)
@@ -342,14 +421,26 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     seed_everything(model_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
 
-    plan = plan_training(model_config, fn_args, tft_output, strategy)
+    split, events, callbacks = None, None, []
+    if model_config.validation_days > 0:
+        events = validation.read_events(fn_args.train_files)
+        split = validation.split_time(events.timestamps, model_config.validation_days)
+        logging.info("validation slice: train rows from %d on (%d of %d)", split,
+                     int((events.timestamps >= split).sum()), len(events))
+        if model_config.validation_metric:
+            callbacks.append(ranking_validation(model_config, data_config, fn_args,
+                                                tft_output, events, split))
+    plan = plan_training(model_config, fn_args, tft_output, strategy,
+                         train_count=None if split is None else
+                         int((events.timestamps < split).sum()),
+                         eval_files=fn_args.train_files if split is not None else None)
     train_dataset = build_dataset(
         fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=True, seed=model_config.seed, num_epochs=None)
-    eval_dataset = build_dataset(
-        fn_args.eval_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=False, seed=model_config.seed,
-        num_epochs=None if plan.eval_steps else 1)
+        shuffle=True, seed=model_config.seed, num_epochs=None, before=split)
+    validation_dataset = None if split is None else build_dataset(
+        fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
+        shuffle=False, seed=model_config.seed, num_epochs=None if plan.eval_steps else 1,
+        since=split)
 
     catalog_patterns = catalog_file_patterns(fn_args.train_files)
     content = catalog_content(
@@ -360,9 +451,31 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                             plan.total_steps, content)
     history = model.fit(
         train_dataset, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
-        validation_data=eval_dataset, validation_steps=plan.eval_steps,
-        callbacks=training_callbacks(model_config, fn_args.model_run_dir), verbose=2)
+        validation_data=validation_dataset,
+        validation_steps=plan.eval_steps if validation_dataset is not None else None,
+        callbacks=training_callbacks(model_config, fn_args.model_run_dir, callbacks,
+                                     early_stopping=split is not None), verbose=2)
     logging.info("training history: %s", history.history)
+
+    refit = None
+    if split is not None and model_config.refit_full_train:
+        # The selected length, now on every train row; the schedule keeps the selection
+        # run's shape (same total steps), so epoch e sees the learning rate it saw there.
+        epochs = best_epoch(history, model_config.early_stopping_monitor) + 1
+        full = plan_training(model_config, fn_args, tft_output, strategy,
+                             train_count=len(events))
+        logging.info("refitting on the whole train split for %d epochs", epochs)
+        seed_everything(model_config)
+        with strategy.scope():
+            model = build_model(model_config, data_config, transform_config, tft_output,
+                                full.total_steps, content)
+        refit = model.fit(
+            build_dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
+                          model_config.batch_size, shuffle=True, seed=model_config.seed,
+                          num_epochs=None),
+            epochs=epochs, steps_per_epoch=full.steps_per_epoch,
+            callbacks=training_callbacks(model_config, fn_args.model_run_dir, phase="refit",
+                                         early_stopping=False), verbose=2)
 
     # Every worker exports (saving runs collectives); only the chief's copy is kept.
     serving_dir = distribution.write_dir(fn_args.serving_model_dir, strategy)
@@ -370,22 +483,54 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     export.export_serving_model(
         model, tft_output, catalog, serving_dir,
         warmup_examples=read_serialized_examples(fn_args.eval_files, WARMUP_EXAMPLES),
-        recommend_k=model_config.recommend_k)
+        recommend_k=model_config.recommend_k,
+        popularity_weight=model_config.serving_popularity_weight)
     distribution.cleanup_write_dir(fn_args.serving_model_dir, strategy)
     if distribution.is_chief(strategy):
         _record_keras(fn_args.model_run_dir)
-        _record_history(fn_args.model_run_dir, history, strategy)
+        _record_history(fn_args.model_run_dir, history, strategy, refit)
+
+
+def fn_args_for(examples_root: str, transform_dir: str, model_root: str,
+                custom_config: Dict[str, Any]) -> tfx.components.FnArgs:
+    """FnArgs as TFX's Trainer builds them for an Examples artifact (train, eval, catalog
+    splits) at examples_root: for run_fn outside a pipeline (tests, benchmarks)."""
+    from tfx.components.util import examples_utils, tfxio_utils
+    from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_root
+    examples.split_names = json.dumps([features.TRAIN_SPLIT, features.EVAL_SPLIT,
+                                       features.CATALOG_SPLIT])
+    examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+    accessor = tfx.components.DataAccessor(
+        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+        record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact([examples], []),
+        data_view_decode_fn=None)
+    return tfx.components.FnArgs(
+        working_dir=os.path.join(model_root, "working"),
+        train_files=[os.path.join(examples_root, f"Split-{features.TRAIN_SPLIT}", "*")],
+        eval_files=[os.path.join(examples_root, f"Split-{features.EVAL_SPLIT}", "*")],
+        transform_graph_path=transform_dir, transform_output=transform_dir,
+        data_accessor=accessor, serving_model_dir=os.path.join(model_root, "serving_model"),
+        model_run_dir=os.path.join(model_root, "model_run"), custom_config=custom_config)
 
 
 def _record_history(model_run_dir: str, history: tf.keras.callbacks.History,
-                    strategy: tf.distribute.Strategy) -> None:
-    """history.json in the ModelRun: per-epoch metrics, the epochs this process ran (a
-    resumed run starts after the restored epoch), and the strategy."""
+                    strategy: tf.distribute.Strategy,
+                    refit: Optional[tf.keras.callbacks.History] = None) -> None:
+    """history.json in the ModelRun: per-epoch metrics of the selection run (train and
+    validation slice), the epochs this process ran (a resumed run starts after the restored
+    epoch), the strategy, and the refit's epochs and metrics when there was one."""
     record = {"strategy": distribution.describe(strategy),
               "replicas": strategy.num_replicas_in_sync,
               "epochs": [int(e) for e in history.epoch],
               "metrics": {k: [float(v) for v in values]
                           for k, values in history.history.items()}}
+    if refit is not None:
+        record["refit"] = {"epochs": [int(e) for e in refit.epoch],
+                           "metrics": {k: [float(v) for v in values]
+                                       for k, values in refit.history.items()}}
     with tf.io.gfile.GFile(os.path.join(model_run_dir, "history.json"), "w") as f:
         f.write(json.dumps(record, indent=1, sort_keys=True))
 

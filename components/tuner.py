@@ -2,7 +2,9 @@
 
 keras-tuner's RandomSearch samples model sizes and the learning rate around the configured
 values, trains each trial for a tiny budget (one epoch of ModelConfig.tune_steps steps on
-the real input pipeline) and ranks trials by the eval loss. The Tuner component writes the
+the real input pipeline) and ranks trials on the Trainer's validation slice (the end of the
+TRAIN split, never the eval split the gates judge): by the ranking metric
+`val_<validation_metric>` (components/model/validation.py), else by the validation loss. The Tuner component writes the
 best trial's HyperParameters; the Trainer receives them as fn_args.hyperparameters and
 `trainer.apply_hyperparameters` overrides the ModelConfig fields they name, so every
 hyperparameter here is named after a ModelConfig field.
@@ -23,9 +25,10 @@ from tfx import v1 as tfx
 
 from hyperrec.components import distribution
 from hyperrec.components import trainer
+from hyperrec.components.model import validation
 from hyperrec.components import config as config_lib
 
-OBJECTIVE = "val_loss"
+LOSS_OBJECTIVE = "val_loss"
 PROJECT_NAME = "hyperrec_tuning"
 
 
@@ -90,21 +93,33 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         trainer.build_catalog_batches(trainer.catalog_file_patterns(fn_args.train_files),
                                       fn_args.data_accessor, tft_output),
         tft_output, transform_config, data_config)
+    if model_config.validation_days <= 0:
+        raise ValueError("the Tuner ranks trials on the validation slice: "
+                         "ModelConfig.validation_days must be > 0")
+    events = validation.read_events(fn_args.train_files)
+    split = validation.split_time(events.timestamps, model_config.validation_days)
+    callbacks, objective = [], kt.Objective(LOSS_OBJECTIVE, direction="min")
+    if model_config.validation_metric:
+        callbacks.append(trainer.ranking_validation(model_config, data_config, fn_args,
+                                                    tft_output, events, split))
+        objective = kt.Objective(f"val_{model_config.validation_metric}", direction="max")
     tuner = kt.RandomSearch(
         TwoTowerHyperModel(model_config, data_config, transform_config, tft_output, content),
-        objective=kt.Objective(OBJECTIVE, direction="min"),
+        objective=objective,
         max_trials=model_config.tune_max_trials, hyperparameters=search_space(model_config),
         seed=model_config.seed, distribution_strategy=strategy,
         directory=fn_args.working_dir, project_name=PROJECT_NAME, overwrite=True)
     train_dataset = trainer.build_dataset(
         fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=True, seed=model_config.seed, num_epochs=None)
-    eval_steps = model_config.eval_steps or fn_args.eval_steps or None
-    eval_dataset = trainer.build_dataset(
-        fn_args.eval_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=False, seed=model_config.seed, num_epochs=None if eval_steps else 1)
+        shuffle=True, seed=model_config.seed, num_epochs=None, before=split)
+    eval_steps = model_config.eval_steps or None
+    validation_dataset = trainer.build_dataset(
+        fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
+        shuffle=False, seed=model_config.seed, num_epochs=None if eval_steps else 1,
+        since=split)
     fit_kwargs: Dict[str, Any] = dict(
-        x=train_dataset, validation_data=eval_dataset, epochs=1,
-        steps_per_epoch=model_config.tune_steps, validation_steps=eval_steps, verbose=2)
+        x=train_dataset, validation_data=validation_dataset, epochs=1,
+        steps_per_epoch=model_config.tune_steps, validation_steps=eval_steps,
+        callbacks=callbacks, verbose=2)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)
 

@@ -10,6 +10,7 @@ base path, doubly blessed models only).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import List, Optional
 
@@ -56,8 +57,16 @@ def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedEx
     )
 
 
+# Per-user ranking over the eval impressions: NDCG of the examples of one user (the query)
+# ordered by the ranking score, gain = the label.
+NDCG_TOP_K = (5, 10)
+
+
 def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
-    """AUC of the ranking score, sliced, with a value gate and a no-regression gate."""
+    """AUC of the ranking score, sliced, with a value gate and a no-regression gate; per-user
+    NDCG over impressions (query key = user id); slices: overall, cold-start items, category,
+    new vs returning users (the model's `transformed_features` signature, which TFMA calls
+    by that name: new = nothing engaged before the event)."""
     auc_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.eval.min_auc}),
         change_threshold=tfma.GenericChangeThreshold(
@@ -68,7 +77,8 @@ def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
                                     prediction_key="score")],
         slicing_specs=[tfma.SlicingSpec(),
                        tfma.SlicingSpec(feature_keys=[features.COLD_START]),
-                       tfma.SlicingSpec(feature_keys=[features.CATEGORY])],
+                       tfma.SlicingSpec(feature_keys=[features.CATEGORY]),
+                       tfma.SlicingSpec(feature_keys=[features.USER_SEGMENT])],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
             # Gate on the overall slice only: per-category slices of a small eval window are
@@ -79,6 +89,10 @@ def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="BinaryAccuracy"),
             tfma.MetricConfig(class_name="MeanPrediction"),
             tfma.MetricConfig(class_name="MeanLabel"),
+        ]), tfma.MetricsSpec(query_key=features.USER_ID, metrics=[
+            tfma.MetricConfig(class_name="NDCG", config=json.dumps(
+                {"gain_key": features.LABEL, "top_k_list": list(NDCG_TOP_K)})),
+            tfma.MetricConfig(class_name="QueryStatistics"),
         ])],
     )
 

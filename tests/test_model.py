@@ -22,9 +22,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
-from tfx.components.util import examples_utils, tfxio_utils
-from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
 
 from hyperrec.components import export
 from hyperrec.components import features
@@ -41,32 +38,18 @@ import test_transform as synthetic  # noqa: E402  (the shared synthetic data bui
 
 TEST_MODEL_CONFIG = config_lib.ModelConfig(
     embedding_dim=8, id_embedding_dim=4, cnn_filters=(4, 8), text_embedding_dim=8,
-    text_heads=2, text_layers=1, text_ff_dim=16, batch_size=32, epochs=2, seed=3)
+    text_heads=2, text_layers=1, text_ff_dim=16, batch_size=32, epochs=2, seed=3,
+    validation_days=1.5)  # the synthetic train split spans 6.7 days
 SERVING_FEATURES = transform.QUERY_INPUTS + transform.ITEM_INPUTS
 
 
 def make_fn_args(examples_root: str, transform_dir: str, model_root: str) -> tfx.components.FnArgs:
     """FnArgs as TFX's Trainer builds them for an Examples artifact at `examples_root`."""
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_root
-    examples.split_names = json.dumps([features.TRAIN_SPLIT, features.EVAL_SPLIT,
-                                       features.CATALOG_SPLIT])
-    examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
-    data_accessor = tfx.components.DataAccessor(
-        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
-        record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact([examples], []),
-        data_view_decode_fn=None)
-    return tfx.components.FnArgs(
-        working_dir=os.path.join(model_root, "working"),
-        train_files=[os.path.join(examples_root, f"Split-{features.TRAIN_SPLIT}", "*")],
-        eval_files=[os.path.join(examples_root, f"Split-{features.EVAL_SPLIT}", "*")],
-        transform_graph_path=transform_dir, transform_output=transform_dir,
-        data_accessor=data_accessor,
-        serving_model_dir=os.path.join(model_root, "serving_model"),
-        model_run_dir=os.path.join(model_root, "model_run"),
-        custom_config={"model": dataclasses.asdict(TEST_MODEL_CONFIG),
-                       "data": dataclasses.asdict(synthetic.TEST_DATA_CONFIG),
-                       "transform": dataclasses.asdict(synthetic.TEST_TRANSFORM_CONFIG)})
+    return trainer.fn_args_for(
+        examples_root, transform_dir, model_root,
+        {"model": dataclasses.asdict(TEST_MODEL_CONFIG),
+         "data": dataclasses.asdict(synthetic.TEST_DATA_CONFIG),
+         "transform": dataclasses.asdict(synthetic.TEST_TRANSFORM_CONFIG)})
 
 
 def serving_example(row: Dict[str, object], drop: tuple = ()) -> bytes:
@@ -268,7 +251,8 @@ def test_warmup_requests_replay_against_the_signatures(trained):
     by_signature = {}
     for request in requests:
         by_signature.setdefault(request.model_spec.signature_name, []).append(request)
-    assert set(by_signature) == {features.SERVING_DEFAULT, features.RECOMMEND}
+    assert set(by_signature) == {features.SERVING_DEFAULT, features.RECOMMEND,
+                                 features.RECOMMEND_EXCLUDING}
     loaded = tf.saved_model.load(model_dir)
     eval_users = {r[features.USER_ID] for r in trained["rows"]["eval"]}
     for signature, signature_requests in by_signature.items():
@@ -278,7 +262,7 @@ def test_warmup_requests_replay_against_the_signatures(trained):
                       for name, proto in request.inputs.items()}
             outputs = loaded.signatures[signature](**inputs)
             sizes.append(next(iter(outputs.values())).shape[0])
-            if signature == features.RECOMMEND:
+            if signature != features.SERVING_DEFAULT:
                 users = {u.decode() for u in inputs[features.USER_ID].numpy()}
                 assert users <= eval_users  # real examples, not made-up ones
         assert sorted(sizes) == sorted(export.WARMUP_BATCH_SIZES)
@@ -315,6 +299,67 @@ def test_recommend_caps_k_at_catalogue_and_never_returns_history(served, trained
     assert len(returned) == synthetic.NUM_ITEMS - len(history)
     assert not set(returned) & history
     assert list(ids[len(returned):]) == [""] * len(history)  # unfillable slots last
+
+
+@pytest.fixture(scope="module")
+def model_server(trained, tmp_path_factory):
+    """The real REST + gRPC server (serving/) on the exported model, version 1."""
+    import shutil
+    from hyperrec.serving.server import ModelServer, options_from_flags
+    base = tmp_path_factory.mktemp("served") / "hyperrec"
+    shutil.copytree(trained["fn_args"].serving_model_dir, base / "1")
+    options = options_from_flags("hyperrec", str(base), None, grpc_port=0, rest_port=0,
+                                 poll_seconds=0)
+    with ModelServer(options) as running:
+        yield running
+
+
+@pytest.mark.parametrize("use_grpc", [False, True], ids=["rest", "grpc"])
+def test_recommend_excluding_drops_any_number_of_items_over_rest_and_grpc(
+        model_server, trained, use_grpc):
+    from hyperrec.serving import client
+    serving_client = (client.GrpcClient(port=model_server.grpc_port) if use_grpc
+                      else client.RestClient(port=model_server.rest_port))
+    catalogue = [item[features.ITEM_ID] for item in trained["rows"]["items"]]
+    query = dict(user_id=trained["rows"]["eval"][0][features.USER_ID], history=[catalogue[0]],
+                 device="web", timestamp=1700000000, k=len(catalogue))
+    try:
+        plain = [i for i, _ in serving_client.recommend(**query)]
+        # Everything the plain answer ranks first but its last two (more items than any
+        # history holds) is excluded: exactly those two remain, in the same order.
+        excluded = [i for i in plain if i][:-2]
+        assert len(excluded) > synthetic.TEST_DATA_CONFIG.history_length
+        kept = [i for i, _ in serving_client.recommend(**query, exclude_item_ids=excluded)]
+        assert [i for i in kept if i] == [i for i in plain if i][-2:]
+        # [] (sent as one "" padding id) and unknown ids exclude nothing.
+        assert [i for i, _ in serving_client.recommend(**query, exclude_item_ids=[])] == plain
+        assert [i for i, _ in serving_client.recommend(
+            **query, exclude_item_ids=["not-an-item", ""])] == plain
+    finally:
+        serving_client.close()
+
+
+def test_recommend_excluding_rows_and_a_mismatched_batch(model_server, trained):
+    """Each row excludes its own items (padded with ""); exclusions for a different number
+    of rows are a client error (400 with TF Serving's error body)."""
+    from hyperrec.serving import client
+    rest = client.RestClient(port=model_server.rest_port)
+    catalogue = [item[features.ITEM_ID] for item in trained["rows"]["items"]]
+    rows = {features.USER_ID: ["a", "b"], features.HISTORY: [[""], [""]],
+            features.DEVICE: ["", ""], features.TIMESTAMP: [0, 0],
+            features.K: [len(catalogue)] * 2}
+    try:
+        answer = rest.predict(None, inputs={
+            **rows, features.EXCLUDE_ITEM_IDS: [catalogue[:3], [catalogue[3], "", ""]]},
+            signature_name=features.RECOMMEND_EXCLUDING)
+        first, second = (set(ids) - {""} for ids in answer["outputs"][features.ITEM_IDS])
+        assert first == set(catalogue[3:]) and second == set(catalogue) - {catalogue[3]}
+        with pytest.raises(client.ServingClientError) as raised:
+            rest.predict(None, inputs={**rows, features.EXCLUDE_ITEM_IDS: [[catalogue[0]]]},
+                         signature_name=features.RECOMMEND_EXCLUDING)
+        assert raised.value.code == 400 and features.EXCLUDE_ITEM_IDS in raised.value.message
+    finally:
+        rest.close()
 
 
 def test_embed_items_shapes_and_catalogue_consistency(served, trained):
@@ -435,3 +480,48 @@ def test_ranking_reads_retrieval_signals_without_reshaping_retrieval():
     assert with_signals.shape == (2,)
     assert ranking.logit.kernel.shape[0] == 4  # the hidden layer saw 3 * 3 + 2 inputs
     assert ranking.hidden[0].kernel.shape[0] == 3 * 3 + 2
+
+
+def test_tfma_ranks_each_users_impressions_and_slices_new_and_returning_users(trained, tmp_path):
+    """The pipeline's TFMA config on the exported model: per-user NDCG over the eval rows
+    (query key = user id) equals a hand computation from the model's own scores, and the
+    new/returning slice (the `transformed_features` signature) counts the rows whose
+    history is empty / not empty."""
+    import tensorflow_model_analysis as tfma
+    from hyperrec.pipeline import pipeline as pipeline_lib
+    eval_config = pipeline_lib.eval_config(config_lib.load("tiny"))
+    for spec in eval_config.metrics_specs:  # no last blessed model here to compare with
+        for metric in spec.metrics:
+            del metric.per_slice_thresholds[:]
+    model_dir = trained["fn_args"].serving_model_dir
+    result = tfma.run_model_analysis(
+        eval_shared_model=tfma.default_eval_shared_model(model_dir, eval_config=eval_config),
+        eval_config=eval_config, data_location=trained["fn_args"].eval_files[0],
+        output_path=str(tmp_path / "tfma"))
+    by_slice = {key: values[""][""] for key, values in result.slicing_metrics}
+
+    rows = trained["rows"]["eval"]
+    new = sum(1 for r in rows if not r[features.HISTORY])
+    assert 0 < new < len(rows)  # both slices are populated in the synthetic data
+    segment = features.USER_SEGMENT
+    assert by_slice[((segment, features.NEW_USER),)]["example_count"]["doubleValue"] == new
+    assert (by_slice[((segment, features.RETURNING_USER),)]["example_count"]["doubleValue"]
+            == len(rows) - new)
+
+    scores = tf.saved_model.load(model_dir).signatures[features.SERVING_DEFAULT](
+        **{features.EXAMPLES: tf.constant([serving_example(r) for r in rows])}
+    )[features.SCORE].numpy()
+    by_user: Dict[str, list] = {}
+    for row, score in zip(rows, scores):
+        by_user.setdefault(row[features.USER_ID], []).append((score, row[features.LABEL]))
+    for k in pipeline_lib.NDCG_TOP_K:
+        discount = 1.0 / np.log2(np.arange(2, k + 2))
+        values = []
+        for pairs in by_user.values():
+            gains = np.array([g for _, g in sorted(pairs, key=lambda p: -p[0])], float)[:k]
+            ideal = np.sort([g for _, g in pairs])[::-1][:k].astype(float)
+            if ideal.sum() > 0:  # a user without a positive is not a ranking query
+                values.append((gains * discount[:len(gains)]).sum()
+                              / (ideal * discount[:len(ideal)]).sum())
+        logged = by_slice[()][f"ndcg@{k}"]["doubleValue"]
+        np.testing.assert_allclose(logged, np.mean(values), rtol=1e-5)

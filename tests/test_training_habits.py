@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import time
 
 import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 import numpy as np
+import pytest
 
 from hyperrec.components import trainer
 from hyperrec.components import config as config_lib
+from hyperrec.components.evaluation import metrics, model_ranking, protocol
+from hyperrec.components.model import validation
+
+import test_model
+import test_transform as synthetic
 
 from test_distribution import data, finish, read_history, start_training  # noqa: F401
 
@@ -31,7 +38,7 @@ def test_killed_training_resumes_from_the_last_backed_up_epoch(data, tmp_path): 
     model_root = str(tmp_path / "model")
     epochs = 6
     model = {"train_steps": epochs * 8, "epochs": epochs, "batch_size": 32,
-             "early_stopping_patience": 0}
+             "early_stopping_patience": 0, "refit_full_train": False}
     process = start_training(data, model_root, model)
     # Kill (SIGKILL: no cleanup, as a preempted machine) once epoch 3 has begun: epochs 1
     # and 2 have ended, and BackupAndRestore saves at every epoch end.
@@ -86,3 +93,89 @@ def test_warmup_cosine_learning_rate_schedule():
     np.testing.assert_allclose(rates[100], 0.001, rtol=1e-5)  # to lr * min_lr_ratio
     constant = dataclasses.replace(model_config, lr_schedule="constant")
     assert trainer.learning_rate(constant, total_steps=100) == 0.01
+
+
+# ---- model selection on the validation slice at the end of train --------------------------
+def _events(timestamps, users, items, labels=None) -> protocol.Events:
+    n = len(timestamps)
+    labels = [1] * n if labels is None else labels
+    return protocol.Events(
+        users=np.array(users, object), items=np.array(items, object),
+        timestamps=np.array(timestamps, np.int64),
+        events=np.array(["click" if l else "impression" for l in labels], object),
+        labels=np.array(labels, np.int64), devices=np.array(["web"] * n, object))
+
+
+def test_validation_slice_is_the_end_of_train():
+    day = 86400
+    timestamps = np.array([0, day, 2 * day, 9 * day, 10 * day])
+    # 10 days of train, a 3-day slice: from day 7 on (rows at days 9 and 10).
+    assert validation.split_time(timestamps, 3.0) == 7 * day
+    for days in (10.0, 10.5):  # nothing before the slice is left to train on
+        with pytest.raises(ValueError, match="validation slice leaves"):
+            validation.split_time(timestamps, days)
+    with pytest.raises(ValueError, match="train split is empty"):
+        validation.split_time(np.array([], np.int64), 1.0)
+
+
+def test_validation_task_targets_new_items_after_the_split():
+    day = 86400
+    events = _events([0, day, 2 * day, 8 * day, 9 * day, 9 * day],
+                     ["u1", "u1", "u2", "u1", "u1", "u3"],
+                     ["a", "b", "a", "b", "c", "c"])
+    catalogue = protocol.Catalogue(item_ids=np.array(["a", "b", "c", "d"], object),
+                                   cold=np.zeros(4, bool))
+    task = validation.validation_task(events, catalogue, 7 * day, history_length=5)
+    # u1: b again (not new) and c (new); u2: nothing after; u3: no train positive before.
+    assert task.users == ["u1"]
+    assert [t.tolist() for t in task.targets] == [[2]]
+    assert [e.tolist() for e in task.excluded] == [[0, 1]]
+    assert task.history == [["a", "b"]] and task.cutoff == 7 * day
+
+
+def test_ranking_metric_names_and_depths():
+    assert validation.metrics_depth("recall@10") == 10
+    assert validation.metrics_depth("ndcg@5") == 5
+    assert validation.metrics_depth("mrr") == 100
+    for bad in ("auc", "recall@0", "recall@x", "precision@10"):
+        with pytest.raises(ValueError, match="unknown ranking metric"):
+            validation.metrics_depth(bad)
+    assert trainer.monitor_mode("val_loss") == "min"
+    assert trainer.monitor_mode("val_recall@10") == "max"
+    assert trainer.monitor_mode("val_auc") == "max"
+
+
+def test_selection_never_reads_the_eval_split_and_ranks_like_the_export(data, tmp_path):  # noqa: F811
+    """Without an eval split at all, training selects on the validation slice: the
+    val_recall@10 it logs is what the exported recommend signature scores on the same
+    validation task (the evaluation protocol, one step back in time)."""
+    model_root = str(tmp_path / "model")
+    examples = str(tmp_path / "examples_without_eval")
+    shutil.copytree(data["examples"], examples, ignore=shutil.ignore_patterns("Split-eval"))
+    finish(start_training({**data, "examples": examples}, model_root, {
+        "epochs": 2, "early_stopping_patience": 0, "refit_full_train": False}), model_root)
+    history = read_history(model_root)
+    logged = history["metrics"]["val_recall@10"]
+    assert len(logged) == 2 and "val_auc" in history["metrics"] and "refit" not in history
+    events = protocol.read_split(data["examples"], "train")
+    split = validation.split_time(events.timestamps, test_model.TEST_MODEL_CONFIG.validation_days)
+    task = validation.validation_task(events, protocol.read_catalogue(data["examples"]),
+                                      split, synthetic.TEST_DATA_CONFIG.history_length)
+    ranked = model_ranking.rank_with_model(os.path.join(model_root, "serving_model"), task, 10,
+                                           synthetic.TEST_DATA_CONFIG.history_length)
+    expected = metrics.per_user(ranked, task.targets, task.popularity, [10])["recall@10"].mean()
+    assert len(task.users) >= 5
+    np.testing.assert_allclose(logged[-1], expected, atol=1e-6)
+
+
+def test_refit_trains_on_all_of_train_for_the_selected_epochs(data, tmp_path):  # noqa: F811
+    # Learning rate 0: no epoch improves val_loss on the first, so epoch 0 is selected and
+    # the refit runs one epoch over the whole train split.
+    model_root = str(tmp_path / "model")
+    finish(start_training(data, model_root, {
+        "train_steps": 12, "epochs": 3, "batch_size": 32, "learning_rate": 0.0,
+        "lr_schedule": "constant", "early_stopping_monitor": "val_loss",
+        "early_stopping_patience": 5}), model_root)
+    history = read_history(model_root)
+    assert history["epochs"] == [0, 1, 2]
+    assert history["refit"]["epochs"] == [0]

@@ -71,7 +71,7 @@ class RetrievalTask(tf.keras.layers.Layer):
 
     def __init__(self, temperature: float, item_log_q: Optional[Sequence[float]] = None,
                  item_vocab_size: Optional[int] = None, negatives: str = "positives",
-                 **kwargs: Any) -> None:
+                 log_q_weight: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if item_log_q is None and item_vocab_size is None:
             raise ValueError("give item_log_q or item_vocab_size")
@@ -79,6 +79,7 @@ class RetrievalTask(tf.keras.layers.Layer):
             raise ValueError(f"negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
         self.temperature = temperature
         self.negatives = negatives
+        self.log_q_weight = log_q_weight  # 1 = the full correction, 0 = none
         self._initial_log_q = (np.zeros(item_vocab_size, np.float32) if item_log_q is None
                                else np.asarray(item_log_q, np.float32))
         self.item_vocab_size = int(self._initial_log_q.shape[0])
@@ -111,7 +112,8 @@ class RetrievalTask(tf.keras.layers.Layer):
         candidates, candidate_bias = candidates[:, :-1], candidates[:, -1]
 
         logits = tf.matmul(query_embeddings, candidates, transpose_b=True) / self.temperature
-        logits += (candidate_bias - tf.gather(self.item_log_q, candidate_ids))[tf.newaxis, :]
+        logits += (candidate_bias - self.log_q_weight * tf.gather(self.item_log_q, candidate_ids)
+                   )[tf.newaxis, :]
         targets = offset + tf.range(tf.shape(item_ids)[0])  # each row's own column
         is_target = tf.equal(targets[:, tf.newaxis],
                              tf.range(tf.shape(candidate_ids)[0])[tf.newaxis, :])
@@ -139,4 +141,5 @@ class RetrievalTask(tf.keras.layers.Layer):
     def get_config(self) -> Dict[str, Any]:
         # The log-probabilities are weights (restored from checkpoints), not config.
         return {**super().get_config(), "temperature": self.temperature,
-                "item_vocab_size": self.item_vocab_size, "negatives": self.negatives}
+                "item_vocab_size": self.item_vocab_size, "negatives": self.negatives,
+                "log_q_weight": self.log_q_weight}

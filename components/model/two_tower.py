@@ -177,7 +177,8 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
         name="query_tower")
     retrieval = RetrievalTask(model_config.temperature, item_log_q=item_log_q,
                               item_vocab_size=vocabulary_sizes.item,
-                              negatives=model_config.retrieval_negatives, name="retrieval")
+                              negatives=model_config.retrieval_negatives,
+                              log_q_weight=model_config.log_q_weight, name="retrieval")
     ranking = RankingTask(model_config.ranking_hidden_units or [2 * model_config.embedding_dim],
                           model_config.dropout, name="ranking")
     return TwoTowerModel(item_tower, query_tower, retrieval, ranking,

@@ -1,0 +1,135 @@
+"""Model selection on a validation slice carved from the END of the train period.
+
+The eval period is what the gates judge the model on, so training never looks at it: the
+last `validation_days` of the train split are held out (`split_time`), the model trains on
+what came before, and early stopping / best-weight restoring watch a metric on the slice.
+The ranking metric (`RankingValidation`) follows components/evaluation's protocol one step
+back in time: users with a train positive before the split and a new positive after it, the
+full catalogue ranked by the model's own `recommend` path (components/export.py), each
+user's whole history before the split excluded; it is logged as `val_<metric>` (e.g.
+`val_recall@10`) at the end of every epoch, before early stopping reads the logs.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from hyperrec.components import features
+from hyperrec.components.evaluation import metrics, protocol
+
+_QUERY_BATCH = 256
+
+
+def split_time(train_timestamps: np.ndarray, validation_days: float) -> int:
+    """The first timestamp of the validation slice: `validation_days` before the train
+    split's last event (so the slice holds at least that event). Raises ValueError when
+    nothing before the slice would be left to train on."""
+    if len(train_timestamps) == 0:
+        raise ValueError("the train split is empty")
+    split = int(train_timestamps.max()) - int(validation_days * features.SECONDS_PER_DAY)
+    before = int((train_timestamps < split).sum())
+    if before == 0:
+        raise ValueError(
+            f"a {validation_days}-day validation slice leaves {before} of "
+            f"{len(train_timestamps)} train rows to train on; choose a length inside the "
+            f"train period (ModelConfig.validation_days, 0 = no validation slice)")
+    return split
+
+
+def examples_uri(train_file_patterns: List[str]) -> str:
+    """The Examples artifact of the Trainer's train split patterns (<uri>/Split-train/*)."""
+    return os.path.dirname(os.path.dirname(train_file_patterns[0]))
+
+
+def validation_task(train: protocol.Events, catalogue: protocol.Catalogue, split: int,
+                    history_length: int) -> protocol.Task:
+    """The protocol's task with train = events before `split`, eval = events from it."""
+    before = train.subset(train.timestamps < split)
+    after = train.subset(train.timestamps >= split)
+    return protocol.build_task(before, after, catalogue, history_length=history_length,
+                               new_user_days=0.0, cutoff=split)
+
+
+def _padded(rows: List[List[str]]) -> np.ndarray:
+    width = max([len(r) for r in rows] + [1])
+    return np.array([list(r) + [""] * (width - len(r)) for r in rows], dtype=object)
+
+
+def rank_task(recommend, task: protocol.Task, depth: int) -> np.ndarray:
+    """[users, depth] catalogue indices from a `recommend_excluding`-like callable."""
+    index = task.catalogue.index()
+    ids = task.catalogue.item_ids
+    ranked: List[List[int]] = []
+    for start in range(0, len(task.users), _QUERY_BATCH):
+        end = min(start + _QUERY_BATCH, len(task.users))
+        outputs = recommend({
+            features.USER_ID: tf.constant(task.users[start:end], tf.string),
+            features.HISTORY: tf.constant(_padded(task.history[start:end]), tf.string),
+            features.DEVICE: tf.constant(task.devices[start:end], tf.string),
+            features.TIMESTAMP: tf.constant([task.cutoff] * (end - start), tf.int64),
+            features.K: tf.constant([depth] * (end - start), tf.int32),
+            features.EXCLUDE_ITEM_IDS: tf.constant(
+                _padded([list(ids[task.excluded[u]]) for u in range(start, end)]), tf.string)})
+        for row in outputs[features.ITEM_IDS].numpy():
+            ranked.append([index.get(item.decode(), -1) for item in row])
+    return protocol.exclude_and_truncate(ranked, task.excluded, depth)
+
+
+class RankingValidation(tf.keras.callbacks.Callback):
+    """Logs `val_<metric>` (recall@k / ndcg@k / mrr) on the validation task every epoch.
+
+    `serving_module(model)` returns an object whose `recommend` ranks the catalogue with the
+    model's current weights (components/export.ServingModule); it is built once and its
+    catalogue embeddings refreshed each epoch (`refresh(module)`).
+    """
+
+    def __init__(self, task: protocol.Task, metric: str, build_module, refresh) -> None:
+        super().__init__()
+        if not task.users:
+            raise ValueError("the validation slice has no user with a train positive before "
+                             "it and a new positive in it: nothing to rank")
+        self.task = task
+        self.metric = metric
+        self.depth = metrics_depth(metric)
+        self._build_module = build_module
+        self._refresh = refresh
+        self._module = None
+        self._module_model = None
+        self._recommend = None
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        # A new model (the next Tuner trial, the refit) gets a module of its own.
+        if self._module is None or self._module_model is not self.model:
+            self._module = self._build_module(self.model)
+            self._module_model = self.model
+            self._recommend = tf.function(self._module.recommend, autograph=False,
+                                          reduce_retracing=True)
+        else:
+            self._refresh(self._module, self.model)
+        ranked = rank_task(self._recommend, self.task, self.depth)
+        value = float(metrics.per_user(ranked, self.task.targets, self.task.popularity,
+                                       [self.depth])[self.metric].mean())
+        if logs is not None:
+            logs[f"val_{self.metric}"] = value
+
+
+def metrics_depth(metric: str) -> int:
+    """The ranking depth a metric name needs: k of "recall@k" / "ndcg@k"; 100 for mrr."""
+    if metric == "mrr":
+        return 100
+    name, _, k = metric.partition("@")
+    if name not in ("recall", "ndcg") or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"unknown ranking metric {metric!r}: recall@k, ndcg@k or mrr")
+    return int(k)
+
+
+def read_events(train_file_patterns: List[str]) -> protocol.Events:
+    """The train split's events (the files the Trainer was given)."""
+    files = sorted(f for pattern in train_file_patterns for f in glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no train files match {train_file_patterns}")
+    return protocol.read_split(examples_uri(train_file_patterns), features.TRAIN_SPLIT)
