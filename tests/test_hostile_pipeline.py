@@ -20,7 +20,7 @@ from PIL import Image
 from hyperrec.components import config as config_lib
 from hyperrec.components import features
 from hyperrec.components.example_gen import executor as executor_lib
-from hyperrec.components.example_gen import images
+from hyperrec.components.example_gen import images, layout
 from test_example_gen import DAY, T0, _iso, _png, _read_split, _run_executor, _write_csv
 
 HYPERREC = os.path.join(os.path.dirname(sys.executable), "hyperrec")
@@ -239,18 +239,27 @@ def test_verbose_keeps_what_tensorflow_prints(tmp_path):
     assert (NOISE in plain.stderr) == (NOISE in verbose.stderr), verbose.stderr[-2000:]
 
 
-@pytest.mark.parametrize("make", ["missing", "empty", "spans_without_csv"])
+@pytest.mark.parametrize("make", ["missing", "empty"])
 def test_a_missing_or_empty_data_folder_is_one_clear_line(tmp_path, make):
     data = tmp_path / "data"
-    if make != "missing":
+    if make == "empty":
         data.mkdir()
-    if make == "spans_without_csv":
-        (data / "span-1").mkdir()
     result = _hyperrec("run", "--data", str(data), "--workdir", str(tmp_path / "run"))
     assert result.returncode == 2
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: data folder ") and str(data) in line, line
+    assert line == {"missing": f"error: data folder {data} does not exist",
+                    "empty": f"error: data folder {data} has no span-N/ folders "
+                             "(data/README.md describes the layout)"}[make]
+
+
+def test_span_folders_without_csv_files_are_named(tmp_path):
+    (tmp_path / "span-1").mkdir()
+    (tmp_path / "span-1" / "notes.txt").write_text("not a table")
+    assert layout.data_root_problem(str(tmp_path)) == (
+        f"data folder {tmp_path}: no CSV file in any of ['span-1']")
+    (tmp_path / "span-1" / "items.csv").write_text("item_id\n")
+    assert layout.data_root_problem(str(tmp_path)) == ""
 
 
 # ---- a Trainer epoch of minutes ----------------------------------------------------------------
