@@ -23,12 +23,13 @@ from hyperrec.pipeline.runners import local as local_runner
 CATALOGUE = 100
 
 
-def _result(winner: str, loser: str):
+def _result(winner: str, loser: str, with_blessed: bool = False):
     """metrics.json as the RankingEvaluator writes it, for two users and two methods.
 
     User 0 (returning) has target item 0, user 1 (new) target item 1. The winner ranks item
     0 first for user 0 and item 1 second for user 1: recall@10 = 1, MRR = (1 + 1/2) / 2 =
     0.75. The loser ranks items 7, 8 for both: no hit, every metric but coverage 0.
+    `with_blessed`: the last blessed model ranks as the winner does (difference 0).
     """
     depth = 50
     winner_ranks = np.full((2, depth), -1)
@@ -40,14 +41,19 @@ def _result(winner: str, loser: str):
     empty = np.array([], int)
     slices = {"overall": targets, "warm_items": targets, "cold_items": [empty, empty],
               "returning_users": [targets[0], empty], "new_users": [empty, targets[1]]}
-    result = metrics.evaluate({winner: winner_ranks, loser: loser_ranks}, slices,
+    rankings = {winner: winner_ranks, loser: loser_ranks}
+    if with_blessed:
+        rankings[gate.BLESSED] = winner_ranks
+    result = metrics.evaluate(rankings, slices,
                               np.full(CATALOGUE, 0.01), n_resamples=200, seed=0)
     blessed, reason = gate.decide(result, gate.Gate())
     result["decision"] = {"blessed": blessed, "reason": reason, "tfma_blessed": None,
                           "gate": {"metric": "recall@10", "must_beat": ["most_popular"],
                                    "max_regression": 0.0}}
     result.update(n_catalogue=CATALOGUE, n_cold_items=0,
-                  baseline_hyperparameters={"ease": {"lambda": 100.0}})
+                  baseline_hyperparameters={"ease": {
+                      "grid": [10.0, 100.0, 1000.0], "metric": "recall@10",
+                      "scores": [0.1, 0.2, 0.15], "validation_users": 5, "value": 100.0}})
     return result
 
 
@@ -90,11 +96,12 @@ class _Store:
                                  reuse_context_if_already_exist=True)
 
 
-def _ranked_run(tmp_path, winner="hyperrec", loser="most_popular") -> _Store:
+def _ranked_run(tmp_path, winner="hyperrec", loser="most_popular",
+                with_blessed=True) -> _Store:
     store = _Store(tmp_path)
-    result = _result(winner, loser)
+    result = _result(winner, loser, with_blessed)
     store.output("RankingEvaluator", report.RANKING,
-                 {"metrics.json": json.dumps(result)}, blessed=int(result["decision"]["blessed"]),
+                 {"metrics.json": json.dumps(result, sort_keys=True)}, blessed=int(result["decision"]["blessed"]),
                  reason=result["decision"]["reason"])
     store.output("Evaluator", report.BLESSING, {"BLESSED": ""}, blessed=1)
     history = {"epochs": [0, 1], "metrics": {"loss": [2.0, 1.0], "val_loss": [2.5, 1.5]}}
@@ -109,18 +116,24 @@ def test_report_shows_the_gate_ranking_slices_and_training_and_marks_the_rest_no
         "Data statistics (TFDV, StatisticsGen)",
         "Anomalies (TFDV, ExampleValidator against the curated schema)", "Lineage"]
     assert "<p class='verdict blessed'>Blessed</p>" in document
-    assert html.escape("recall@10 1.0000 > most_popular 0.0000; no blessed model to compare "
-                       "with") in document
+    assert html.escape("recall@10 1.0000 > most_popular 0.0000; not significantly worse "
+                       "(recall@10 vs last blessed 1.0000: difference +0.0000, 95% interval "
+                       "[+0.0000, +0.0000])") in document
     # hyperrec's row: recall@10 1 for both users (interval collapses), MRR (1 + 1/2) / 2.
     row = document.split("<td>hyperrec</td>", 1)[1].split("</tr>", 1)[0]
     assert row.startswith("<td>1.0000 [1.000, 1.000]</td>")
     assert "<td>0.7500 [" in row
     assert "<td>hyperrec - most_popular</td><td>+1.0000 [+1.000, +1.000]</td>" in document
-    assert "(no blessed model yet)" in document
+    assert "<td>hyperrec - last_blessed</td><td>+0.0000 [+0.000, +0.000]</td>" in document
+    assert "Overall, against the baselines and the last blessed model" in document
     # Slices: the cold slice has no users; the new-users slice holds user 1 only.
     assert "<td>cold_items</td><td>0</td><td>0</td><td>no users</td>" in document
     assert "<td>new_users</td><td>1</td><td>1</td><td>1.0000 [1.000, 1.000]</td>" in document
-    assert '{&quot;lambda&quot;: 100.0}' in document
+    assert ("<td>ease</td><td>100.0</td><td>recall@10</td><td>10.0, 100.0, 1000.0</td>"
+            "<td>0.1000, 0.2000, 0.1500</td><td>5</td>") in document
+    # metrics.json's keys are sorted; the table keeps the run's order, candidate first.
+    assert (document.index("<td>hyperrec</td>") < document.index("<td>last_blessed</td>")
+            < document.index("<td>most_popular</td>"))
     # recall@k curves, slice bars, training curves.
     assert [alt for alt in ("recall@k and ndcg@k curves", "recall@10 by slice",
                             "training curves") if f'alt="{alt}"' in document] == [
@@ -129,8 +142,9 @@ def test_report_shows_the_gate_ranking_slices_and_training_and_marks_the_rest_no
 
 
 def test_a_candidate_that_loses_to_most_popular_shows_not_blessed_and_why(tmp_path):
-    store = _ranked_run(tmp_path, winner="most_popular", loser="hyperrec")
+    store = _ranked_run(tmp_path, winner="most_popular", loser="hyperrec", with_blessed=False)
     document = report.build(store.store)
+    assert "(no blessed model yet)" in document
     assert "<p class='verdict refused'>Not blessed</p>" in document
     assert "<td>NOT BLESSED</td><td>recall@10 0.0000 &lt;= most_popular 1.0000</td>" in document
 

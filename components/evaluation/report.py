@@ -34,10 +34,12 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
+from hyperrec.components.evaluation import baselines, component, gate, protocol
+
 REPORT_FILE = "report.html"
 STATISTICS = "ExampleStatistics"
 ANOMALIES = "ExampleAnomalies"
-RANKING = "hyperrec.RankingEvaluation"
+RANKING = component.RankingEvaluation.TYPE_NAME
 BLESSING = "ModelBlessing"
 MODEL_RUN = "ModelRun"
 RANKING_COLUMNS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr", "coverage@10",
@@ -162,7 +164,8 @@ def _distribution_plot(name: str, per_split: Dict[str, statistics_pb2.FeatureNam
         width = 0.8 / len(per_split)
         for number, (split, feature) in enumerate(per_split.items()):
             counts = {v.value: v.frequency for v in feature.string_stats.top_values}
-            total = sum(counts.values()) or 1.0
+            # Shares of all values, not only of the top ones TFDV keeps.
+            total = feature.string_stats.common_stats.tot_num_values or sum(counts.values()) or 1
             axes.bar([i + number * width for i in range(len(labels))],
                      [counts.get(label, 0.0) / total for label in labels], width, label=split,
                      color=_COLORS[number % len(_COLORS)])
@@ -270,13 +273,25 @@ def _diff_cell(value: Dict[str, Any]) -> str:
     return f"{value['value']:+.4f} [{low:+.3f}, {high:+.3f}]"
 
 
-def _ranking_table(entry: Dict[str, Any], columns: Sequence[str],
+def _methods(result: Dict[str, Any]) -> List[str]:
+    """The candidate first, then the last blessed model, then the baselines in run order
+    (metrics.json's keys are sorted; its `methods` list keeps the order)."""
+    first = [m for m in (gate.CANDIDATE, gate.BLESSED) if m in result["methods"]]
+    return first + [m for m in result["methods"] if m not in first]
+
+
+def _slices(result: Dict[str, Any]) -> List[str]:
+    known = [s for s in protocol.SLICES if s in result["slices"]]
+    return known + sorted(s for s in result["slices"] if s not in known)
+
+
+def _ranking_table(entry: Dict[str, Any], methods: Sequence[str], columns: Sequence[str],
                    references: Sequence[str]) -> str:
     metrics = entry["metrics"]
-    columns = [c for c in columns if c in next(iter(metrics.values()))]
-    rows = [[method] + [_cell(values[c]) for c in columns] for method, values in metrics.items()]
+    columns = [c for c in columns if c in metrics[methods[0]]]
+    rows = [[method] + [_cell(metrics[method][c]) for c in columns] for method in methods]
     for reference in references:
-        for method in metrics:
+        for method in methods:
             key = f"{method} - {reference}"
             if method != reference and key in entry.get("differences", {}):
                 rows.append([key] + [_diff_cell(entry["differences"][key][c]) for c in columns])
@@ -288,14 +303,15 @@ def _recall_curves(result: Dict[str, Any]) -> str:
     ks = result["ks"]
     figure = Figure(figsize=(9.6, 3.2))
     for axes, family in zip(figure.subplots(1, 2), ("recall", "ndcg")):
-        for number, (method, values) in enumerate(overall.items()):
+        for number, method in enumerate(_methods(result)):
+            values = overall[method]
             points = [values[f"{family}@{k}"] for k in ks]
             y = [p["value"] for p in points]
             errors = [[v - p["interval"][0] for v, p in zip(y, points)],
                       [p["interval"][1] - v for v, p in zip(y, points)]]
             axes.errorbar(ks, y, yerr=errors, marker="o", capsize=3, label=method,
                           color=_COLORS[number % len(_COLORS)],
-                          linewidth=2.5 if method == "hyperrec" else 1.2)
+                          linewidth=2.5 if method == gate.CANDIDATE else 1.2)
         axes.set_xlabel("k")
         axes.set_xticks(ks)
         axes.set_ylabel(f"{family}@k (95% interval)")
@@ -305,10 +321,11 @@ def _recall_curves(result: Dict[str, Any]) -> str:
 
 
 def _slice_plot(result: Dict[str, Any], metric: str) -> Optional[str]:
-    slices = [(name, entry) for name, entry in result["slices"].items() if "metrics" in entry]
+    slices = [(name, result["slices"][name]) for name in _slices(result)
+              if "metrics" in result["slices"][name]]
     if not slices:
         return None
-    methods = result["methods"]
+    methods = _methods(result)
     figure = Figure(figsize=(9.6, 3.2))
     axes = figure.subplots()
     width = 0.8 / len(methods)
@@ -329,7 +346,7 @@ def _slice_plot(result: Dict[str, Any], metric: str) -> Optional[str]:
 
 
 def load_ranking(artifact: metadata_store_pb2.Artifact) -> Dict[str, Any]:
-    return json.loads(_read(os.path.join(artifact.uri, "metrics.json")))
+    return json.loads(_read(os.path.join(artifact.uri, component.METRICS_JSON)))
 
 
 def _ranking_section(artifact: Optional[metadata_store_pb2.Artifact]) -> str:
@@ -348,33 +365,47 @@ def _ranking_section(artifact: Optional[metadata_store_pb2.Artifact]) -> str:
     if "metrics" not in overall:
         parts.append("<p class='notrun'>No evaluated users: no metrics.</p></section>")
         return "".join(parts)
-    references = [m for m in ("most_popular", "last_blessed") if m in overall["metrics"]]
+    # Paired differences against most-popular, whatever else the gate must beat, and the
+    # last blessed model.
+    must_beat = result.get("decision", {}).get("gate", {}).get("must_beat", [])
+    references = [m for m in dict.fromkeys((baselines.MOST_POPULAR, *must_beat, gate.BLESSED))
+                  if m in overall["metrics"]]
+    methods = _methods(result)
     parts.append("<h3>Overall, against the baselines"
-                 + (" and the last blessed model" if "last_blessed" in references else
+                 + (" and the last blessed model" if gate.BLESSED in references else
                     " (no blessed model yet)") + "</h3>")
-    parts.append(_ranking_table(overall, RANKING_COLUMNS, references))
+    parts.append(_ranking_table(overall, methods, RANKING_COLUMNS, references))
     parts.append(_recall_curves(result))
     parts.append("<h3>Slices: warm / cold items, returning / new users</h3>")
     rows = []
-    for name, entry in result["slices"].items():
+    for name in _slices(result):
+        entry = result["slices"][name]
         if "metrics" not in entry:
             rows.append([name, entry["n_users"], entry["n_targets"]] + ["no users"]
-                        * len(result["methods"]))
+                        * len(methods))
             continue
         rows.append([name, entry["n_users"], entry["n_targets"]]
-                    + [_cell(entry["metrics"][m][SLICE_METRIC]) for m in result["methods"]])
+                    + [_cell(entry["metrics"][m][SLICE_METRIC]) for m in methods])
     parts.append(f"<p>{_e(SLICE_METRIC)} per slice and method:</p>")
-    parts.append(_table(["slice", "users", "targets"] + list(result["methods"]), rows,
-                        "ranking"))
+    parts.append('<div class="wide">' + _table(["slice", "users", "targets"] + methods, rows,
+                                                "ranking") + "</div>")
     plot = _slice_plot(result, SLICE_METRIC)
     if plot:
         parts.append(plot)
     chosen = result.get("baseline_hyperparameters") or {}
     if chosen:
         parts.append("<h3>Baselines' hyper-parameters (chosen on the end of train)</h3>")
-        parts.append(_table(["baseline", "chosen"],
-                            [(name, json.dumps(value, sort_keys=True))
-                             for name, value in sorted(chosen.items())], "small"))
+        rows = []
+        for name, value in sorted(chosen.items()):
+            if isinstance(value, dict) and "value" in value:
+                scores = ", ".join(f"{v:.4f}" for v in value.get("scores", []))
+                rows.append((name, value["value"], value.get("metric", ""),
+                             ", ".join(str(g) for g in value.get("grid", [])), scores,
+                             value.get("validation_users", "")))
+            else:
+                rows.append((name, json.dumps(value, sort_keys=True), "", "", "", ""))
+        parts.append(_table(["baseline", "chosen", "selected on", "grid", "validation scores",
+                             "validation users"], rows, "small"))
     parts.append("</section>")
     return "".join(parts)
 
@@ -389,15 +420,16 @@ def _gate_section(runs: RunArtifacts) -> str:
     if ranking is not None:
         decision = load_ranking(ranking).get("decision", {})
         blessed = bool(decision.get("blessed", _prop(ranking, "blessed")))
-        reason = decision.get("reason", _prop(ranking, "reason") or "")
-        gate = decision.get("gate", {})
+        reason = decision.get("reason", _prop(ranking, component.REASON) or "")
+        settings = decision.get("gate", {})
         rows.append(("Ranking gate (RankingEvaluator, combined with TFMA)",
                      "BLESSED" if blessed else "NOT BLESSED", reason))
-        if gate:
+        if settings:
             rows.append(("Gate settings", "",
-                         f"{gate.get('metric')} must beat {', '.join(gate.get('must_beat', []))}"
-                         f"; tolerated regression vs last blessed "
-                         f"{gate.get('max_regression')}"))
+                         f"{settings.get('metric')} must beat "
+                         f"{', '.join(settings.get('must_beat', [])) or 'no baseline'}; "
+                         f"tolerated regression vs last blessed "
+                         f"{settings.get('max_regression')}"))
         final = blessed
     else:
         rows.append(("Ranking gate (RankingEvaluator)", "NOT RUN",
