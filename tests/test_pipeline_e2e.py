@@ -152,3 +152,31 @@ def test_a_model_code_change_reruns_the_trainer_and_leaves_ingestion_cached(
 
     assert cached("FileBasedExampleGen") and cached("Transform")
     assert not cached("Trainer")
+
+
+def test_the_run_writes_a_report_that_opens_in_chromium_with_every_plot(tiny_run, tmp_path):
+    """Every local run ends with WORKDIR/report.html; it agrees with MLMD (rows per split as
+    ExampleGen counted them, the ranking section exactly when a RankingEvaluation exists,
+    the served model's lineage) and opens in headless Chromium with every plot decoded."""
+    import browser
+    from hyperrec.components.evaluation import report
+    paths, store = tiny_run
+    path = os.path.join(paths.workdir, report.REPORT_FILE)
+    with open(path) as f:
+        document = f.read()
+    ranked = bool(store.get_artifacts_by_type(report.RANKING))
+    assert report.sections_not_run(document) == (
+        [] if ranked else ["Ranking evaluation (full catalogue, temporal split)"])
+    assert 'class="unreadable"' not in document
+    examples = store.get_artifacts_by_type("Examples")[-1]
+    for split in ("train", "eval"):
+        rows = examples.custom_properties[f"{split}_examples"].int_value
+        assert f"<td>{split}</td><td>{rows:,}</td><td>" in document, split
+    assert "<h2>Lineage of the served model</h2><pre>served version " in document
+    expected_plots = {"training curves", "distribution of event"} | (
+        {"recall@k and ndcg@k curves", "recall@10 by slice"} if ranked else set())
+    check = browser.check_page(path, tmp_path / "report_tiny_run.png")
+    assert expected_plots <= {i["alt"] for i in check.images}
+    assert len(check.images) == document.count("<img ")
+    assert all(i["complete"] and i["naturalWidth"] > 0 for i in check.images), check.images
+    assert check.errors == []
