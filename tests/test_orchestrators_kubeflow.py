@@ -16,6 +16,9 @@ from google.protobuf import json_format
 from kfp import components as kfp_components
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.common import resolver as resolver_lib
+from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
+    LatestBlessedModelStrategy)
 from tfx.utils import import_utils
 
 from hyperrec.components import config as config_lib
@@ -26,9 +29,6 @@ from hyperrec.pipeline.runners import kubeflow
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = "registry.example.com/team/hyperrec:1.2.3"
 ROOT = "gs://hyperrec-test-bucket"
-RESOLVER = "latest_blessed_model_resolver"
-# KubeflowV2DagRunner splits the latest-blessed-model resolver into two resolver tasks.
-RESOLVER_TASKS = {f"{RESOLVER}-model-blessing-resolver", f"{RESOLVER}-model-resolver"}
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,29 @@ def _container_executors(job):
             if "container" in spec}
 
 
-def _expected_tasks():
+def _resolver_tasks(resolver):
+    """KFP has no resolver nodes: KubeflowV2DagRunner turns the latest-blessed-model strategy
+    into two query tasks (blessing, then its model) and any other resolver into one."""
+    if resolver.exec_properties.get("resolver_class") is LatestBlessedModelStrategy:
+        return {f"{resolver.id}-model-blessing-resolver", f"{resolver.id}-model-resolver"}
+    return {resolver.id}
+
+
+def _tasks_by_kind():
+    """(container tasks, resolver query tasks) of the tiny pipeline."""
     pipeline = pipeline_def.create_pipeline(
         config_lib.load("tiny"), data_root=f"{ROOT}/data", pipeline_root=f"{ROOT}/root",
         serving_dir=f"{ROOT}/serving")
-    ids = {component.id for component in pipeline.components}
-    assert RESOLVER in ids
-    return (ids - {RESOLVER}) | RESOLVER_TASKS
+    resolvers = [c for c in pipeline.components if isinstance(c, resolver_lib.Resolver)]
+    assert any(r.id == "latest_blessed_model_resolver" for r in resolvers)
+    queries = set().union(*(_resolver_tasks(r) for r in resolvers))
+    containers = {c.id for c in pipeline.components} - {r.id for r in resolvers}
+    return containers, queries
+
+
+def _expected_tasks():
+    containers, queries = _tasks_by_kind()
+    return containers | queries
 
 
 def test_spec_parses_strictly_into_kfp_protos(compiled):
@@ -98,9 +114,10 @@ def test_every_task_runs_in_the_given_image(compiled):
     _, job = compiled
     executors = job["pipelineSpec"]["deploymentSpec"]["executors"]
     containers = _container_executors(job)
-    # Only the resolver's two queries run without a container (KFP answers them itself).
-    assert set(executors) - set(containers) == {f"{t}_executor" for t in RESOLVER_TASKS}
-    assert len(containers) == len(_expected_tasks()) - len(RESOLVER_TASKS)
+    # Only the resolvers' queries run without a container (KFP answers them itself).
+    container_tasks, queries = _tasks_by_kind()
+    assert set(executors) - set(containers) == {f"{t}_executor" for t in queries}
+    assert set(containers) == {f"{t}_executor" for t in container_tasks}
     for name, container in containers.items():
         assert container["image"] == IMAGE, name
 
