@@ -98,11 +98,11 @@ def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Seque
                  metadata: str, **beam) -> None:
     """Runs the whole pipeline once with the local runner."""
     config = _load_config(experiment, overrides)
-    options = runner_commands.run_options(config, metadata, **beam)
     from hyperrec.components.example_gen.layout import data_root_problem
-    problem = data_root_problem(data_root)
+    problem = data_root_problem(data_root)  # before anything loads TensorFlow
     if problem:
         _fail(problem, 2)
+    options = runner_commands.run_options(config, metadata, **beam)
     from hyperrec.components.example_gen import executor as example_gen
     from hyperrec.components.validation_gate import AnomaliesFoundError
     from hyperrec.pipeline.runners import local as local_runner
