@@ -58,7 +58,7 @@ _json_values = st.recursive(
     max_leaves=30)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(doc=st.dictionaries(st.text(max_size=8), _json_values, max_size=5),
        indent=st.sampled_from([None, 0, 2]))
 def test_piecewise_parse_reads_documents_as_the_whole_parse_does(doc, indent):
