@@ -221,15 +221,22 @@ def test_ambiguous_framing_is_400(server, raw, status, words):
 
 def test_connections_over_the_cap_get_503_and_close(server):
     port = server.rest_port
-    holders = [socket.create_connection(("127.0.0.1", port), timeout=10)
-               for _ in range(CONNECTION_CAP)]
+    raw = f"GET /v1/models/{HPT} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    holders = []
     try:
-        time.sleep(0.2)  # the server has accepted them all
-        raw = f"GET /v1/models/{HPT} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        for _ in range(CONNECTION_CAP):  # each answered once, so the server holds them all
+            holders.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+            holders[-1].sendall(raw)
+            assert holders[-1].recv(65536).startswith(b"HTTP/1.1 200 ")
         assert_refused(testing.raw_exchange(port, raw), 503, "Too many open connections (limit 4")
-        holders.pop().close()
-        time.sleep(0.2)
-        status, _, _ = only_response(testing.raw_exchange(port, raw.replace(b"Host: x", b"Connection: close")))
+        holders.pop().close()  # a slot frees once the server has seen this one close
+        deadline = time.monotonic() + 30
+        while True:
+            status, _, _ = only_response(testing.raw_exchange(
+                port, raw.replace(b"Host: x", b"Connection: close")))
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert status == 200
     finally:
         for sock in holders:
