@@ -225,3 +225,21 @@ def test_settings_come_from_the_environment_and_the_schedule_from_the_config():
 def test_a_missing_or_bad_setting_names_its_variable(env, message):
     with pytest.raises(airflow_runner.AirflowSettingsError, match=message):
         airflow_runner.settings_from_env(env)
+
+
+def test_output_artifact_names_are_scoped_by_component():
+    # Two components of one run with the same output key and type must not share a name
+    # (MLMD refuses the second: AlreadyExistsError), as TFX's launchers alone would make it.
+    from tfx import types
+    from tfx.dsl.components.base import base_driver
+    from tfx.orchestration import data_types
+    from tfx.types import standard_artifacts
+    pipeline_info = data_types.PipelineInfo("p", "/root", run_id="r1")
+    names = []
+    for component_id in ("ExampleValidator", "DistributionValidator"):
+        driver = airflow_runner._component_scoped_names(base_driver.BaseDriver)(None)
+        outputs = driver._prepare_output_artifacts(
+            {}, {"anomalies": types.Channel(type=standard_artifacts.ExampleAnomalies)}, {}, 7,
+            pipeline_info, data_types.ComponentInfo("tfx.X", component_id, pipeline_info))
+        names.append(outputs["anomalies"][0].name)
+    assert names == ["ExampleValidator.anomalies:r1", "DistributionValidator.anomalies:r1"]

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 import shlex
 from typing import Mapping, Optional
+
+from tfx.dsl.components.base import base_driver
 
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline import beam as beam_lib
@@ -80,6 +83,31 @@ def settings_from_env(env: Mapping[str, str]) -> AirflowSettings:
                            beam=_beam_from_env(env, config))
 
 
+@functools.lru_cache(maxsize=None)
+def _component_scoped_names(driver_class: type) -> type:
+    """`driver_class`, naming output artifacts `<component id>.<output key>:<run id>`.
+
+    TFX's component launchers (the Airflow path) name an output artifact `<output key>:<run
+    id>`, and MLMD keeps artifact names unique per type: two components of one run with the
+    same output key and type (ExampleValidator's and DistributionValidator's `anomalies`)
+    collide (AlreadyExistsError). Inputs are found through events (output key and producer),
+    never by these names, so scoping them changes nothing else.
+    """
+    class Driver(driver_class):
+        def _prepare_output_artifacts(self, input_artifacts, output_dict, exec_properties,
+                                      execution_id, pipeline_info, component_info):
+            outputs = super()._prepare_output_artifacts(
+                input_artifacts, output_dict, exec_properties, execution_id, pipeline_info,
+                component_info)
+            for artifacts in outputs.values():
+                for artifact in artifacts:
+                    artifact.name = f"{component_info.component_id}.{artifact.name}"
+            return outputs
+
+    Driver.__name__ = Driver.__qualname__ = f"ComponentScoped{driver_class.__name__}"
+    return Driver
+
+
 def _absolute(path: str) -> str:
     """Local paths made absolute (Airflow's workers may start elsewhere); URIs as they are."""
     return path if "://" in path else os.path.abspath(path)
@@ -108,6 +136,10 @@ def create_dag(settings: AirflowSettings):
         metadata_connection_config=metadata_lib.connection_config(
             settings.metadata or paths.metadata_path),
         beam_pipeline_args=common_args, ingest_beam_pipeline_args=ingest_args)
+    for component in pipeline.components:
+        driver = getattr(component, "driver_class", None)
+        if isinstance(driver, type) and issubclass(driver, base_driver.BaseDriver):
+            component.driver_class = _component_scoped_names(driver)
     return AirflowDagRunner(AirflowPipelineConfig(dag_config(config))).run(pipeline)
 
 
