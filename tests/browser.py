@@ -99,7 +99,7 @@ def _errors(events: List[Dict[str, Any]]) -> List[str]:
     return found
 
 
-def check_page(html_path: str, screenshot: pathlib.Path, width: int = 1400) -> PageCheck:
+def check_page(html_path: str, screenshot: pathlib.Path, width: int = 1600) -> PageCheck:
     """Loads `html_path` (file://) in headless Chromium; writes the full-page screenshot to
     `screenshot` and a copy under runs/test-artifacts/."""
     binary = chromium_binary()

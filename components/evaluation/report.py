@@ -495,13 +495,13 @@ def _lineage_section(lineage_text: Optional[str]) -> str:
 
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1280px;
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1600px;
 color:#222;padding:0 16px}
 h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}table.ranking td{font-family:ui-monospace,monospace;white-space:nowrap;
-font-size:12px}
+font-size:11px;padding:2px 5px}
 table.small{font-size:12px}.src{color:#777;font-size:11px;word-break:break-all}
 .verdict{font-size:22px;font-weight:bold;padding:8px 12px;display:inline-block;border-radius:4px}
 .blessed{background:#e4f6e4;color:#1a6b1a}.refused{background:#fbe3e3;color:#9b1c1c}
