@@ -28,6 +28,9 @@ class DataConfig:
     min_eval_examples: int = 50  # a smaller eval split stops the run with the reason
     max_user_share: float = 0.2  # a user above this share of a split is reported
     cap_user_share: bool = False  # and, when True, capped to the share (latest rows kept)
+    # A span whose drift distance to the previous span exceeds this is broken, not shifted
+    # (every row one category: ~0.8; the sample data's real shift: ~0.1); the run stops.
+    max_span_drift: float = 0.5
 
 
 @dataclasses.dataclass

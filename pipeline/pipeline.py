@@ -1,7 +1,9 @@
 """The one hyperrec pipeline definition; every runner (local, Kubeflow, Airflow) builds this.
 
 ExampleGen -> StatisticsGen -> ImportSchemaGen (curated schemas/schema.pbtxt) ->
-ExampleValidator -> AnomaliesGate (a bad span ends the run) -> Transform -> [Tuner, when
+ExampleValidator -> AnomaliesGate (a bad span ends the run) -> DistributionValidator
+(the new span against the previous run's) -> SpanDriftGate (a broken span ends the run) ->
+Transform -> [Tuner, when
 ModelConfig.tune: its best hyperparameters go to the Trainer] -> Trainer -> Evaluator (gated against the latest blessed
 model) -> RankingEvaluator (full-catalogue top-k against baselines and the latest blessed
 model; emits the blessing of both gates) -> Pusher (a new integer version under the serving
@@ -16,7 +18,7 @@ from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from tfx.components import FileBasedExampleGen
+from tfx.components import DistributionValidator, FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, transform_pb2
 
@@ -24,6 +26,7 @@ from hyperrec.components import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components import pusher as pusher_executor
 from hyperrec.components.validation_gate import AnomaliesGate
+from hyperrec.components.monitoring import span_drift
 from hyperrec.components.evaluation import component as ranking_evaluator_lib
 from hyperrec.components.config import HyperrecConfig, project_root
 from hyperrec.pipeline.fingerprint import code_fingerprint
@@ -141,6 +144,22 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
         exclude_splits=[features.CATALOG_SPLIT])
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    # The new span against the previous run's (resolved before this run's StatisticsGen):
+    # drift is reported, a broken span stops the run before Transform.
+    previous_statistics = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+    ).with_id("previous_statistics_resolver")
+    statistics_gen.add_upstream_node(previous_statistics)
+    distribution_validator = DistributionValidator(
+        statistics=statistics_gen.outputs["statistics"],
+        baseline_statistics=previous_statistics.outputs["statistics"],
+        config=span_drift.validator_config(span_drift.load_schema(
+            os.path.join(project_root(), config.schema_file))),
+        include_split_pairs=[(span_drift.SPLIT, span_drift.SPLIT)])
+    span_drift_gate = span_drift.SpanDriftGate(
+        anomalies=distribution_validator.outputs["anomalies"],
+        max_span_drift=config.data.max_span_drift)
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
@@ -154,6 +173,7 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
                        "code_fingerprint": code_fingerprint(TRANSFORM_MODULE)},
     )
     transform.add_upstream_node(anomalies_gate)  # a bad span stops here: no training
+    transform.add_upstream_node(span_drift_gate)
     trainer_custom_config = {"model": dataclasses.asdict(config.model),
                              "data": dataclasses.asdict(config.data),
                              "transform": dataclasses.asdict(config.transform),
@@ -207,8 +227,9 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator,
-                  anomalies_gate, transform,
+    components = [previous_statistics, example_gen, statistics_gen, schema_gen,
+                  example_validator, anomalies_gate, distribution_validator, span_drift_gate,
+                  transform,
                   trainer, model_resolver, evaluator, ranking_evaluator, pusher]
     if tuner:
         components.insert(components.index(trainer), tuner)
