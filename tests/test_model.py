@@ -494,18 +494,20 @@ def test_tfma_ranks_each_users_impressions_and_slices_new_and_returning_users(tr
         for metric in spec.metrics:
             del metric.per_slice_thresholds[:]
     model_dir = trained["fn_args"].serving_model_dir
+    # Every synthetic eval row has a history: the first 8 lose theirs (first-time users).
+    rows = [{**r, features.HISTORY: []} if i < 8 else r
+            for i, r in enumerate(trained["rows"]["eval"])]
+    new = 8
+    split_dir = synthetic.write_split(str(tmp_path / "examples"), features.EVAL_SPLIT, rows)
     result = tfma.run_model_analysis(
         eval_shared_model=tfma.default_eval_shared_model(model_dir, eval_config=eval_config),
-        eval_config=eval_config, data_location=trained["fn_args"].eval_files[0],
+        eval_config=eval_config, data_location=os.path.join(split_dir, "*"),
         output_path=str(tmp_path / "tfma"))
-    by_slice = {key: values[""][""] for key, values in result.slicing_metrics}
-
-    rows = trained["rows"]["eval"]
-    new = sum(1 for r in rows if not r[features.HISTORY])
-    assert 0 < new < len(rows)  # both slices are populated in the synthetic data
+    # {slice key: {sub key ("" or "topK:k"): {metric: value}}} of the one model output
+    by_slice = {key: values[""] for key, values in result.slicing_metrics}
     segment = features.USER_SEGMENT
-    assert by_slice[((segment, features.NEW_USER),)]["example_count"]["doubleValue"] == new
-    assert (by_slice[((segment, features.RETURNING_USER),)]["example_count"]["doubleValue"]
+    assert by_slice[((segment, features.NEW_USER),)][""]["example_count"]["doubleValue"] == new
+    assert (by_slice[((segment, features.RETURNING_USER),)][""]["example_count"]["doubleValue"]
             == len(rows) - new)
 
     scores = tf.saved_model.load(model_dir).signatures[features.SERVING_DEFAULT](
@@ -523,5 +525,5 @@ def test_tfma_ranks_each_users_impressions_and_slices_new_and_returning_users(tr
             if ideal.sum() > 0:  # a user without a positive is not a ranking query
                 values.append((gains * discount[:len(gains)]).sum()
                               / (ideal * discount[:len(ideal)]).sum())
-        logged = by_slice[()][f"ndcg@{k}"]["doubleValue"]
+        logged = by_slice[()][f"topK:{k}"]["ndcg"]["doubleValue"]
         np.testing.assert_allclose(logged, np.mean(values), rtol=1e-5)
