@@ -72,6 +72,27 @@ def serve_and_recommend(serving_dir: str, user: str, past, device: str, ts: int,
     return over_rest, over_grpc
 
 
+def ranking_gate_refusal(metadata_path: str) -> str:
+    """The reason the newest RankingEvaluator refused its candidate, or "" if it blessed it.
+
+    A refusal is the gate doing its job (a model no better than most-popular is not pushed),
+    so the demo reports it and serves the last blessed version, if there is one.
+    """
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    from hyperrec.components.evaluation import component as ranking_component
+
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
+    evaluations = store.get_artifacts_by_type(ranking_component.RankingEvaluation.TYPE_NAME)
+    if not evaluations:
+        return ""
+    newest = max(evaluations, key=lambda a: a.id)
+    if newest.custom_properties["blessed"].int_value:
+        return ""
+    return newest.custom_properties[ranking_component.REASON].string_value
+
+
 def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) -> int:
     from hyperrec.data import synthetic as datagen
     start = time.monotonic()
@@ -85,8 +106,19 @@ def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) 
         console.print(f"[bold green]✔[/] data generated in {time.monotonic() - t0:.1f}s")
 
     paths = local_runner.run(config, data_root, workdir, console)
+    refusal = ranking_gate_refusal(paths.metadata_path)
+    if refusal:
+        console.print(f"\n[bold yellow]the ranking gate refused this run's model:[/] {refusal}",
+                      soft_wrap=True)
+    if not saved_model.versions(paths.serving_dir):
+        console.print("[bold]no model version has been pushed yet[/], so there is nothing to "
+                      f"serve; the run report says why: {os.path.join(workdir, 'report.html')}",
+                      soft_wrap=True)
+        console.print(f"[bold]demo finished in {time.monotonic() - start:.1f}s[/]")
+        return 0
     version, model_dir = saved_model.latest_version(paths.serving_dir)
-    console.print(f"\n[bold]pushed model:[/] {model_dir}  (version {version})", soft_wrap=True)
+    console.print(f"\n[bold]{'serving the last blessed model' if refusal else 'pushed model'}:"
+                  f"[/] {model_dir}  (version {version})", soft_wrap=True)
 
     user, past, device, ts = pick_demo_user(data_root, config.data.history_length)
     recs = saved_model.recommend(model_dir, user, past, device, ts, k=10)
