@@ -78,7 +78,7 @@ def test_early_stopping_stops_when_the_validation_metric_stops_improving(data, t
     finish(start_training(data, model_root, {
         "train_steps": 12, "epochs": 6, "batch_size": 32, "learning_rate": 0.0,
         "lr_schedule": "constant", "early_stopping_monitor": "val_loss",
-        "early_stopping_patience": 1}), model_root)
+        "early_stopping_patience": 1}), model_root, timeout=600)  # two fits, two traces
     history = read_history(model_root)
     assert history["epochs"] == [0, 1]
     # Epoch 0 is the selected one: the refit trains one epoch over the whole train split.
