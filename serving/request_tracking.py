@@ -83,17 +83,16 @@ class RequestTracker:
         self.log_predict(servable, request, response)
 
     def log_classify(self, servable: Servable, request, response) -> None:
-        if not self.logging:
-            return
-        log = prediction_log_pb2.PredictionLog()
-        log.classify_log.request.CopyFrom(request)
-        log.classify_log.response.CopyFrom(response)
-        self._write(log, servable, response.model_spec.signature_name)
+        self._log_exchange("classify_log", servable, request, response)
 
     def log_regress(self, servable: Servable, request, response) -> None:
+        self._log_exchange("regress_log", servable, request, response)
+
+    def _log_exchange(self, kind: str, servable: Servable, request, response) -> None:
+        """One PredictionLog whose `kind` field (classify_log, regress_log) holds the pair."""
         if not self.logging:
             return
         log = prediction_log_pb2.PredictionLog()
-        log.regress_log.request.CopyFrom(request)
-        log.regress_log.response.CopyFrom(response)
+        getattr(log, kind).request.CopyFrom(request)
+        getattr(log, kind).response.CopyFrom(response)
         self._write(log, servable, response.model_spec.signature_name)
