@@ -331,6 +331,10 @@ def monitor_mode(monitor: str) -> str:
     return "min" if monitor.endswith("loss") else "max"
 
 
+def backup_root(model_config: config_lib.ModelConfig, model_run_dir: str) -> str:
+    return model_config.backup_dir or os.path.join(model_run_dir, "backup")
+
+
 def training_callbacks(model_config: config_lib.ModelConfig, model_run_dir: str,
                        validation_callbacks: Sequence[tf.keras.callbacks.Callback] = (),
                        phase: str = "selection", early_stopping: bool = True,
@@ -339,9 +343,8 @@ def training_callbacks(model_config: config_lib.ModelConfig, model_run_dir: str,
     come before the callbacks that read them), early stopping (when asked and patience > 0)
     and TensorBoard."""
     # One backup per training phase (selection, refit): a rerun resumes the phase it was in.
-    backup_root = model_config.backup_dir or os.path.join(model_run_dir, "backup")
     callbacks: List[tf.keras.callbacks.Callback] = [
-        BackupAndRestore(os.path.join(backup_root, phase))]
+        BackupAndRestore(os.path.join(backup_root(model_config, model_run_dir), phase))]
     callbacks.extend(validation_callbacks)
     if early_stopping and model_config.early_stopping_patience > 0:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
@@ -489,6 +492,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     if distribution.is_chief(strategy):
         _record_keras(fn_args.model_run_dir)
         _record_history(fn_args.model_run_dir, history, strategy, refit)
+        # Each phase's callback empties its own folder at the end; a finished run keeps none.
+        finished_backups = backup_root(model_config, fn_args.model_run_dir)
+        if tf.io.gfile.exists(finished_backups):
+            tf.io.gfile.rmtree(finished_backups)
 
 
 def fn_args_for(examples_root: str, transform_dir: str, model_root: str,
