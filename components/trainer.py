@@ -25,6 +25,7 @@ Training habits:
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import importlib.metadata
 import json
@@ -384,7 +385,12 @@ def ranking_validation(model_config: config_lib.ModelConfig,
             model_config.serving_popularity_weight)
 
     def build_module(model: TwoTowerModel) -> export.ServingModule:
-        return export.ServingModule(model, tft_output, *embedded(model))
+        catalogue = embedded(model)
+        # Built on a fresh thread, outside the training strategy's (thread-local) scope: a
+        # multi-worker strategy would make the catalogue variables collective, and
+        # collectives have no string type (the item ids).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(export.ServingModule, model, tft_output, *catalogue).result()
 
     def refresh(module: export.ServingModule, model: TwoTowerModel) -> None:
         ids, embeddings, bias = embedded(model)
