@@ -8,7 +8,7 @@ what the code imports so that `pip install -e .` never fights the lock.
 """
 from setuptools import find_packages, setup
 
-FOLDERS = ("pipeline", "components", "data", "serving")
+FOLDERS = ("pipeline", "components", "data", "schemas", "serving")
 PACKAGES = [f"hyperrec.{folder}" for folder in FOLDERS] + [
     f"hyperrec.{folder}.{sub}" for folder in FOLDERS for sub in find_packages(where=folder)]
 

@@ -37,7 +37,7 @@ from tfx.proto import transform_pb2  # noqa: E402
 from tfx.types import standard_artifacts  # noqa: E402
 
 from hyperrec.data import synthetic as datagen  # noqa: E402
-from hyperrec.components import features  # noqa: E402
+from hyperrec.schemas import features  # noqa: E402
 from hyperrec.components import trainer  # noqa: E402
 from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402

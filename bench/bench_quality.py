@@ -30,7 +30,7 @@ import hyperrec.pipeline  # noqa: F401  (Keras environment before TensorFlow)
 import numpy as np
 
 from hyperrec.components import config as config_lib
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.evaluation import gate, protocol, run
 from hyperrec.data import synthetic
 from hyperrec.data.synthetic import attributes, behaviour, catalogue

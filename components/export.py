@@ -39,7 +39,7 @@ import tensorflow_transform as tft
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components import transform
 from hyperrec.components.model.two_tower import TwoTowerModel
 

@@ -43,7 +43,7 @@ from tfx_bsl.public import tfxio
 
 from hyperrec.components import distribution
 from hyperrec.components import export
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components import training_progress
 from hyperrec.components import transform
 from hyperrec.components.model import item_content

@@ -4,7 +4,7 @@ Transform analyses the train split once (vocabularies, price mean/variance) and 
 graph that the Trainer applies inside its input pipeline and the exported model applies at
 serving time, so training and serving see the same transformation of the same RAW features.
 
-Outputs (names from `components.features`, dtypes/shapes per example):
+Outputs (names from `schemas.features`, dtypes/shapes per example):
 
 - ids (int64 scalars): user, item, category, device, shifted by one so that 0 means
   "padding / absent" everywhere; 1..V are vocabulary entries, V+1..V+num_oov_buckets are
@@ -40,8 +40,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from hyperrec.components import features
-from hyperrec.components.features import SECONDS_PER_DAY
+from hyperrec.schemas import features
+from hyperrec.schemas.features import SECONDS_PER_DAY
 from hyperrec.components import config as config_lib
 
 ITEM_OUTPUTS = (features.ITEM_ID_XF, features.TITLE_TOKENS_XF, features.CATEGORY_XF,
@@ -152,7 +152,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
                      custom_config: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """The entry point TFX's Transform component calls (`components.transform.preprocessing_fn`).
 
-    Maps a batch of RAW tf.Example features (keys from `components.features`) to the model's
+    Maps a batch of RAW tf.Example features (keys from `schemas.features`) to the model's
     transformed features (see the module docstring). Analyzers run over the train split only
     (the pipeline's splits_config), so vocabularies and price statistics never see eval data.
 

@@ -22,8 +22,8 @@ import re
 import shutil
 from typing import Dict, Iterable, Sequence, Tuple
 
-from hyperrec.components import features
-from hyperrec.components.features import SECONDS_PER_DAY
+from hyperrec.schemas import features
+from hyperrec.schemas.features import SECONDS_PER_DAY
 
 INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"

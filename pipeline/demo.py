@@ -9,7 +9,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components.example_gen import history as history_lib
 from hyperrec.pipeline.runners import local as local_runner

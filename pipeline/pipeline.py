@@ -22,7 +22,7 @@ from tfx.components import DistributionValidator, FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, transform_pb2
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components import pusher as pusher_executor
 from hyperrec.components.validation_gate import AnomaliesGate

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 
 DEFAULT_MODEL_NAME = "hyperrec"
 DEFAULT_REST_PORT = 8501

@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 
 RECOMMEND_SIGNATURE = features.RECOMMEND
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.serving import record_io
 from hyperrec.serving.servable import CLASSIFY_METHOD, REGRESS_METHOD, SAVED_MODEL_FILE
 

@@ -11,7 +11,7 @@ import os
 import hyperrec.components  # noqa: F401  (Keras env before TensorFlow)
 import pytest
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as executor_lib
 from test_example_gen import DAY, T0, _iso, _png, _read_split, _run_executor, _write_csv
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data import synthetic as datagen
 from hyperrec.data.synthetic import scales
 from support import tree_digest

@@ -7,7 +7,7 @@ import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import numpy as np
 import tensorflow as tf
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.evaluation import model_ranking, protocol
 
 CATALOGUE = ["a", "b", "c", "d", "e", "f"]

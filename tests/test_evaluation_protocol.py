@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.evaluation import baselines, protocol
 
 DAY = features.SECONDS_PER_DAY

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from hyperrec.components import config as config_lib
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as executor_lib
 from hyperrec.components.example_gen import images, layout
 from test_example_gen import DAY, T0, _iso, _png, _read_split, _run_executor, _write_csv

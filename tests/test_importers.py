@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import images as example_gen_images
 from hyperrec.data import contract
 from hyperrec.data.importers import categories, cli, image_folder, online_retail, rda, tables

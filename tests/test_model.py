@@ -24,7 +24,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 
 from hyperrec.components import export
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components import trainer
 from hyperrec.components import transform
 from hyperrec.components.model.image_encoder import decode_png_batch

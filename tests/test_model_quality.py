@@ -33,7 +33,7 @@ import pytest
 import tensorflow as tf
 
 from hyperrec.data import synthetic as datagen
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components import trainer
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline.runners import local as local_runner

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 
 from hyperrec.components import config as config_lib
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.monitoring import drift, logs, monitor, traffic
 from hyperrec.data import synthetic as datagen
 from hyperrec.serving import client as client_lib

@@ -19,7 +19,7 @@ from tfx import v1 as tfx
 from tfx.orchestration.pipeline import RunOptions
 
 from hyperrec.components import config as config_lib
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.monitoring import span_drift
 from hyperrec.data import synthetic as datagen
 from hyperrec.pipeline import pipeline as pipeline_def

@@ -13,7 +13,7 @@ import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data.importers import online_retail
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline.runners import local as local_runner

@@ -3,7 +3,7 @@ import hyperrec.components  # noqa: F401  (Keras env before TensorFlow)
 import pandas as pd
 import tensorflow_data_validation as tfdv
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 
 SERVING_ABSENT = (features.LABEL, features.EVENT, features.IMAGE_STATUS, features.FIRST_SEEN,
                   features.COLD_START)

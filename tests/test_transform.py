@@ -24,7 +24,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.public import tfxio
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components import transform
 from hyperrec.components import config as config_lib
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components import trainer
 from hyperrec.components import tuner as tuner_lib
 from hyperrec.components import config as config_lib

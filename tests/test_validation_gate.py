@@ -10,7 +10,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data import synthetic as datagen
 from hyperrec.components.validation_gate import describe_anomalies
 from hyperrec.components import config as config_lib

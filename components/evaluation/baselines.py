@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.evaluation import metrics, protocol
 
 MOST_POPULAR = "most_popular"

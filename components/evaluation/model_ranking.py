@@ -13,7 +13,7 @@ from typing import List
 
 import numpy as np
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.evaluation import protocol
 
 # The excluding variant of `recommend` (its own signature, or an input of `recommend`), used

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import history as history_lib
 
 SLICES = ("overall", "warm_items", "cold_items", "returning_users", "new_users")

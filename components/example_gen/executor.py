@@ -40,7 +40,7 @@ from absl import logging
 from tfx.utils import proto_utils
 
 from hyperrec.components import config as config_lib
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import history, images
 from hyperrec.components.example_gen.layout import SPAN_DIR as _SPAN_DIR
 

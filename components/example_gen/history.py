@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Sequence, Tuple
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 
 # (timestamp, item_id, event, payload); payload is carried through untouched.
 Event = Tuple[int, str, str, object]

@@ -12,7 +12,7 @@ from typing import Tuple
 
 from PIL import Image, UnidentifiedImageError
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 
 STATUS_OK, STATUS_MISSING, STATUS_CORRUPT = features.IMAGE_STATUSES
 # Outcome (report counter suffix) of an image over the decode budget that cannot be reduced

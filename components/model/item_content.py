@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.model.image_encoder import COLOUR_SIGNATURE_DIM
 
 

@@ -29,7 +29,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from hyperrec.components import features, transform
+from hyperrec.components import transform
+from hyperrec.schemas import features
 from hyperrec.components.model.image_encoder import ImageEncoder, colour_signature, decode_png_batch
 from hyperrec.components.model.item_content import ContentVector, ItemContentTable
 from hyperrec.components.model.text_encoder import TextEncoder

@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.model.item_content import ItemContent, ItemContentTable
 from hyperrec.components.model.ranking import RankingTask
 from hyperrec.components.model.retrieval import RetrievalTask, replica_context

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.evaluation import metrics, protocol
 
 _QUERY_BATCH = 256

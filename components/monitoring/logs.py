@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 
 FILE_PREFIX = "requests-"
 FILE_SUFFIX = ".tfrecord"

@@ -13,7 +13,7 @@ import collections
 import os
 from typing import Dict, List, Optional
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as example_gen
 from hyperrec.components.example_gen import history as history_lib
 

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Set, Tuple
 
 import pandas as pd
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.components.example_gen import images as example_gen_images
 from hyperrec.data import contract
 from hyperrec.data.importers import synthetic_log, tables

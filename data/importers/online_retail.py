@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import pandas as pd
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data.contract import iso_utc
 from hyperrec.data import contract
 from hyperrec.data.importers import categories, tables

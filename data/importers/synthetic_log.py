@@ -23,7 +23,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data.synthetic import streams
 
 # The importers' stream keys, apart from the generator's keys in data/synthetic/streams.py.

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Tuple
 
 import pandas as pd
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data import contract
 from hyperrec.data.contract import INTERACTION_HEADER, Timeline
 _SORT_KEY = ["timestamp", "user_id", "item_id"]

@@ -19,7 +19,7 @@ import dataclasses
 import os
 from typing import Dict
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data.synthetic import attributes, behaviour, catalogue, streams, text, writer
 from hyperrec.data import contract
 from hyperrec.data.contract import iso_utc

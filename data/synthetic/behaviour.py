@@ -27,7 +27,7 @@ import numpy as np
 
 from hyperrec.data.synthetic import attributes, streams
 from hyperrec.data.synthetic.catalogue import Item, id_width
-from hyperrec.components.features import SECONDS_PER_DAY
+from hyperrec.schemas.features import SECONDS_PER_DAY
 from hyperrec.data.contract import iso_utc
 from hyperrec.data.synthetic.scales import DatagenScale
 

@@ -17,7 +17,7 @@ from typing import List, Tuple
 import numpy as np
 
 from hyperrec.data.synthetic import attributes, streams
-from hyperrec.components.features import SECONDS_PER_DAY
+from hyperrec.schemas.features import SECONDS_PER_DAY
 from hyperrec.data.synthetic.scales import DatagenScale
 
 IMAGE_SIZES: Tuple[Tuple[int, int], ...] = (  # (width, height): square and non-square sources

@@ -1,6 +1,6 @@
 """Writes the generated world through the data contract's writer: images, spans, ground truth.
 
-Column names and order come from components.features; layout, CSV dialect and JSON from
+Column names and order come from schemas/features.py; layout, CSV dialect and JSON from
 data/contract.py, the one writer every data source shares.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Sequence, Tuple
 
-from hyperrec.components import features
+from hyperrec.schemas import features
 from hyperrec.data import contract
 from hyperrec.data.synthetic import images
 from hyperrec.data.synthetic.catalogue import Item
