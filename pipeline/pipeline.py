@@ -145,10 +145,13 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         exclude_splits=[features.CATALOG_SPLIT])
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     # The new span against the previous run's (resolved before this run's StatisticsGen):
-    # drift is reported, a broken span stops the run before Transform.
+    # drift is reported, a broken span stops the run before Transform. Only StatisticsGen's
+    # statistics: Transform's pre/post-transform statistics are ExampleStatistics too.
     previous_statistics = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics),
+        statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
+                                   producer_component_id=statistics_gen.id,
+                                   output_key="statistics"),
     ).with_id("previous_statistics_resolver")
     statistics_gen.add_upstream_node(previous_statistics)
     distribution_validator = DistributionValidator(

@@ -121,9 +121,6 @@ def test_schema_diff_command_compares_the_run_statistics_with_the_curated_schema
     assert "'item_category' curated values not seen in the new data: ['unknown']" in result.output
 
 
-@pytest.mark.xfail(strict=False, reason="failed in the session-4 fresh-clone run after the "
-                   "span-drift and ranking-gate nodes were wired; cause not yet diagnosed "
-                   "(see the closing note): the rerun's cache behaviour must be re-checked")
 def test_a_rerun_on_unchanged_data_reuses_the_cache_and_pushes_no_duplicate(tiny_run, capsys):
     """`make demo` twice: the second run is served from the cache and adds no version."""
     paths, store = tiny_run
@@ -139,9 +136,6 @@ def test_a_rerun_on_unchanged_data_reuses_the_cache_and_pushes_no_duplicate(tiny
     assert pushed[-1].custom_properties["pushed_version"].string_value == before[-1]
 
 
-@pytest.mark.xfail(strict=False, reason="failed in the session-4 fresh-clone run after the "
-                   "span-drift and ranking-gate nodes were wired; cause not yet diagnosed "
-                   "(see the closing note): the rerun's cache behaviour must be re-checked")
 def test_a_model_code_change_reruns_the_trainer_and_leaves_ingestion_cached(
         tiny_run, capsys, monkeypatch):
     """Per-component fingerprints: an edited model file re-runs Trainer, not ExampleGen."""
