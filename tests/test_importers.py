@@ -340,6 +340,29 @@ def test_image_folder_counts_a_corrupt_photo_and_lists_it(shared_data, tmp_path)
     check_contract_tree(str(out), report)
 
 
+def test_image_folder_counts_a_too_large_photo_and_lists_it(monkeypatch, tmp_path):
+    # Over the decode budget a PNG is never decoded: ExampleGen's status "missing", outcome
+    # "too_large"; the JPEG decodes reduced (1/8 scale) and stays ok.
+    monkeypatch.setattr(example_gen_images, "MAX_DECODE_PIXELS", 1_000)
+    photos = tmp_path / "photos"
+    (photos / "hat").mkdir(parents=True)
+    (photos / "hat" / "small.jpg").write_bytes(jpeg_bytes(size=(40, 60)))  # 2,400 px
+    big = io.BytesIO()
+    Image.new("RGB", (40, 60), (10, 20, 30)).save(big, format="PNG")
+    (photos / "hat" / "big.png").write_bytes(big.getvalue())
+    (photos / "hat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli.import_data, ["image-folder", str(photos), "--out",
+                                                  str(out), "--with-sample-users", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / contract.IMPORT_REPORT_FILE).read_text())
+    assert report["images"] == {"copied": 3, "ok": 1, "corrupt": 1,
+                                "corrupt_files": ["hat/broken.jpg"], "too_large": 1,
+                                "too_large_files": ["hat/big.png"]}
+    assert (out / "images" / "hat-big.png").read_bytes() == big.getvalue()
+    check_contract_tree(str(out), report)
+
+
 def test_image_folder_without_users_and_out_apart(tmp_path):
     photos = tmp_path / "photos"
     (photos / "long_sleeve").mkdir(parents=True)

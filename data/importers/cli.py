@@ -73,6 +73,7 @@ def image_folder(path: str, out_dir: str, sample_users: int, weeks: int, start_d
         "items": report["catalogue"]["items"],
         "categories": len(report["catalogue"]["by_category"]),
         "corrupt images": report["images"]["corrupt"],
+        "too-large images": report["images"]["too_large"],
         "synthetic users": report["interactions"]["users"],
         "synthetic interaction rows": report["interactions"]["rows"],
     })

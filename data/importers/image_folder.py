@@ -9,9 +9,10 @@ an item gets: category = its folder's name (lower case), title = the class name 
 timeline, and its photo, copied byte for byte to OUT/images/<item_id>.jpg|.png. The item id is
 "<class>-<file name without extension>", so it is stable when photos are added.
 
-Every JPEG/PNG file becomes an item, even one that does not decode: the contract flags a
-corrupt image downstream (ExampleGen's item_image_status) instead of failing, so the import
-lists it, copies it, and counts it in the report. Other files are skipped and counted.
+Every JPEG/PNG file becomes an item, even one that does not decode or is over ExampleGen's
+decode budget: the contract flags such an image downstream (ExampleGen's item_image_status
+"corrupt" or "missing") instead of failing, so the import lists it, copies it, and counts it in
+the report. Other files are skipped and counted.
 
 A photo folder has no interactions; `sample_users` > 0 adds a documented synthetic log over the
 real items (synthetic_log.py) in weekly spans so that the catalogue can run through the
@@ -81,15 +82,20 @@ def scan_folder(path: str) -> Tuple[List[Dict[str, str]], Dict[str, Any]]:
     return photos, skipped
 
 
-def image_status(path: str) -> str:
-    """ExampleGen's verdict on a photo: "ok", or "corrupt" when it does not decode.
+IMAGE_OUTCOMES = (example_gen_images.STATUS_OK, example_gen_images.STATUS_CORRUPT,
+                  example_gen_images.OUTCOME_TOO_LARGE)
+
+
+def image_outcome(path: str) -> str:
+    """ExampleGen's verdict on a photo: "ok", "corrupt" when it does not decode, or
+    "too_large" when it is over the decode budget (ExampleGen's status "missing").
 
     The check is ExampleGen's own (decode, crop, resize), so the report counts exactly the
-    photos that ExampleGen will flag as corrupt.
+    photos that ExampleGen will flag.
     """
     with open(path, "rb") as handle:
         raw = handle.read()
-    return example_gen_images.normalise_image_bytes(raw, _CHECK_SIZE)[1]
+    return example_gen_images.normalise(raw, _CHECK_SIZE)[2]
 
 
 def title_of(class_name: str) -> str:
@@ -111,9 +117,9 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
 
     tables.prepare_out_dir(out_dir)
     os.makedirs(os.path.join(out_dir, contract.IMAGES_DIR), exist_ok=True)
-    statuses: Dict[str, List[str]] = {status: [] for status in ("ok", "corrupt")}
+    outcomes: Dict[str, List[str]] = {outcome: [] for outcome in IMAGE_OUTCOMES}
     for photo in photos:
-        statuses[image_status(photo["source"])].append(photo["relative"])
+        outcomes[image_outcome(photo["source"])].append(photo["relative"])
         photo["image"] = f"{contract.IMAGES_DIR}/{photo['item_id']}{photo['extension']}"
         shutil.copyfile(photo["source"], os.path.join(out_dir, photo["image"]))
 
@@ -139,9 +145,11 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
                    "photos": len(photos), "skipped_files": skipped},
         "options": {"seed": seed, "sample_users": sample_users, "weeks": weeks,
                     "start_date": start_date},
-        "images": {"copied": len(photos), "ok": len(statuses["ok"]),
-                   "corrupt": len(statuses["corrupt"]),
-                   "corrupt_files": statuses["corrupt"]},
+        "images": {"copied": len(photos), "ok": len(outcomes["ok"]),
+                   "corrupt": len(outcomes["corrupt"]),
+                   "corrupt_files": outcomes["corrupt"],
+                   "too_large": len(outcomes["too_large"]),
+                   "too_large_files": outcomes["too_large"]},
         "catalogue": {
             "items": len(items),
             "by_category": tables.count_by(items["category"]),
@@ -158,7 +166,7 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
             "rows": len(events),
             "events_by_type": tables.count_by(events["event"]) if len(events) else {},
             "model": model.as_dict() if sample_users else None,
-            "note": "drawn by components/importers/synthetic_log.py, not observed behaviour",
+            "note": "drawn by data/importers/synthetic_log.py, not observed behaviour",
         },
         "timeline": {"start": spans[0]["start"], "end": spans[-1]["end"], "span_days": 7,
                      "spans": weeks},
