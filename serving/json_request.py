@@ -129,8 +129,7 @@ def parse_json_in_pieces(body: bytes) -> Dict[str, Any]:
     """
     try:
         text = body.decode("utf-8")
-        decoder = json.JSONDecoder(parse_constant=_nonfinite_constant, parse_int=_orjson_int)
-        doc, end = _piecewise_value(text, _WHITESPACE.match(text, 0).end(), 0, decoder)
+        doc, end = _piecewise_value(text, _WHITESPACE.match(text, 0).end(), 0)
         if isinstance(doc, dict) and _WHITESPACE.match(text, end).end() == len(text):
             return doc
     except (ValueError, IndexError, RecursionError):  # JSONDecodeError is a ValueError
@@ -145,8 +144,13 @@ def _orjson_int(text: str) -> Any:
     return value if INT64_RANGE[0] <= value <= _UINT64_MAX else float(text)
 
 
-def _piecewise_value(text: str, index: int, depth: int,
-                     decoder: json.JSONDecoder) -> Tuple[Any, int]:
+# The standard library reads numbers as orjson does on both paths that use it (the lenient
+# fallback and the piecewise walk), so a body gives the same values whichever path it takes.
+_DECODER_OPTIONS = dict(parse_constant=_nonfinite_constant, parse_int=_orjson_int)
+_DECODER = json.JSONDecoder(**_DECODER_OPTIONS)
+
+
+def _piecewise_value(text: str, index: int, depth: int) -> Tuple[Any, int]:
     """(value, end) of the JSON value starting at `index`."""
     opening = text[index]
     if opening == "[" and depth < _PIECEWISE_ARRAY_DEPTH:
@@ -154,22 +158,22 @@ def _piecewise_value(text: str, index: int, depth: int,
     elif opening == "{" and depth < _PIECEWISE_ARRAY_DEPTH - 1:
         closing, value = "}", {}
     else:
-        return decoder.raw_decode(text, index)
+        return _DECODER.raw_decode(text, index)
     index = _WHITESPACE.match(text, index + 1).end()
     if text[index] == closing:
         return value, index + 1
     while True:
         if closing == "}":
-            key, index = decoder.raw_decode(text, index)
+            key, index = _DECODER.raw_decode(text, index)
             if not isinstance(key, str):
                 raise ValueError("object key is not a string")
             index = _WHITESPACE.match(text, index).end()
             if text[index] != ":":
                 raise ValueError("missing ':'")
             index = _WHITESPACE.match(text, index + 1).end()
-            value[key], index = _piecewise_value(text, index, depth + 1, decoder)
+            value[key], index = _piecewise_value(text, index, depth + 1)
         else:
-            element, index = _piecewise_value(text, index, depth + 1, decoder)
+            element, index = _piecewise_value(text, index, depth + 1)
             value.append(element)
         index = _WHITESPACE.match(text, index).end()
         if text[index] == closing:
@@ -186,7 +190,8 @@ def _parse_json_lenient(body: bytes) -> Any:
         raise errors.invalid_argument(
             f"JSON Parse error: Invalid encoding in string. at offset: {err.start}") from err
     try:
-        doc = json.loads(text, parse_constant=_nonfinite_constant)
+        # json.loads rather than _DECODER.decode: it also names a leading byte order mark.
+        doc = json.loads(text, **_DECODER_OPTIONS)
     except json.JSONDecodeError as err:
         raise errors.invalid_argument(
             f"JSON Parse error: Invalid value. ({err.msg}) at offset: {err.pos}") from err

@@ -3,6 +3,7 @@ json_response.py and json_examples.py."""
 import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
 
 import json
+import math
 
 import numpy as np
 from hypothesis import given, settings
@@ -71,6 +72,7 @@ def test_piecewise_parse_reads_documents_as_the_whole_parse_does(doc, indent):
     b'{"a": "\xff"}', b'{"a": [NaN, Infinity, -Infinity]}', b'{"a": [1e999]}',
     b'{"instances": [{"x": 1}, {"x": 2}]', b'  {"a": [[1], [2]], "b": {"c": [3]}}  ',
     b'{"a": [-18446744073709551615, 18446744073709551615, 18446744073709551616]}',
+    b'{"a": [NaN, 18446744073709551616, -9223372036854775809]}',
 ])
 def test_piecewise_parse_answers_bad_bodies_as_the_whole_parse_does(body):
     try:
@@ -82,6 +84,19 @@ def test_piecewise_parse_answers_bad_bodies_as_the_whole_parse_does(body):
     else:
         got = json_request.parse_json_in_pieces(body)
         assert json.dumps(got) == json.dumps(expected)  # NaN != NaN, its text is equal
+
+
+def test_lenient_parse_reads_integers_as_orjson_does_and_names_a_byte_order_mark():
+    """NaN sends the body down the standard library's path; its integers beyond int64's
+    minimum or uint64's maximum are doubles there too, as orjson reads them."""
+    doc = json_request.parse_json(b'{"a": [NaN, 18446744073709551615, 18446744073709551616]}')
+    assert math.isnan(doc["a"][0])
+    assert doc["a"][1:] == [18446744073709551615, 18446744073709551616.0]
+    assert [type(value) for value in doc["a"][1:]] == [int, float]
+    with pytest.raises(errors.ServingError) as caught:
+        json_request.parse_json(b'\xef\xbb\xbf{"a": NaN}')
+    assert caught.value.message == ("JSON Parse error: Invalid value. (Unexpected UTF-8 BOM "
+                                 "(decode using utf-8-sig)) at offset: 0")
 
 
 @pytest.mark.parametrize("array", [
