@@ -17,7 +17,7 @@ import collections
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -176,6 +176,33 @@ def _gate_metrics(step_type: str, outputs: Dict[str, List[ArtifactRecord]]) -> D
     return metrics
 
 
+def _events_of(graph: _Graph, execution_id: int, run: str) -> Tuple[
+        Dict[str, List[ArtifactRecord]], Dict[str, List[ArtifactRecord]],
+        List[metadata_store_pb2.Execution]]:
+    """An execution's inputs and outputs by key, and the executions of `run` that produced
+    its inputs (in event order, one entry per input that has one)."""
+    events = graph.store.get_events_by_execution_ids([execution_id])
+    artifacts = {a.id: a for a in graph.store.get_artifacts_by_id(
+        [e.artifact_id for e in events])}
+    inputs: Dict[str, List[ArtifactRecord]] = collections.defaultdict(list)
+    outputs: Dict[str, List[ArtifactRecord]] = collections.defaultdict(list)
+    producers: List[metadata_store_pb2.Execution] = []
+    for event in sorted(events, key=lambda e: e.artifact_id):
+        record = graph.artifact(artifacts[event.artifact_id])
+        if event.type in _EVENT_OUT:
+            outputs[_key(event.path)].append(record)
+            continue
+        if event.type not in _EVENT_IN:
+            continue
+        producer = _pick_producer(graph, event.artifact_id, run)
+        inputs[_key(event.path)].append(record)
+        if producer is None:
+            continue  # from another run (e.g. the resolver's baseline model)
+        record.producer = producer.id
+        producers.append(producer)
+    return dict(inputs), dict(outputs), producers
+
+
 def trace(store: metadata_store.MetadataStore, version: Optional[str] = None) -> Lineage:
     """The lineage of served `version` (default: the highest pushed version)."""
     versions = served_versions(store)
@@ -194,35 +221,25 @@ def trace(store: metadata_store.MetadataStore, version: Optional[str] = None) ->
     run = graph.run_of(pusher)
 
     # Breadth-first upstream; depth = longest path from the Pusher, so that every step is
-    # listed before the steps it consumed (Trainer after the gates that read its model).
+    # listed before the steps it consumed (Trainer after the gates that read its model). A
+    # step is re-queued when a longer path to it turns up, so its MLMD look-ups are cached:
+    # a re-visit only passes the new depth on to its producers.
     depth = {pusher.id: 0}
     executions = {pusher.id: pusher}
     order = collections.deque([pusher.id])
     inputs_of: Dict[int, Dict[str, List[ArtifactRecord]]] = {}
     outputs_of: Dict[int, Dict[str, List[ArtifactRecord]]] = {}
+    producers_of: Dict[int, List[metadata_store_pb2.Execution]] = {}
     while order:
         execution_id = order.popleft()
-        events = store.get_events_by_execution_ids([execution_id])
-        artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
-        inputs: Dict[str, List[ArtifactRecord]] = collections.defaultdict(list)
-        outputs: Dict[str, List[ArtifactRecord]] = collections.defaultdict(list)
-        for event in sorted(events, key=lambda e: e.artifact_id):
-            record = graph.artifact(artifacts[event.artifact_id])
-            if event.type in _EVENT_OUT:
-                outputs[_key(event.path)].append(record)
-                continue
-            if event.type not in _EVENT_IN:
-                continue
-            producer = _pick_producer(graph, event.artifact_id, run)
-            inputs[_key(event.path)].append(record)
-            if producer is None:
-                continue  # from another run (e.g. the resolver's baseline model)
-            record.producer = producer.id
+        if execution_id not in producers_of:
+            inputs_of[execution_id], outputs_of[execution_id], producers_of[execution_id] = (
+                _events_of(graph, execution_id, run))
+        for producer in producers_of[execution_id]:
             if depth.get(producer.id, -1) < depth[execution_id] + 1:
                 depth[producer.id] = depth[execution_id] + 1
                 executions[producer.id] = producer
                 order.append(producer.id)
-        inputs_of[execution_id], outputs_of[execution_id] = dict(inputs), dict(outputs)
 
     steps = []
     for execution_id in sorted(executions, key=lambda i: (depth[i], i)):

@@ -204,3 +204,22 @@ def test_mysql_location_with_password_from_the_environment(monkeypatch):
     assert metadata_lib.describe(config) == "mysql://ml@team@db.internal:3307/mlmd"
     explicit = metadata_lib.connection_config("mysql://u:p%2Fw@h/m")
     assert (explicit.mysql.password, explicit.mysql.port) == ("p/w", 3306)
+
+
+def test_each_step_is_read_from_the_store_once(graph, monkeypatch):
+    """Version 5's Trainer is reached from the Pusher (depth 1) and again through the
+    Evaluator (depth 2), which re-queues it and its ExampleGen: the re-visits pass the new
+    depth on without asking MLMD for the same events again."""
+    store, _, _ = graph
+    read = store.get_events_by_execution_ids
+    asked = []
+
+    def counting(execution_ids):
+        asked.extend(execution_ids)
+        return read(execution_ids)
+
+    monkeypatch.setattr(store, "get_events_by_execution_ids", counting)
+    trace = lineage.trace(store, "5")
+    assert [s.node for s in trace.steps] == ["Pusher", "Evaluator", "Trainer",
+                                             "FileBasedExampleGen"]
+    assert sorted(asked) == sorted(s.execution_id for s in trace.steps)
