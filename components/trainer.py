@@ -404,11 +404,16 @@ def ranking_validation(model_config: config_lib.ModelConfig,
 
 
 def best_epoch(history: tf.keras.callbacks.History, monitor: str) -> int:
-    """The epoch (0-based) whose `monitor` value was best (the first of ties)."""
+    """The epoch (0-based) whose `monitor` value was best (the first of ties).
+
+    An epoch number, not a position in the history: a run resumed by BackupAndRestore records
+    only the epochs from the restored one on (history.epoch starts there).
+    """
     values = history.history.get(monitor)
     if not values:
-        return len(history.epoch) - 1
-    return int(np.argmin(values) if monitor_mode(monitor) == "min" else np.argmax(values))
+        return history.epoch[-1] if history.epoch else -1
+    index = int(np.argmin(values) if monitor_mode(monitor) == "min" else np.argmax(values))
+    return int(history.epoch[index])
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -468,8 +473,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     refit = None
     if split is not None and model_config.refit_full_train:
-        # The selected length, now on every train row; the schedule keeps the selection
-        # run's shape (same total steps), so epoch e sees the learning rate it saw there.
+        # The selected length, now on every train row; the schedule spans the configured
+        # epochs as in the selection run (more steps per epoch, the same shape per epoch), so
+        # epoch e sees the learning rates it saw there.
         epochs = best_epoch(history, model_config.early_stopping_monitor) + 1
         full = plan_training(model_config, fn_args, tft_output, strategy,
                              train_count=len(events))

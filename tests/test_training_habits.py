@@ -16,6 +16,7 @@ import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before Tenso
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from hyperrec.components import trainer
 from hyperrec.components import config as config_lib
@@ -97,6 +98,18 @@ def test_warmup_cosine_learning_rate_schedule():
     np.testing.assert_allclose(rates[100], 0.001, rtol=1e-5)  # to lr * min_lr_ratio
     constant = dataclasses.replace(model_config, lr_schedule="constant")
     assert trainer.learning_rate(constant, total_steps=100) == 0.01
+
+
+def test_best_epoch_is_an_epoch_number_after_a_resume():
+    # A run resumed at epoch 2 records epochs 2 and 3 only: the best (min loss) is epoch 3.
+    history = tf.keras.callbacks.History()
+    history.epoch = [2, 3]
+    history.history = {"val_loss": [0.3, 0.2], "val_recall@10": [0.5, 0.4]}
+    assert trainer.best_epoch(history, "val_loss") == 3
+    assert trainer.best_epoch(history, "val_recall@10") == 2  # max mode
+    assert trainer.best_epoch(history, "val_auc") == 3  # not recorded: the last epoch
+    history.history = {"val_loss": [0.2, 0.2]}
+    assert trainer.best_epoch(history, "val_loss") == 2  # the first of ties
 
 
 # ---- model selection on the validation slice at the end of train --------------------------
