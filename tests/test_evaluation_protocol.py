@@ -127,16 +127,35 @@ def test_ease_matches_the_closed_form():
     np.testing.assert_array_equal(ranked[0][:2], expected[:2])
 
 
-def test_selection_widens_a_grid_whose_best_value_is_at_its_edge():
-    # A one-value grid is at both edges: the search must widen it until the choice is inside.
+def _rotating_task():
+    """Eight users clicking a rotation of a-d on days 1, 2 (train) and 9 (eval)."""
     log = _events([(f"u{i}", "abcd"[(i + j) % 4], day, "click")
                    for i in range(8) for j, day in enumerate((1, 2, 9))])
-    task = protocol.build_task(log.subset(log.timestamps < 9 * DAY),
+    return protocol.build_task(log.subset(log.timestamps < 9 * DAY),
                                log.subset(log.timestamps >= 9 * DAY), KNN_CATALOGUE,
                                history_length=1, new_user_days=7)
+
+
+def test_selection_widens_a_grid_whose_best_value_is_at_its_edge():
+    # A one-value grid is at both edges: the search must widen it until the choice is inside.
+    task = _rotating_task()
     chosen = baselines.select(baselines.EASE, [10.0], task,
                               baselines.BaselineConfig(selection_metric="recall@1"),
                               step=10.0)
     assert len(chosen["grid"]) >= 3
     assert chosen["grid"][0] < chosen["value"] < chosen["grid"][-1]
+    assert len(chosen["scores"]) == len(chosen["grid"])
+
+
+@pytest.mark.parametrize("extensions", [0, 1])
+def test_selection_stops_at_the_edge_when_no_extension_is_left(extensions):
+    # A one-value grid is at its edge on every pass (a two-value grid too): with the extensions
+    # spent the edge value is the choice, and every value of the returned grid has a score.
+    task = _rotating_task()
+    chosen = baselines.select(baselines.EASE, [10.0], task,
+                              baselines.BaselineConfig(selection_metric="recall@1",
+                                                       max_grid_extensions=extensions),
+                              step=10.0)
+    assert len(chosen["grid"]) == extensions + 1
+    assert chosen["value"] in (chosen["grid"][0], chosen["grid"][-1])
     assert len(chosen["scores"]) == len(chosen["grid"])

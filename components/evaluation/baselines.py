@@ -119,13 +119,14 @@ def select(name: str, grid: Sequence[float], task: protocol.Task, config: Baseli
         return scores[value]
 
     grid = sorted(set(grid))
-    for _ in range(config.max_grid_extensions + 1):
+    for extension in range(config.max_grid_extensions + 1):
         values = [score(v) for v in grid]
         best = max(values)
         # Ties (flat regions on small data): take the middle of the best values.
         tied = [v for v, s in zip(grid, values) if s == best]
         choice = tied[len(tied) // 2]
-        if grid[0] < choice < grid[-1]:
+        # The last pass only scores: a value added after it would have no score.
+        if grid[0] < choice < grid[-1] or extension == config.max_grid_extensions:
             break
         if choice == grid[0]:
             new = grid[0] / step
