@@ -4,6 +4,7 @@ Every subcommand is a thin wrapper: the work lives in pipeline/, components/ and
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,8 @@ if not VERBOSE:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("GLOG_minloglevel", "2")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
+    # Beam's worker processes (multi_processing ingestion) inherit this, not the filter above.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
 import click  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -28,6 +31,13 @@ from rich.console import Console  # noqa: E402
 import hyperrec.pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline.runners import commands as runner_commands  # noqa: E402
+
+if not VERBOSE:
+    # TensorFlow's deprecation notices from library code, and the WARN lines Beam's job
+    # service relays from each DirectRunner worker ("No semi_persistent_directory", ...).
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
+        logging.ERROR)
 
 # Tables stay readable when the output is a log file or a CI console, not a terminal.
 console = Console(width=None if sys.stdout.isatty() else 120)

@@ -148,7 +148,7 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
     # drift is reported, a broken span stops the run before Transform. Only StatisticsGen's
     # statistics: Transform's pre/post-transform statistics are ExampleStatistics too.
     previous_statistics = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        strategy_class=span_drift.PreviousStatisticsStrategy,
         statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
                                    producer_component_id=statistics_gen.id,
                                    output_key="statistics"),

@@ -90,6 +90,18 @@ def SpanDriftGate(
                               "before training:\n  " + "\n  ".join(problems))
 
 
+class PreviousStatisticsStrategy(tfx.dsl.experimental.LatestArtifactStrategy):
+    """The newest statistics, or none on a first run.
+
+    TFX's LatestArtifactStrategy answers "nothing yet" with None, which the resolver node
+    logs as an input-resolution error with a traceback on every first run; an empty answer
+    means the same (no previous span to compare) without alarming anyone.
+    """
+
+    def resolve_artifacts(self, store, input_dict):
+        return self._resolve(input_dict)
+
+
 def load_schema(path: str) -> schema_pb2.Schema:
     from google.protobuf import text_format
     with tf.io.gfile.GFile(path) as f:
