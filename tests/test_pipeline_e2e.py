@@ -1,6 +1,11 @@
-"""The whole pipeline on `tiny` sample data with LocalDagRunner and the Beam DirectRunner."""
+"""The whole pipeline on `tiny` sample data with LocalDagRunner and the Beam DirectRunner.
+
+The run is `hyperrec demo --experiment tiny` in a subprocess, as a user types it (what
+`make demo` runs, on the tiny experiment); the other tests read what it left behind.
+"""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,7 +16,6 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from hyperrec.data import synthetic as datagen
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline.runners import local as local_runner
 
@@ -24,22 +28,39 @@ EXPECTED_NODES = {"FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "Ex
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    data_root = str(tmp_path_factory.mktemp("data"))
-    datagen.generate("tiny", 7, data_root)
     workdir = str(tmp_path_factory.mktemp("run"))
-    config = config_lib.load("tiny")
-    paths = local_runner.run(config, data_root, workdir)
+    hyperrec = os.path.join(os.path.dirname(sys.executable), "hyperrec")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    demo = subprocess.run([hyperrec, "demo", "--experiment", "tiny", "--workdir", workdir],
+                          capture_output=True, text=True, timeout=1800, env=env)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    paths = local_runner.RunPaths(workdir, os.path.join(workdir, "data", "tiny-seed42"))
     store = metadata_store.MetadataStore(
         metadata.sqlite_metadata_connection_config(paths.metadata_path))
-    return paths, store
+    return paths, store, demo.stdout + demo.stderr
 
 
 def _artifacts(store, type_name):
     return store.get_artifacts_by_type(type_name)
 
 
+def test_demo_prints_each_component_and_rest_grpc_and_in_process_agree(tiny_run):
+    _, _, text = tiny_run
+    for component in ("FileBasedExampleGen", "StatisticsGen", "ExampleValidator", "Transform",
+                      "Trainer", "Evaluator", "Pusher"):
+        assert re.search(rf"✔ {component} finished in +\d+\.\ds", text), component
+    pushed = re.search(r"pushed model: (\S+)\s+\(version (\d+)\)", text)
+    assert pushed and os.path.exists(os.path.join(pushed.group(1), "saved_model.pb"))
+    assert len(re.findall(r"^│ (?:\d+) +│ i\d{5} ", text, flags=re.M)) == 10
+    assert "REST, gRPC and the in-process SavedModel agree" in text
+    # The terminal shows the project's lines, not library noise (a first run included).
+    for noise in ("Traceback", "FutureWarning", "Input resolution error", "Worker: severity",
+                  "Unable to register"):
+        assert noise not in text, noise
+
+
 def test_every_component_executed(tiny_run):
-    _, store = tiny_run
+    _, store, _ = tiny_run
     states = {}
     for context in store.get_contexts_by_type("node"):
         node = context.name.split(".", 1)[-1]
@@ -52,7 +73,7 @@ def test_every_component_executed(tiny_run):
 
 
 def test_schema_statistics_and_anomalies_artifacts_exist(tiny_run):
-    _, store = tiny_run
+    _, store, _ = tiny_run
     for type_name in ("Schema", "ExampleStatistics", "ExampleAnomalies", "TransformGraph"):
         artifacts = _artifacts(store, type_name)
         assert artifacts, type_name
@@ -63,7 +84,7 @@ def test_schema_statistics_and_anomalies_artifacts_exist(tiny_run):
 
 
 def test_model_is_blessed_and_a_numbered_version_is_pushed(tiny_run):
-    paths, store = tiny_run
+    paths, store, _ = tiny_run
     blessings = _artifacts(store, "ModelBlessing")
     assert blessings and blessings[-1].custom_properties["blessed"].int_value == 1
     pushed = _artifacts(store, "PushedModel")
@@ -74,7 +95,7 @@ def test_model_is_blessed_and_a_numbered_version_is_pushed(tiny_run):
 
 
 def test_pushed_model_scores_and_recommends_in_a_fresh_process(tiny_run):
-    paths, store = tiny_run
+    paths, store, _ = tiny_run
     examples = _artifacts(store, "Examples")[0]
     eval_glob = os.path.join(examples.uri, "Split-eval", "*")
     script = textwrap.dedent(f"""
@@ -102,7 +123,7 @@ def test_pushed_model_scores_and_recommends_in_a_fresh_process(tiny_run):
 def test_trainer_inside_the_pipeline_used_the_same_keras_as_a_plain_import(tiny_run):
     """The Keras the Trainer saw inside the run equals what `import hyperrec.components` gives alone."""
     from test_keras_env import _keras_seen_after
-    _, store = tiny_run
+    _, store, _ = tiny_run
     model_run = _artifacts(store, "ModelRun")[-1]
     with open(os.path.join(model_run.uri, "keras.json")) as f:
         inside = json.load(f)
@@ -112,7 +133,7 @@ def test_trainer_inside_the_pipeline_used_the_same_keras_as_a_plain_import(tiny_
 def test_schema_diff_command_compares_the_run_statistics_with_the_curated_schema(tiny_run):
     from click.testing import CliRunner
     from hyperrec.pipeline import cli
-    paths, _ = tiny_run
+    paths, _, _ = tiny_run
     result = CliRunner().invoke(cli.main, ["schema-diff", "--workdir", paths.workdir,
                                            "--experiment", "tiny"])
     assert result.exit_code == 0, result.output
@@ -123,7 +144,7 @@ def test_schema_diff_command_compares_the_run_statistics_with_the_curated_schema
 
 def test_a_rerun_on_unchanged_data_reuses_the_cache_and_pushes_no_duplicate(tiny_run, capsys):
     """`make demo` twice: the second run is served from the cache and adds no version."""
-    paths, store = tiny_run
+    paths, store, _ = tiny_run
     before = sorted(d for d in os.listdir(paths.serving_dir) if d.isdigit())
     local_runner.run(config_lib.load("tiny"), paths.data_root, paths.workdir)
     output = capsys.readouterr().out
@@ -140,7 +161,7 @@ def test_a_model_code_change_reruns_the_trainer_and_leaves_ingestion_cached(
         tiny_run, capsys, monkeypatch):
     """Per-component fingerprints: an edited model file re-runs Trainer, not ExampleGen."""
     from hyperrec.pipeline import fingerprint
-    paths, _ = tiny_run
+    paths, _, _ = tiny_run
     read = fingerprint.read_source
     monkeypatch.setattr(fingerprint, "read_source", lambda path: read(path) + (
         b"\n# an edit\n" if path.endswith(os.path.join("model", "towers.py")) else b""))
@@ -160,7 +181,7 @@ def test_the_run_writes_a_report_that_opens_in_chromium_with_every_plot(tiny_run
     the served model's lineage) and opens in headless Chromium with every plot decoded."""
     import browser
     from hyperrec.components.evaluation import report
-    paths, store = tiny_run
+    paths, store, _ = tiny_run
     path = os.path.join(paths.workdir, report.REPORT_FILE)
     with open(path) as f:
         document = f.read()
@@ -180,3 +201,21 @@ def test_the_run_writes_a_report_that_opens_in_chromium_with_every_plot(tiny_run
     assert len(check.images) == document.count("<img ")
     assert all(i["complete"] and i["naturalWidth"] > 0 for i in check.images), check.images
     assert check.errors == []
+
+
+def test_training_statistics_of_the_pushed_version_are_statistics_gens_train_split(tiny_run):
+    """Monitoring's skew baseline: the served version's run -> StatisticsGen's `statistics`
+    output, not Transform's pre/post-transform statistics (ExampleStatistics of the same run
+    with a higher id and no Split-train)."""
+    from hyperrec.components.monitoring import training_stats
+    paths, store = tiny_run[0], tiny_run[1]
+    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
+              if a.custom_properties["pushed"].int_value == 1]
+    assert pushed
+    version = int(pushed[0].custom_properties["pushed_version"].string_value)
+    path, run_name = training_stats.resolve(store, version)
+    parts = path.split(os.sep)
+    assert parts[-5:-3] == ["StatisticsGen", "statistics"] and parts[-3].isdigit(), path
+    assert parts[-2:] == ["Split-train", "FeatureStats.pb"], path
+    assert path.startswith(paths.workdir) and os.path.isfile(path)
+    assert run_name
