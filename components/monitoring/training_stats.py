@@ -2,7 +2,8 @@
 
 served version -> its PushedModel artifact (custom property `pushed_version`) -> the Pusher
 execution that wrote it -> that execution's pipeline run -> the ExampleStatistics artifact of
-the same run (StatisticsGen, also when it was a cached execution) -> its train split.
+the same run written by StatisticsGen under output key `statistics` (also when it was a cached
+execution) -> its train split.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ml_metadata.proto import metadata_store_pb2
 
 PUSHED_MODEL = "PushedModel"
 EXAMPLE_STATISTICS = "ExampleStatistics"
+STATISTICS_GEN = "StatisticsGen"
+STATISTICS_KEY = "statistics"
 RUN_CONTEXT_TYPES = ("pipeline_run", "run")
 STATS_FILE = "FeatureStats.pb"
 
@@ -58,12 +61,22 @@ def resolve(store: metadata_store.MetadataStore, version: int, split: str = "tra
             if context_types.get(c.type_id) in RUN_CONTEXT_TYPES]
     if not runs:
         raise TrainingStatisticsNotFound(f"the Pusher of version {version} has no run context")
-    statistics = [a for a in store.get_artifacts_by_context(runs[0].id)
+    # StatisticsGen's output (key "statistics"), also when the execution was cached: Transform's
+    # pre/post-transform statistics are ExampleStatistics of the same run but have no
+    # Split-train and describe other features.
+    execution_types = {t.id: t.name for t in store.get_execution_types()}
+    producers = {e.id for e in store.get_executions_by_context(runs[0].id)
+                 if execution_types.get(e.type_id, "").rsplit(".", 1)[-1] == STATISTICS_GEN}
+    statistics_ids = {e.artifact_id for e in store.get_events_by_execution_ids(sorted(producers))
+                      if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                    metadata_store_pb2.Event.DECLARED_OUTPUT)
+                      and e.path.steps and e.path.steps[0].key == STATISTICS_KEY}
+    statistics = [a for a in store.get_artifacts_by_id(sorted(statistics_ids))
                   if a.type == EXAMPLE_STATISTICS or a.type_id in {
                       t.id for t in store.get_artifact_types() if t.name == EXAMPLE_STATISTICS}]
     if not statistics:
         raise TrainingStatisticsNotFound(f"run {runs[0].name} of version {version} has no "
-                                         "ExampleStatistics")
+                                         "StatisticsGen statistics")
     uri = max(statistics, key=lambda a: a.id).uri
     path = os.path.join(uri, f"Split-{split}", STATS_FILE)
     if not tf.io.gfile.exists(path):
