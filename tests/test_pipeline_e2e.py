@@ -219,21 +219,3 @@ def test_training_statistics_of_the_pushed_version_are_statistics_gens_train_spl
     assert parts[-2:] == ["Split-train", "FeatureStats.pb"], path
     assert path.startswith(paths.workdir) and os.path.isfile(path)
     assert run_name
-
-
-def test_training_statistics_of_the_pushed_version_are_statistics_gens_train_split(tiny_run):
-    """Monitoring's skew baseline: the served version's run -> StatisticsGen's `statistics`
-    output, not Transform's pre/post-transform statistics (ExampleStatistics of the same run
-    with a higher id and no Split-train)."""
-    from hyperrec.components.monitoring import training_stats
-    paths, store = tiny_run[0], tiny_run[1]
-    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
-              if a.custom_properties["pushed"].int_value == 1]
-    assert pushed
-    version = int(pushed[0].custom_properties["pushed_version"].string_value)
-    path, run_name = training_stats.resolve(store, version)
-    parts = path.split(os.sep)
-    assert parts[-5:-3] == ["StatisticsGen", "statistics"] and parts[-3].isdigit(), path
-    assert parts[-2:] == ["Split-train", "FeatureStats.pb"], path
-    assert path.startswith(paths.workdir) and os.path.isfile(path)
-    assert run_name
