@@ -123,14 +123,16 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
                     ingest_beam_pipeline_args: Optional[List[str]] = None,
                     enable_cache: bool = True, schema_path: Optional[str] = None,
                     metadata_connection_config: Optional[
-                        metadata_store_pb2.ConnectionConfig] = None) -> tfx.dsl.Pipeline:
+                        metadata_store_pb2.ConnectionConfig] = None,
+                    builtin_resolvers_only: bool = False) -> tfx.dsl.Pipeline:
     """Builds the pipeline; runners only choose orchestration, paths and Beam arguments.
 
     `beam_pipeline_args` go to every Beam-powered component; `ingest_beam_pipeline_args`, when
     given, replace them for ExampleGen and StatisticsGen, where the data volume is.
     `schema_path` is where the curated schema is for the orchestrator (the Kubeflow runner
     names its path inside the image); default: this checkout's. `metadata_connection_config`
-    (SQLite or MySQL) wins over `metadata_path`.
+    (SQLite or MySQL) wins over `metadata_path`. `builtin_resolvers_only`: resolvers use
+    TFX's own strategy classes, the only ones the Kubeflow V2 compiler accepts.
     """
     example_gen = example_gen_component(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(
@@ -148,7 +150,8 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
     # drift is reported, a broken span stops the run before Transform. Only StatisticsGen's
     # statistics: Transform's pre/post-transform statistics are ExampleStatistics too.
     previous_statistics = tfx.dsl.Resolver(
-        strategy_class=span_drift.PreviousStatisticsStrategy,
+        strategy_class=(tfx.dsl.experimental.LatestArtifactStrategy if builtin_resolvers_only
+                        else span_drift.PreviousStatisticsStrategy),
         statistics=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ExampleStatistics,
                                    producer_component_id=statistics_gen.id,
                                    output_key="statistics"),

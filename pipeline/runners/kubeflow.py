@@ -54,7 +54,7 @@ def compile_pipeline(config: HyperrecConfig, *, image: str, pipeline_root: str,
     pipeline = pipeline_def.create_pipeline(
         config, data_root=data_root, pipeline_root=pipeline_root, serving_dir=serving_dir,
         schema_path=image_schema_path(config), beam_pipeline_args=common_args,
-        ingest_beam_pipeline_args=ingest_args)
+        ingest_beam_pipeline_args=ingest_args, builtin_resolvers_only=True)
     output_path = os.path.abspath(output_path)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=image),
