@@ -38,7 +38,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -273,17 +272,11 @@ def model_server(base: str, work: str, batching: bool) -> Iterator[Tuple[int, in
             handle.write(BATCHING_PARAMETERS)
         args += ["--enable_batching", "--batching_parameters_file", parameters]
     log = os.path.join(work, f"server-batching-{'on' if batching else 'off'}.log")
-    process = testing.start_server_process(args, log)
+    process, _ = testing.start_until_serving(args, log, rest_port, MODEL, timeout=120)
     try:
-        testing.wait_until_serving(rest_port, MODEL, timeout=120, process=process)
         yield grpc_port, rest_port
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except Exception:
-            process.kill()
-            process.wait(30)
+        testing.stop_server_process(process)
 
 
 def check_same_answer(model_dir: str, row: np.ndarray, grpc_port: int, rest_port: int) -> None:

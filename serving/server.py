@@ -14,7 +14,6 @@ from typing import Callable, List, Optional
 from hyperrec.serving import config
 from hyperrec.serving.config import BatchingOptions, ModelSettings, MonitoringOptions
 from hyperrec.serving.grpc_api import GrpcServer
-from hyperrec.serving import http_limits
 from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.http_server import RestServer
 from hyperrec.serving.load_failures import LoadFailureRecord
@@ -40,11 +39,7 @@ class ServerOptions:
     poll_seconds: float = 1.0
     config_source: Optional[Callable[[], List[ModelSettings]]] = None
     config_poll_seconds: float = 0.0
-    max_request_bytes: int = 0
-    max_decompressed_bytes: int = http_limits.DEFAULT_MAX_DECOMPRESSED_BYTES
-    header_timeout_seconds: float = http_limits.DEFAULT_HEADER_TIMEOUT_S
-    idle_timeout_seconds: float = http_limits.DEFAULT_IDLE_TIMEOUT_S
-    max_connections: int = http_limits.DEFAULT_MAX_CONNECTIONS
+    http: HttpLimits = HttpLimits()  # the REST port's; max_request_bytes bounds gRPC too
     load_failure_file: Optional[str] = None
     request_log_dir: Optional[str] = None
     request_log_max_file_bytes: int = 64 * 1024 * 1024
@@ -88,26 +83,18 @@ class ModelServer:
         if options.grpc_port is not None:
             self._grpc = GrpcServer(options.host, options.grpc_port, self.manager, self.tracker,
                                     max_workers=options.grpc_max_threads,
-                                    max_message_bytes=options.max_request_bytes)
+                                    max_message_bytes=options.http.max_request_bytes)
             self._grpc.start()
             LOG.info("Running gRPC ModelServer at %s:%d ...", options.host, self._grpc.port)
         if options.rest_port is not None:
             self._rest = RestServer(options.host, options.rest_port,
                                     RestApi(self.manager, self.tracker), self.metrics,
-                                    options.monitoring, self.http_limits(),
+                                    options.monitoring, options.http,
                                     num_threads=options.rest_api_num_threads)
             self._rest.start()
             LOG.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self._rest.port)
         self.manager.enable_retries()
         return self
-
-    def http_limits(self) -> HttpLimits:
-        options = self.options
-        return HttpLimits(max_request_bytes=options.max_request_bytes,
-                          max_decompressed_bytes=options.max_decompressed_bytes,
-                          header_timeout_s=options.header_timeout_seconds,
-                          idle_timeout_s=options.idle_timeout_seconds,
-                          max_connections=options.max_connections)
 
     def stop(self) -> None:
         if self._stopped.is_set():

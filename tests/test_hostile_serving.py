@@ -22,6 +22,7 @@ import zlib
 import pytest
 
 from hyperrec.serving import config, errors, testing
+from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.load_failures import LoadFailureRecord
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.servable import Servable
@@ -126,7 +127,7 @@ def server(tmp_path_factory):
     version_dir = tmp_path_factory.mktemp("hostile") / HPT / "1"
     testing.save_half_plus_two(str(version_dir))
     options = testing.rest_only_options(HPT, str(version_dir.parent),
-                                        max_connections=CONNECTION_CAP)
+                                        http=HttpLimits(max_connections=CONNECTION_CAP))
     with ModelServer(options) as running:
         yield running
 

@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
 from hyperrec.serving import config, testing
+from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
@@ -56,7 +57,7 @@ def server(tmp_path_factory):
     options = ServerOptions(
         models=config.read_model_config_file(str(config_file)), grpc_port=0, rest_port=0,
         monitoring=config.MonitoringOptions(prometheus_enabled=True),
-        max_request_bytes=256 * 1024, poll_seconds=0)
+        http=HttpLimits(max_request_bytes=256 * 1024), poll_seconds=0)
     with ModelServer(options) as running:
         yield running
 

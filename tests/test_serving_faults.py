@@ -165,9 +165,8 @@ def test_a_killed_server_restarts_on_the_latest_good_version(tmp_path, built):
             process.kill()
             process.wait(30)
 
-    restarted = testing.start_server_process(args, server_log)
+    restarted, _ = testing.start_until_serving(args, server_log, rest_port, "m", timeout=90)
     try:
-        testing.wait_until_serving(rest_port, "m", timeout=90, process=restarted)
         assert predict_once(rest_port) == V2
         connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=30)
         connection.request("GET", "/v1/models/m")
@@ -176,12 +175,7 @@ def test_a_killed_server_restarts_on_the_latest_good_version(tmp_path, built):
         connection.close()
         assert states == {"3": "END", "2": "AVAILABLE"}
     finally:
-        restarted.send_signal(signal.SIGTERM)
-        try:
-            restarted.wait(30)
-        except Exception:
-            restarted.kill()
-            restarted.wait(30)
+        testing.stop_server_process(restarted)
 
     # The request log written before the kill holds only whole PredictionLogs.
     logs = list(request_log.read_prediction_logs(str(log_dir)))

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hyperrec.serving import config, testing
+from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(240)
@@ -31,7 +32,8 @@ def connection(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz") / MODEL
     testing.save_half_plus_two(str(base / "1"))
     options = ServerOptions(models=config.single_model(MODEL, str(base)), grpc_port=None,
-                            rest_port=0, poll_seconds=0, max_request_bytes=1 << 20)
+                            rest_port=0, poll_seconds=0,
+                            http=HttpLimits(max_request_bytes=1 << 20))
     with ModelServer(options) as server:
         client = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=60)
         yield client

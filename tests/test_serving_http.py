@@ -18,6 +18,7 @@ import pytest
 
 from hyperrec.serving import config, testing
 from hyperrec.serving.config import BatchingOptions
+from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,8 +36,9 @@ def model_base(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_base):
-    with ModelServer(testing.rest_only_options(MODEL, model_base,
-                                               max_request_bytes=64 * 1024)) as running:
+    options = testing.rest_only_options(MODEL, model_base,
+                                        http=HttpLimits(max_request_bytes=64 * 1024))
+    with ModelServer(options) as running:
         yield running
 
 
