@@ -95,7 +95,6 @@ def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
         ]), tfma.MetricsSpec(query_key=features.USER_ID, metrics=[
             tfma.MetricConfig(class_name="NDCG", config=json.dumps(
                 {"gain_key": features.LABEL, "top_k_list": list(NDCG_TOP_K)})),
-            tfma.MetricConfig(class_name="QueryStatistics"),
         ])],
     )
 
