@@ -30,6 +30,7 @@ import numpy as np
 from bench_input_pipeline import run_ingest_and_transform  # the pipeline's ExampleGen..Transform
 from hyperrec.components import config as config_lib
 from hyperrec.components import trainer
+from hyperrec.components.evaluation import component as ranking_evaluator
 from hyperrec.components.evaluation import baselines, metrics, model_ranking, protocol
 from hyperrec.data import synthetic
 
@@ -90,14 +91,12 @@ def main(argv: List[str]) -> None:
                                                        run_dir)
     artifacts = {"examples": examples.uri, "transform": transform_dir}
     task = protocol.load_task(artifacts["examples"], history_length=config.data.history_length,
-                              new_user_days=getattr(config.eval, "new_user_days", 7.0))
+                              new_user_days=config.eval.new_user_days)
     print(f"{len(task.users)} evaluated users, {len(task.catalogue.item_ids)} items "
           f"({int(task.catalogue.cold.sum())} cold)", flush=True)
     rows: List[Dict[str, object]] = []
     ranked, _ = baselines.rank_baselines(
-        task, DEPTH, baselines.BaselineConfig(
-            validation_days=getattr(config.eval, "ranking_validation_days", 7.0),
-            recent_days=getattr(config.eval, "recent_popular_days", 7.0)),
+        task, DEPTH, ranking_evaluator.settings(config.eval)[1],
         (baselines.MOST_POPULAR, baselines.RECENT_POPULAR, baselines.ITEM_KNN,
          baselines.EASE))
     for name, ranking in ranked.items():

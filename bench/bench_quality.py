@@ -31,6 +31,7 @@ import numpy as np
 
 from hyperrec.components import config as config_lib
 from hyperrec.schemas import features
+from hyperrec.components.evaluation import component as ranking_evaluator
 from hyperrec.components.evaluation import gate, protocol, run
 from hyperrec.data import synthetic
 from hyperrec.data.synthetic import attributes, behaviour, catalogue
@@ -127,8 +128,9 @@ def main(argv=None) -> None:
     config, examples, model = _pipeline(experiment, data_root, os.path.join(workdir, "run"),
                                         args.overrides)
     start = time.monotonic()
+    _, baseline_config = ranking_evaluator.settings(config.eval)
     task = protocol.load_task(examples, history_length=config.data.history_length,
-                              new_user_days=config.data.eval_days)
+                              new_user_days=config.eval.new_user_days)
     depth = 100
     if args.data == "synthetic":
         with open(os.path.join(data_root, "ground_truth.json")) as f:
@@ -137,8 +139,10 @@ def main(argv=None) -> None:
         extra["oracle"] = oracle_rankings(task, truth["seed"], truth["scale"], scale.end_ts,
                                           depth)
     result = run.evaluate(task, {gate.CANDIDATE: model},
-                          history_length=config.data.history_length, mrr_depth=depth,
-                          extra_rankings=extra, n_resamples=args.resamples)
+                          history_length=config.data.history_length,
+                          ks=config.eval.ranking_ks, mrr_depth=depth,
+                          baseline_config=baseline_config, extra_rankings=extra,
+                          n_resamples=args.resamples, seed=config.eval.bootstrap_seed)
     print(f"evaluation: {time.monotonic() - start:.0f}s; catalogue {result['n_catalogue']} "
           f"items ({result['n_cold_items']} cold); chosen: "
           + ", ".join(f"{name} {c['value']:g} (grid {c['grid'][0]:g}..{c['grid'][-1]:g})"

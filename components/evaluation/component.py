@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
@@ -29,6 +29,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.components.util import model_utils
 from tfx.utils import io_utils, path_utils
 
+from hyperrec.components import config as config_lib
 from hyperrec.components.evaluation import baselines, gate, protocol, run
 
 EXAMPLES = "examples"
@@ -71,20 +72,20 @@ class RankingEvaluatorSpec(types.ComponentSpec):
     }
 
 
-def _settings(config: Dict[str, Any]):
-    section = config["eval"]
-    ranking_gate = gate.Gate(metric=section.get("ranking_gate_metric", "recall@10"),
-                             must_beat=tuple(section.get("must_beat", ("most_popular",))),
-                             max_regression=float(section.get("max_regression", 0.0)))
-    defaults = baselines.BaselineConfig()
+def settings(eval_config: config_lib.EvalConfig
+             ) -> Tuple[gate.Gate, baselines.BaselineConfig]:
+    """The ranking gate and the baselines' configuration of an EvalConfig; the baselines
+    choose their hyper-parameters on the gate's metric."""
+    ranking_gate = gate.Gate(metric=eval_config.ranking_gate_metric,
+                             must_beat=tuple(eval_config.must_beat),
+                             max_regression=float(eval_config.max_regression))
     baseline_config = baselines.BaselineConfig(
-        recent_days=float(section.get("recent_popular_days", defaults.recent_days)),
-        validation_days=float(section.get("ranking_validation_days", defaults.validation_days)),
-        ease_lambdas=tuple(float(v) for v in section.get("ease_lambdas", defaults.ease_lambdas)),
-        knn_neighbours=tuple(int(v) for v in section.get("knn_neighbours",
-                                                         defaults.knn_neighbours)),
+        recent_days=float(eval_config.recent_popular_days),
+        validation_days=float(eval_config.ranking_validation_days),
+        ease_lambdas=tuple(float(v) for v in eval_config.ease_lambdas),
+        knn_neighbours=tuple(int(v) for v in eval_config.knn_neighbours),
         selection_metric=ranking_gate.metric)
-    return ranking_gate, baseline_config, section
+    return ranking_gate, baseline_config
 
 
 def _model_dir(artifacts: List[types.Artifact]) -> str:
@@ -98,19 +99,19 @@ class Executor(base_executor.BaseExecutor):
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
         config = json.loads(exec_properties[CONFIG])
-        ranking_gate, baseline_config, section = _settings(config)
+        eval_config = config_lib.from_dict(config_lib.EvalConfig, config["eval"])
+        ranking_gate, baseline_config = settings(eval_config)
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES])
         task = protocol.load_task(examples.uri, history_length=config["history_length"],
-                                  new_user_days=float(section.get("new_user_days", 7.0)))
+                                  new_user_days=float(eval_config.new_user_days))
         model_dirs = {gate.CANDIDATE: _model_dir(input_dict[MODEL])}
         baseline = input_dict.get(BASELINE_MODEL) or []
         if baseline:
             model_dirs[gate.BLESSED] = _model_dir(baseline)
         result = run.evaluate(
             task, model_dirs, history_length=config["history_length"],
-            ks=tuple(section.get("ranking_ks", (10, 50))), baseline_config=baseline_config,
-            n_resamples=int(section.get("bootstrap_resamples", 1000)),
-            seed=int(section.get("bootstrap_seed", 0)))
+            ks=tuple(eval_config.ranking_ks), baseline_config=baseline_config,
+            n_resamples=int(eval_config.bootstrap_resamples), seed=int(eval_config.bootstrap_seed))
         tfma = input_dict.get(TFMA_BLESSING) or []
         tfma_blessed = (model_utils.is_model_blessed(artifact_utils.get_single_instance(tfma))
                         if tfma else None)
