@@ -9,7 +9,7 @@ without that input.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -18,13 +18,47 @@ from hyperrec.components.evaluation import protocol
 
 # The excluding variant of `recommend` (its own signature, or an input of `recommend`), used
 # only when the model has it: older models stay comparable.
-RECOMMEND_EXCLUDING = getattr(features, "RECOMMEND_EXCLUDING", "recommend_excluding")
-EXCLUDE_ITEM_IDS = getattr(features, "EXCLUDE_ITEM_IDS", "exclude_item_ids")
+RECOMMEND_EXCLUDING = features.RECOMMEND_EXCLUDING
+EXCLUDE_ITEM_IDS = features.EXCLUDE_ITEM_IDS
 
 
-def _padded(rows: List[List[str]], width: int) -> List[List[str]]:
+def _padded(rows: List[List[str]], width: Optional[int] = None) -> np.ndarray:
+    """Rows cut or padded with "" to `width` (None: the longest row), at least one column."""
+    if width is None:
+        width = max([len(r) for r in rows] + [1])
     width = max(width, 1)
-    return [(list(row) + [""] * width)[:width] for row in rows]
+    return np.array([(list(r) + [""] * width)[:width] for r in rows], dtype=object)
+
+
+def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
+              task: protocol.Task, depth: int, *, history_width: Optional[int] = None,
+              k_covers_exclusions: bool = False, batch_size: int = 256) -> np.ndarray:
+    """[users, depth] catalogue indices (-1 where it ran out) from `recommend`, called with
+    one request dict per batch: the serving query at the cutoff plus `exclude_item_ids`.
+    `history_width` pads/cuts the history (None: the batch's longest); with
+    `k_covers_exclusions` k is raised by the most exclusions in the batch, so `depth` items
+    are left after the exclusions are filtered here (for a `recommend` that may not drop
+    them itself)."""
+    import tensorflow as tf
+
+    index = task.catalogue.index()
+    ids = task.catalogue.item_ids
+    ranked: List[List[int]] = []
+    for start in range(0, len(task.users), batch_size):
+        end = min(start + batch_size, len(task.users))
+        excluded = [[ids[i] for i in task.excluded[u]] for u in range(start, end)]
+        k = depth + (max(len(e) for e in excluded) if k_covers_exclusions else 0)
+        outputs = recommend({
+            features.USER_ID: tf.constant(task.users[start:end], tf.string),
+            features.HISTORY: tf.constant(_padded(task.history[start:end], history_width),
+                                          tf.string),
+            features.DEVICE: tf.constant(task.devices[start:end], tf.string),
+            features.TIMESTAMP: tf.constant([task.cutoff] * (end - start), tf.int64),
+            features.K: tf.constant([k] * (end - start), tf.int32),
+            EXCLUDE_ITEM_IDS: tf.constant(_padded(excluded), tf.string)})
+        for row in outputs[features.ITEM_IDS].numpy():
+            ranked.append([index.get(item.decode(), -1) for item in row])
+    return protocol.exclude_and_truncate(ranked, task.excluded, depth)
 
 
 def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_length: int,
@@ -35,23 +69,9 @@ def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_len
     signatures = tf.saved_model.load(model_dir).signatures
     signature = signatures.get(RECOMMEND_EXCLUDING) or signatures[features.RECOMMEND]
     inputs = signature.structured_input_signature[1]
-    index = task.catalogue.index()
-    ids = task.catalogue.item_ids
-    ranked: List[List[int]] = []
-    for start in range(0, len(task.users), batch_size):
-        end = min(start + batch_size, len(task.users))
-        excluded = [[ids[i] for i in task.excluded[u]] for u in range(start, end)]
-        k = depth + max(len(e) for e in excluded)
-        request = {
-            features.USER_ID: tf.constant(task.users[start:end]),
-            features.HISTORY: tf.constant(_padded(task.history[start:end], history_length)),
-            features.DEVICE: tf.constant(task.devices[start:end]),
-            features.TIMESTAMP: tf.constant([task.cutoff] * (end - start), tf.int64),
-            features.K: tf.constant([k] * (end - start), tf.int32)}
-        if EXCLUDE_ITEM_IDS in inputs:
-            request[EXCLUDE_ITEM_IDS] = tf.constant(
-                _padded(excluded, max(len(e) for e in excluded)))
-        outputs = signature(**{name: value for name, value in request.items() if name in inputs})
-        for row in outputs[features.ITEM_IDS].numpy():
-            ranked.append([index.get(item.decode(), -1) for item in row])
-    return protocol.exclude_and_truncate(ranked, task.excluded, depth)
+
+    def recommend(request):
+        return signature(**{name: value for name, value in request.items() if name in inputs})
+
+    return rank_task(recommend, task, depth, history_width=history_length,
+                     k_covers_exclusions=True, batch_size=batch_size)

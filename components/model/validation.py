@@ -19,9 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from hyperrec.schemas import features
-from hyperrec.components.evaluation import metrics, protocol
-
-_QUERY_BATCH = 256
+from hyperrec.components.evaluation import metrics, model_ranking, protocol
 
 
 def split_time(train_timestamps: np.ndarray, validation_days: float) -> int:
@@ -52,31 +50,6 @@ def validation_task(train: protocol.Events, catalogue: protocol.Catalogue, split
     after = train.subset(train.timestamps >= split)
     return protocol.build_task(before, after, catalogue, history_length=history_length,
                                new_user_days=0.0, cutoff=split)
-
-
-def _padded(rows: List[List[str]]) -> np.ndarray:
-    width = max([len(r) for r in rows] + [1])
-    return np.array([list(r) + [""] * (width - len(r)) for r in rows], dtype=object)
-
-
-def rank_task(recommend, task: protocol.Task, depth: int) -> np.ndarray:
-    """[users, depth] catalogue indices from a `recommend_excluding`-like callable."""
-    index = task.catalogue.index()
-    ids = task.catalogue.item_ids
-    ranked: List[List[int]] = []
-    for start in range(0, len(task.users), _QUERY_BATCH):
-        end = min(start + _QUERY_BATCH, len(task.users))
-        outputs = recommend({
-            features.USER_ID: tf.constant(task.users[start:end], tf.string),
-            features.HISTORY: tf.constant(_padded(task.history[start:end]), tf.string),
-            features.DEVICE: tf.constant(task.devices[start:end], tf.string),
-            features.TIMESTAMP: tf.constant([task.cutoff] * (end - start), tf.int64),
-            features.K: tf.constant([depth] * (end - start), tf.int32),
-            features.EXCLUDE_ITEM_IDS: tf.constant(
-                _padded([list(ids[task.excluded[u]]) for u in range(start, end)]), tf.string)})
-        for row in outputs[features.ITEM_IDS].numpy():
-            ranked.append([index.get(item.decode(), -1) for item in row])
-    return protocol.exclude_and_truncate(ranked, task.excluded, depth)
 
 
 class RankingValidation(tf.keras.callbacks.Callback):
@@ -110,7 +83,7 @@ class RankingValidation(tf.keras.callbacks.Callback):
                                           reduce_retracing=True)
         else:
             self._refresh(self._module, self.model)
-        ranked = rank_task(self._recommend, self.task, self.depth)
+        ranked = model_ranking.rank_task(self._recommend, self.task, self.depth)
         value = float(metrics.per_user(ranked, self.task.targets, self.task.popularity,
                                        [self.depth])[self.metric].mean())
         if logs is not None:
