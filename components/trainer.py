@@ -289,9 +289,10 @@ def plan_training(model_config: config_lib.ModelConfig, fn_args: tfx.components.
                   tft_output: tft.TFTransformOutput,
                   strategy: tf.distribute.Strategy,
                   train_count: Optional[int] = None,
-                  eval_files: Optional[List[str]] = None) -> TrainingPlan:
+                  eval_count: Optional[int] = None) -> TrainingPlan:
     """Steps from ModelConfig (else the Trainer's train/eval args), else one pass per epoch
-    over `train_count` rows (default: the train split's); eval steps are over `eval_files`.
+    over `train_count` rows (default: the train split's); eval steps over `eval_count` rows
+    (the validation slice's; None: no validation, so no eval steps to derive).
 
     Multi-worker training needs the eval length in steps too: each worker sees a shard,
     and a worker running out of batches before the others would leave them waiting.
@@ -304,10 +305,9 @@ def plan_training(model_config: config_lib.ModelConfig, fn_args: tfx.components.
                  count_examples(fn_args.train_files, fn_args.data_accessor, tft_output))
         steps_per_epoch = max(1, math.ceil(count / model_config.batch_size))
     eval_steps = model_config.eval_steps or fn_args.eval_steps or None
-    if eval_steps is None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        count = count_examples(eval_files or fn_args.eval_files, fn_args.data_accessor,
-                               tft_output)
-        eval_steps = max(1, math.ceil(count / model_config.batch_size))
+    if (eval_steps is None and eval_count is not None
+            and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)):
+        eval_steps = max(1, math.ceil(eval_count / model_config.batch_size))
     return TrainingPlan(model_config.epochs, steps_per_epoch, eval_steps)
 
 
@@ -435,19 +435,19 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     seed_everything(model_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
 
-    split, events, callbacks = None, None, []
+    split, events, callbacks, n_val = None, None, [], None
     if model_config.validation_days > 0:
         events = validation.read_events(fn_args.train_files)
         split = validation.split_time(events.timestamps, model_config.validation_days)
-        logging.info("validation slice: train rows from %d on (%d of %d)", split,
-                     int((events.timestamps >= split).sum()), len(events))
+        n_val = int((events.timestamps >= split).sum())
+        logging.info("validation slice: train rows from %d on (%d of %d)", split, n_val,
+                     len(events))
         if model_config.validation_metric:
             callbacks.append(ranking_validation(model_config, data_config, fn_args,
                                                 tft_output, events, split))
     plan = plan_training(model_config, fn_args, tft_output, strategy,
-                         train_count=None if split is None else
-                         int((events.timestamps < split).sum()),
-                         eval_files=fn_args.train_files if split is not None else None)
+                         train_count=None if split is None else len(events) - n_val,
+                         eval_count=n_val)
     train_dataset = build_dataset(
         fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
         shuffle=True, seed=model_config.seed, num_epochs=None, before=split)
