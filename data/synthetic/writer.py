@@ -45,8 +45,11 @@ def write_spans(out_dir: str, scale: DatagenScale, items: Sequence[Item], user_i
     """Writes every span folder; returns the number of interaction rows per span."""
     windows = scale.span_windows()
     by_span: List[List[Tuple[int, int, int, int, str]]] = [[] for _ in windows]
+    # Once: each scale property builds a Timeline and parses the start date.
+    timeline = scale.timeline
+    start, span_seconds = timeline.start, timeline.span_seconds
     for row in rows:
-        by_span[(row[0] - scale.start_ts) // scale.span_seconds].append(row)
+        by_span[(row[0] - start) // span_seconds].append(row)
 
     item_rows = [_item_row(item) for item in items]
     counts = []
