@@ -39,9 +39,10 @@ if not VERBOSE:
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
         logging.ERROR)
 
+EXPERIMENTS = runner_commands.EXPERIMENTS
+
 # Tables stay readable when the output is a log file or a CI console, not a terminal.
 console = Console(width=None if sys.stdout.isatty() else 120)
-_EXPERIMENTS = click.Choice(sorted(config_lib.EXPERIMENTS))
 
 
 def _exit_now(code: int) -> None:
@@ -54,13 +55,6 @@ def _exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _load_config(experiment: str, overrides: Sequence[str]) -> config_lib.HyperrecConfig:
-    try:
-        return config_lib.load(experiment, overrides)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="--set") from err
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -94,7 +88,7 @@ def generate_data(scale: str, seed: int, out_dir: str) -> None:
 
 
 @main.command("run")
-@click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True)
+@click.option("--experiment", type=EXPERIMENTS, default="default", show_default=True)
 @click.option("--data", "data_root", type=click.Path(file_okay=False),
               required=True, help="A data root in the contract's layout (span-N/ folders).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="runs/local",
@@ -107,7 +101,7 @@ def generate_data(scale: str, seed: int, out_dir: str) -> None:
 def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Sequence[str],
                  metadata: str, **beam) -> None:
     """Runs the whole pipeline once with the local runner."""
-    config = _load_config(experiment, overrides)
+    config = runner_commands.load_config(experiment, overrides)
     from hyperrec.components.example_gen.layout import data_root_problem
     problem = data_root_problem(data_root)  # before anything loads TensorFlow
     if problem:
@@ -126,7 +120,7 @@ def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Seque
 
 
 @main.command("demo")
-@click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True)
+@click.option("--experiment", type=EXPERIMENTS, default="default", show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False), default="runs/demo",
               show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -134,7 +128,7 @@ def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Seque
 def demo(experiment: str, workdir: str, seed: int, overrides: Sequence[str]) -> None:
     """Generates sample data, runs the pipeline, recommends from the pushed model."""
     from hyperrec.pipeline import demo as demo_lib
-    config = _load_config(experiment, overrides)
+    config = runner_commands.load_config(experiment, overrides)
     _exit_now(demo_lib.run_demo(config, workdir, seed, console))
 
 
@@ -146,23 +140,21 @@ def demo(experiment: str, workdir: str, seed: int, overrides: Sequence[str]) -> 
 def report(workdir: str, metadata: str, out_path: str) -> None:
     """Writes the run report (one HTML file) of the newest run in the store."""
     from hyperrec.pipeline.runners import local as local_runner
-    location = metadata or os.path.join(workdir, "metadata.sqlite")
-    if "://" not in location and not os.path.isfile(location):
-        raise click.UsageError(f"no MLMD store at {location} (give --workdir or --metadata)")
+    location = runner_commands.store_location(workdir, metadata)
     console.print(f"run report: {local_runner.write_report(location, workdir, out_path)}")
 
 
 @main.command("schema-diff")
 @click.option("--workdir", type=click.Path(exists=True, file_okay=False), default="runs/demo",
               show_default=True, help="A local run whose newest statistics are compared.")
-@click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True,
+@click.option("--experiment", type=EXPERIMENTS, default="default", show_default=True,
               help="Whose curated schema to compare against.")
 @click.option("--write-inferred", type=click.Path(dir_okay=False), default=None,
               help="Also write the inferred schema (text proto) here for review.")
 def schema_diff(workdir: str, experiment: str, write_inferred: str) -> None:
     """Infers a schema from the newest statistics and lists how it differs from the curated one."""
     from hyperrec.pipeline import schema_tools
-    config = _load_config(experiment, ())
+    config = runner_commands.load_config(experiment, ())
     curated = os.path.join(config_lib.project_root(), config.schema_file)
     stats = schema_tools.latest_statistics(workdir)
     lines = schema_tools.infer_and_diff(stats, curated, write_inferred)

@@ -195,6 +195,14 @@ def test_report_command_writes_the_file_and_names_a_missing_store(tmp_path):
     assert "no MLMD store at" in missing.output
 
 
+def test_report_command_names_an_unsupported_metadata_uri_in_one_line():
+    result = CliRunner().invoke(cli.main, ["report", "--metadata", "postgres://h/db"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert [line for line in result.output.splitlines() if line.startswith("Error:")] == [
+        "Error: metadata URI scheme 'postgres' is not supported (mysql:// or a SQLite path)"]
+    assert "Traceback" not in result.output
+
+
 def test_a_report_failure_after_a_run_prints_one_clear_line(tmp_path):
     not_a_database = tmp_path / "metadata.sqlite"
     not_a_database.mkdir()  # SQLite cannot open a directory

@@ -11,7 +11,7 @@ import click
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline import beam as beam_lib
 
-_EXPERIMENTS = click.Choice(sorted(config_lib.EXPERIMENTS))
+EXPERIMENTS = click.Choice(sorted(config_lib.EXPERIMENTS))
 
 
 def beam_options(command: Callable) -> Callable:
@@ -55,16 +55,32 @@ def beam_settings(config: config_lib.HyperrecConfig, image: str = "",
 
 def run_options(config: config_lib.HyperrecConfig, metadata: str, **beam) -> dict:
     """`hyperrec run`'s MLMD and Beam choices as local.run keywords, checked up front."""
-    from hyperrec.pipeline.runners import metadata as metadata_lib
     if metadata:
-        try:
-            metadata_lib.connection_config(metadata)
-        except metadata_lib.MetadataUriError as err:
-            raise click.UsageError(str(err)) from err
+        _check_metadata(metadata)
     return {"metadata": metadata, "beam": beam_settings(config, **beam)}
 
 
-def _load_config(experiment: str, overrides: Sequence[str]) -> config_lib.HyperrecConfig:
+def _check_metadata(location: str) -> None:
+    """A metadata location that names no usable store is a usage error, not a traceback."""
+    from hyperrec.pipeline.runners import metadata as metadata_lib
+    try:
+        metadata_lib.connection_config(location)
+    except metadata_lib.MetadataUriError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def store_location(workdir: str, metadata: str) -> str:
+    """The MLMD store a command reads: --metadata, else WORKDIR/metadata.sqlite; a SQLite
+    file that is not there or a URI that names no usable store is a usage error."""
+    location = metadata or os.path.join(workdir, "metadata.sqlite")
+    if "://" not in location and not os.path.isfile(location):
+        raise click.UsageError(f"no MLMD store at {location} (give --workdir or --metadata)")
+    _check_metadata(location)
+    return location
+
+
+def load_config(experiment: str, overrides: Sequence[str]) -> config_lib.HyperrecConfig:
+    """The named experiment with `--set` overrides; a bad override is a usage error."""
     try:
         return config_lib.load(experiment, overrides)
     except ValueError as err:
@@ -74,7 +90,7 @@ def _load_config(experiment: str, overrides: Sequence[str]) -> config_lib.Hyperr
 @click.command("compile")
 @click.option("--orchestrator", type=click.Choice(["kubeflow"]), default="kubeflow",
               show_default=True)
-@click.option("--experiment", type=_EXPERIMENTS, default="default", show_default=True)
+@click.option("--experiment", type=EXPERIMENTS, default="default", show_default=True)
 @click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE")
 @click.option("--image", required=True, help="The pipeline image every task runs in.")
 @click.option("--pipeline-root", required=True, help="gs://... (artifacts).")
@@ -88,7 +104,7 @@ def compile_command(orchestrator: str, experiment: str, overrides: Sequence[str]
                     **options) -> None:
     """Writes the pipeline for an orchestrator (Kubeflow Pipelines v2 JSON)."""
     from hyperrec.pipeline.runners import kubeflow
-    config = _load_config(experiment, overrides)
+    config = load_config(experiment, overrides)
     beam = beam_settings(config, image=image, **options)
     try:
         path = kubeflow.compile_pipeline(
@@ -112,14 +128,10 @@ def lineage_command(workdir: str, metadata: str, version: str, as_json: bool) ->
     from ml_metadata.metadata_store import metadata_store
     from hyperrec.pipeline import lineage
     from hyperrec.pipeline.runners import metadata as metadata_lib
-    location = metadata or os.path.join(workdir, "metadata.sqlite")
-    if "://" not in location and not os.path.isfile(location):
-        raise click.UsageError(f"no MLMD store at {location} (give --workdir or --metadata)")
+    location = store_location(workdir, metadata)
     try:
         store = metadata_store.MetadataStore(metadata_lib.connection_config(location))
         result = lineage.trace(store, version)
-    except metadata_lib.MetadataUriError as err:
-        raise click.UsageError(str(err)) from err
     except lineage.LineageError as err:
         raise click.ClickException(str(err)) from err
     click.echo(json.dumps(result.to_dict(), indent=1, sort_keys=True) if as_json
