@@ -10,6 +10,9 @@ PY310 := $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && echo $$p && break; done)
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test (the CI machine has 2 cores); each test module stays on
+# one worker, so a module's pipeline-run fixture runs once.
+TEST_WORKERS ?= 2
 EXPERIMENT ?= default
 
 .PHONY: demo test install lock clean mariadb chromium
@@ -29,7 +32,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hyperrec demo --experiment $(EXPERIMENT)
 
 test: $(STAMP) mariadb chromium
-	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The MLMD-on-MariaDB test (tests/test_orchestrators_airflow.py) starts Debian's mariadb-server
 # binaries on a loopback port; install the package once where it is missing (root or sudo).
