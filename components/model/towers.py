@@ -59,7 +59,16 @@ def _fusion_mlp(hidden_units: int, output_dim: int, dropout: float,
     ], name=name)
 
 
-class ItemTower(tf.keras.layers.Layer):
+class _Tower(tf.keras.layers.Layer):
+    """A tower's `encode` returns its embedding with the parts the model also reads (the
+    fusion output, the item bias); called as a layer, it is the embedding alone."""
+
+    def call(self, inputs: Mapping[str, tf.Tensor],
+             training: Optional[bool] = None) -> tf.Tensor:
+        return self.encode(inputs, training)["embedding"]
+
+
+class ItemTower(_Tower):
     """Transformed item features -> L2-normalised item embedding [batch, embedding_dim]."""
 
     def __init__(self, embedding_dim: int, id_embedding_dim: int, item_vocab_size: int,
@@ -183,10 +192,6 @@ class ItemTower(tf.keras.layers.Layer):
         return {"embedding": embedding, "fusion": fusion,
                 "bias": tf.squeeze(self.bias_layer(fused_input), 1)}
 
-    def call(self, inputs: Mapping[str, tf.Tensor],
-             training: Optional[bool] = None) -> tf.Tensor:
-        return self.encode(inputs, training)["embedding"]
-
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "embedding_dim": self.embedding_dim,
                 "id_embedding_dim": self.id_embedding_dim,
@@ -232,7 +237,7 @@ class HistoryAttention(tf.keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-class QueryTower(tf.keras.layers.Layer):
+class QueryTower(_Tower):
     """Transformed query features -> L2-normalised query embedding [batch, embedding_dim].
 
     `item_id_embedding` is the item tower's id table, shared so that history items and
@@ -328,11 +333,6 @@ class QueryTower(tf.keras.layers.Layer):
             embedding = tf.math.l2_normalize(self.fusion_weight * fusion + tf.math.l2_normalize(
                 tf.reduce_sum(content * weights, axis=1), axis=1), axis=1)
         return {"embedding": embedding, "fusion": fusion}
-
-    def call(self, inputs: Mapping[str, tf.Tensor],
-             training: Optional[bool] = None) -> tf.Tensor:
-        return self.encode(inputs, training)["embedding"]
-
 
     def get_config(self) -> Dict[str, Any]:
         # from_config rebuilds an UNSHARED copy of the id table; build_two_tower_model is the
