@@ -4,10 +4,10 @@ keras-tuner's RandomSearch samples model sizes and the learning rate around the 
 values, trains each trial for a tiny budget (one epoch of ModelConfig.tune_steps steps on
 the real input pipeline) and ranks trials on the Trainer's validation slice (the end of the
 TRAIN split, never the eval split the gates judge): by the ranking metric
-`val_<validation_metric>` (components/model/validation.py), else by the validation loss. The Tuner component writes the
-best trial's HyperParameters; the Trainer receives them as fn_args.hyperparameters and
-`trainer.apply_hyperparameters` overrides the ModelConfig fields they name, so every
-hyperparameter here is named after a ModelConfig field.
+`val_<validation_metric>` (components/model/validation.py), else by the validation loss.
+The Tuner component writes the best trial's HyperParameters; the Trainer receives them as
+fn_args.hyperparameters and `trainer.apply_hyperparameters` overrides the ModelConfig
+fields they name, so every hyperparameter here is named after a ModelConfig field.
 
 Keras: keras-tuner is pinned below 1.4 (requirements.in). From 1.4 it imports Keras 3
 whenever Keras 3 is installed (TFX needs it installed), rejects our tf-keras model with

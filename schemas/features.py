@@ -48,7 +48,7 @@ def xf(name: str) -> str:
     """The transformed name of a raw feature."""
     return f"{name}_xf"
 
-# ---- Transformed feature names (py spells the raw ones) ---------------------------
+# ---- Transformed feature names (the raw names above, through xf) ---------------------------
 USER_ID_XF = xf(USER_ID)
 ITEM_ID_XF = xf(ITEM_ID)
 HISTORY_XF = xf(HISTORY)

@@ -45,12 +45,6 @@ def beam_args(config: HyperrecConfig) -> List[str]:
     return beam_lib.pipeline_args(beam_lib.from_config(config))[0]
 
 
-def ingest_beam_args(config: HyperrecConfig) -> List[str]:
-    """DirectRunner arguments of ExampleGen and StatisticsGen: worker processes where data
-    volume lives (the other components are dominated by TensorFlow, which uses the cores)."""
-    return beam_lib.pipeline_args(beam_lib.from_config(config))[1]
-
-
 def run(config: HyperrecConfig, data_root: str, workdir: str,
         console: Optional[Console] = None, *, metadata: str = "",
         beam: Optional[beam_lib.BeamSettings] = None) -> RunPaths:
@@ -98,7 +92,6 @@ def write_report(metadata_location: str, workdir: str, out_path: str = "") -> st
     from ml_metadata.metadata_store import metadata_store
     from hyperrec.components.evaluation import report
     from hyperrec.pipeline import lineage
-    from hyperrec.pipeline.runners import metadata as metadata_lib
     store = metadata_store.MetadataStore(metadata_lib.connection_config(metadata_location))
     try:
         lineage_text = lineage.render(lineage.trace(store))
