@@ -10,6 +10,9 @@ every user x item for the eval window (see `oracle_rankings`).
     python bench/bench_quality.py synthetic --scale default --workdir /tmp/bq-default
     python bench/bench_quality.py online-retail \
         --rda ../shared/data/online_retail/onlineretail.rda --workdir /tmp/bq-retail
+    # the newest model of a run that exists already (here `make demo`'s), not a new run:
+    python bench/bench_quality.py synthetic --from-run runs/demo \
+        --data-root runs/demo/data/default-seed42 --workdir /tmp/bq-demo
 
 Prints one table per slice (value and 95 % interval per method; ratio rows against
 most-popular with the paired interval of the difference) and writes metrics.json.
@@ -111,9 +114,15 @@ def main(argv=None) -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override, as `hyperrec run --set`")
+    parser.add_argument("--from-run", default="",
+                        help="a pipeline workdir whose newest model is evaluated instead of "
+                             "running the pipeline (its data: --data-root)")
+    parser.add_argument("--data-root", default="", help="the data (default: WORKDIR/data)")
     args = parser.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
-    data_root = os.path.join(workdir, "data")
+    os.makedirs(workdir, exist_ok=True)
+    data_root = os.path.abspath(args.data_root) if args.data_root else os.path.join(workdir,
+                                                                                     "data")
     extra: Dict[str, np.ndarray] = {}
     if args.data == "synthetic":
         if not os.path.exists(os.path.join(data_root, "ground_truth.json")):
@@ -125,8 +134,14 @@ def main(argv=None) -> None:
                             "online-retail", os.path.abspath(args.rda), "--out", data_root],
                            check=True)
         experiment = "online_retail"
-    config, examples, model = _pipeline(experiment, data_root, os.path.join(workdir, "run"),
-                                        args.overrides)
+    if args.from_run:
+        config = config_lib.load(experiment, args.overrides)
+        root = os.path.join(os.path.abspath(args.from_run), "pipeline")
+        examples = _latest(os.path.join(root, "FileBasedExampleGen", "examples"))
+        model = os.path.join(_latest(os.path.join(root, "Trainer", "model")), "Format-Serving")
+    else:
+        config, examples, model = _pipeline(experiment, data_root,
+                                            os.path.join(workdir, "run"), args.overrides)
     start = time.monotonic()
     _, baseline_config = ranking_evaluator.settings(config.eval)
     task = protocol.load_task(examples, history_length=config.data.history_length,
