@@ -82,6 +82,14 @@ class ModelConfig:
     # Served score = cosine + temperature * (bias + serving_popularity_weight * log Q(item)):
     # puts back popularity that the logQ correction took out of the logits (0 = off).
     serving_popularity_weight: float = 0.0
+    # Served recent-popularity prior (model/popularity_prior.py): weight * log(1 + users who
+    # engaged in the last popularity_prior_days), the weight chosen on the validation slice
+    # from this grid (0 is always tried; () = no prior).
+    popularity_prior_days: float = 7.0
+    popularity_prior_weights: tuple = (0.05, 0.1, 0.2, 0.4)
+    # Age buckets (days) of the learned freshness term of the retrieval score
+    # (model/freshness.py); () = no freshness term.
+    freshness_days: tuple = (1, 2, 3, 5, 7, 10, 14, 21, 28, 42, 60, 90)
     ranking_hidden_units: tuple = ()  # ranking MLP; () = one layer of 2 * embedding_dim
     ranking_uses_retrieval: bool = True  # ranking head also reads retrieval cosine and bias
     # tf.distribute: auto | one_device | mirrored | multi_worker_mirrored | tpu. The batch
@@ -210,13 +218,23 @@ def from_dict(cls, values: Dict[str, Any]):
     return cls(**kwargs)
 
 
+def _parse_scalar(text: str) -> Any:
+    """A tuple entry: int, else float, else the string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _parse_value(text: str, current: Any) -> Any:
     if isinstance(current, bool):
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"expected true/false, got {text!r}")
         return text.lower() in ("true", "1")
     if isinstance(current, tuple):
-        return tuple(int(v) if v.lstrip("-").isdigit() else v for v in text.split(",") if v)
+        return tuple(_parse_scalar(v) for v in text.split(",") if v)
     if current is None:
         return None if text.lower() == "none" else int(text)
     return type(current)(text)

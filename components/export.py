@@ -7,8 +7,9 @@ vocabulary assets are saved), so serving needs no preprocessing of its own:
 - `serving_default`: examples (serialized tf.Example, no label) -> {"score"}: the ranking
   probability. TFMA's Evaluator and TF Serving predict use it.
 - `recommend`: user id, recent history, device, timestamp, k -> top-k catalogue item ids and
-  their retrieval scores (cosine similarity + the item's score bias, see
-  model/retrieval.py), excluding items in the row's history. The catalogue is embedded ONCE
+  their retrieval scores (cosine similarity + the item's score bias + its freshness at the
+  request's timestamp, see model/retrieval.py, + the recent-popularity prior, see
+  model/popularity_prior.py), excluding items in the row's history. The catalogue is embedded ONCE
   at export and stored as variables in the SavedModel.
 - `recommend_excluding`: `recommend` plus `exclude_item_ids` [batch, n] (any n, "" padding):
   those items are excluded too (e.g. everything the user ever bought, not only the last N
@@ -41,6 +42,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from hyperrec.schemas import features
 from hyperrec.components import transform
+from hyperrec.components.model import popularity_prior
 from hyperrec.components.model.two_tower import TwoTowerModel
 
 # A slot `recommend` cannot fill (k exceeds the unseen catalogue) gets id "" and this score;
@@ -90,14 +92,15 @@ def _as_raw_feature(tensor: tf.Tensor, feature_spec: Any) -> Any:
 def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
                   catalog_batches: Iterable[Mapping[str, Any]],
                   popularity_weight: float = 0.0,
-                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Embeds every catalogue item from its raw features with the trained item tower.
 
     Only item features are fed to the TFT layer; it returns the item outputs alone (see
     components/transform.py). Returns (item ids [C] bytes, embeddings [C, dim] float32,
     score biases [C] float32: temperature * the item tower's retrieval bias, so that
     cosine + score bias ranks as the retrieval logits do, plus temperature *
-    popularity_weight * log Q(item), the train popularity the logQ correction removed).
+    popularity_weight * log Q(item), the train popularity the logQ correction removed;
+    first-seen days [C] float32: days since the epoch, for the freshness term).
     """
     temperature = model.retrieval.temperature
 
@@ -110,16 +113,29 @@ def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
                           tf.reshape(transformed[features.ITEM_ID_XF], [-1]))
         return item["embedding"], temperature * (item["bias"] + popularity_weight * log_q)
 
-    ids, embeddings, biases = [], [], []
+    ids, embeddings, biases, first_seen = [], [], [], []
     for batch in catalog_batches:
         embedding, bias = embed({name: batch[name] for name in transform.ITEM_INPUTS})
         embeddings.append(embedding.numpy())
         biases.append(bias.numpy())
         ids.append(tf.reshape(batch[features.ITEM_ID], [-1]).numpy())
+        first_seen.append(first_seen_days(batch, len(ids[-1])))
     if not ids:
         raise ValueError("the catalogue split is empty: nothing to recommend from")
     return (np.concatenate(ids), np.concatenate(embeddings).astype(np.float32),
-            np.concatenate(biases).astype(np.float32))
+            np.concatenate(biases).astype(np.float32), np.concatenate(first_seen))
+
+
+def first_seen_days(batch: Mapping[str, Any], size: int) -> np.ndarray:
+    """[size] float32 days since the epoch at which each raw catalogue item was first seen
+    (0 where the batch has no first-seen feature: the item counts as long established)."""
+    value = batch.get(features.FIRST_SEEN)
+    if value is None:
+        return np.zeros(size, np.float32)
+    if isinstance(value, tf.SparseTensor):
+        value = tf.sparse.to_dense(value)
+    seconds = tf.reshape(value, [-1]).numpy().astype(np.float64)
+    return (seconds / features.SECONDS_PER_DAY).astype(np.float32)
 
 
 class ServingModule(tf.Module):
@@ -127,7 +143,9 @@ class ServingModule(tf.Module):
 
     def __init__(self, model: TwoTowerModel, tft_output: tft.TFTransformOutput,
                  catalog_item_ids: np.ndarray, catalog_embeddings: np.ndarray,
-                 catalog_score_bias: Optional[np.ndarray] = None) -> None:
+                 catalog_score_bias: Optional[np.ndarray] = None,
+                 catalog_first_seen_days: Optional[np.ndarray] = None,
+                 catalog_prior: Optional[np.ndarray] = None) -> None:
         super().__init__(name="hyperrec_serving")
         if len(set(catalog_item_ids.tolist())) != len(catalog_item_ids):
             raise ValueError("catalogue item ids must be unique")
@@ -142,6 +160,13 @@ class ServingModule(tf.Module):
         self.catalog_score_bias = tf.Variable(
             np.zeros(len(catalog_item_ids), np.float32) if catalog_score_bias is None
             else catalog_score_bias, trainable=False, name="catalog_score_bias")
+        self.catalog_first_seen_days = tf.Variable(
+            np.zeros(len(catalog_item_ids), np.float32) if catalog_first_seen_days is None
+            else catalog_first_seen_days, trainable=False, name="catalog_first_seen_days")
+        # The recent-popularity prior (model/popularity_prior.py): data, not model weights.
+        self.catalog_prior = tf.Variable(
+            np.zeros(len(catalog_item_ids), np.float32) if catalog_prior is None
+            else catalog_prior, trainable=False, name="catalog_prior")
         # item id -> catalogue row, to exclude history items by scatter in O(batch * history)
         # rather than comparing every history id with every catalogue id.
         self.catalog_index = tf.lookup.StaticHashTable(
@@ -153,9 +178,6 @@ class ServingModule(tf.Module):
     def _raw(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, Any]:
         return {name: _as_raw_feature(value, self._raw_spec[name])
                 for name, value in inputs.items()}
-
-    def _query_embeddings(self, raw: Mapping[str, Any]) -> tf.Tensor:
-        return self.model.query_tower(self.tft_layer(raw), training=False)
 
     def _item_embeddings(self, raw: Mapping[str, Any]) -> tf.Tensor:
         return self.model.item_tower(self.tft_layer(raw), training=False)
@@ -187,10 +209,16 @@ class ServingModule(tf.Module):
     def recommend(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """recommend: top max(k) catalogue items per row, history items excluded, and with
         `exclude_item_ids` (recommend_excluding) those items too."""
-        query = self._query_embeddings(
+        transformed = self.tft_layer(
             self._raw({name: inputs[name] for name in transform.QUERY_INPUTS}))
+        query = self.model.query_tower(transformed, training=False)
         scores = (tf.matmul(query, self.catalog_embeddings, transpose_b=True)  # [batch, C]
-                  + self.catalog_score_bias[tf.newaxis, :])
+                  + (self.catalog_score_bias + self.catalog_prior)[tf.newaxis, :])
+        if self.model.freshness is not None:
+            # Each item's age at the request time (model/freshness.py), on the score scale.
+            age = (tf.reshape(transformed[features.EVENT_DAY_XF], [-1, 1])
+                   - self.catalog_first_seen_days[tf.newaxis, :])
+            scores += self.model.retrieval.temperature * self.model.freshness(age)
         scores = self._exclude(scores, inputs[features.HISTORY])
         if features.EXCLUDE_ITEM_IDS in inputs:
             exclude = inputs[features.EXCLUDE_ITEM_IDS]
@@ -321,13 +349,16 @@ def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput
                          catalog_batches: Iterable[Mapping[str, Any]],
                          serving_model_dir: str, warmup_examples: Sequence[bytes] = (),
                          recommend_k: int = 10,
-                         popularity_weight: float = 0.0) -> ServingModule:
-    """Embeds the catalogue and writes the SavedModel with its three signatures, plus warmup
-    requests from `warmup_examples` (serialized serving tf.Examples) when given."""
+                         popularity_weight: float = 0.0,
+                         recent_counts: Optional[Mapping[str, int]] = None,
+                         prior_weight: float = 0.0) -> ServingModule:
+    """Embeds the catalogue and writes the SavedModel with its signatures, plus warmup
+    requests from `warmup_examples` (serialized serving tf.Examples) when given.
+    recent_counts / prior_weight: the recent-popularity prior (model/popularity_prior.py)."""
     tft_layer = tft_output.transform_features_layer()
-    catalog_ids, catalog_embeddings, catalog_bias = embed_catalog(
-        model, tft_layer, catalog_batches, popularity_weight)
-    module = ServingModule(model, tft_output, catalog_ids, catalog_embeddings, catalog_bias)
+    catalogue = embed_catalog(model, tft_layer, catalog_batches, popularity_weight)
+    prior = popularity_prior.prior_scores(catalogue[0], recent_counts or {}, prior_weight)
+    module = ServingModule(model, tft_output, *catalogue, catalog_prior=prior)
     tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
     if warmup_examples:
         write_warmup_requests(serving_model_dir, warmup_examples, recommend_k)

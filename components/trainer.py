@@ -47,7 +47,7 @@ from hyperrec.schemas import features
 from hyperrec.components import training_progress
 from hyperrec.components import transform
 from hyperrec.components.model import item_content
-from hyperrec.components.model import validation
+from hyperrec.components.model import popularity_prior, validation
 from hyperrec.components.model.image_encoder import colour_signature, decode_png_batch
 from hyperrec.components.model.towers import VocabularySizes
 from hyperrec.components.model.two_tower import TwoTowerModel, build_two_tower_model
@@ -393,7 +393,7 @@ def ranking_validation(model_config: config_lib.ModelConfig,
             return pool.submit(export.ServingModule, model, tft_output, *catalogue).result()
 
     def refresh(module: export.ServingModule, model: TwoTowerModel) -> None:
-        ids, embeddings, bias = embedded(model)
+        _, embeddings, bias, _ = embedded(model)
         module.catalog_embeddings.assign(embeddings)
         module.catalog_score_bias.assign(bias)
 
@@ -401,6 +401,30 @@ def ranking_validation(model_config: config_lib.ModelConfig,
                  model_config.validation_metric)
     return validation.RankingValidation(task, model_config.validation_metric, build_module,
                                         refresh)
+
+
+def choose_popularity_prior(model_config: config_lib.ModelConfig,
+                            callbacks: Sequence[tf.keras.callbacks.Callback],
+                            events: Optional[validation.protocol.Events],
+                            split: Optional[int]) -> Dict[str, Any]:
+    """The served recent-popularity prior (model/popularity_prior.py): {"weight", "days",
+    "validation": metric per weight tried, "counts": item -> recent users at the END of the
+    train split}. The weight is chosen on the validation slice with counts from before it;
+    without a ranking validation slice (or with an empty grid) the prior is off."""
+    days = model_config.popularity_prior_days
+    ranking = [c for c in callbacks if isinstance(c, validation.RankingValidation)]
+    if not (ranking and model_config.popularity_prior_weights and events is not None):
+        return {"weight": 0.0, "days": days, "validation": {}, "counts": {}}
+    grid = sorted({0.0, *(float(w) for w in model_config.popularity_prior_weights)})
+    weight, values = ranking[0].choose_prior_weight(
+        popularity_prior.recent_user_counts(events.users, events.items, events.timestamps,
+                                            events.labels, split, days), grid)
+    logging.info("popularity prior: weight %g chosen on the validation slice (%s)", weight,
+                 ", ".join(f"{w:g}: {v:.4f}" for w, v in values.items()))
+    end = int(events.timestamps.max()) + 1
+    return {"weight": weight, "days": days, "validation": {str(w): v for w, v in values.items()},
+            "counts": popularity_prior.recent_user_counts(
+                events.users, events.items, events.timestamps, events.labels, end, days)}
 
 
 def best_epoch(history: tf.keras.callbacks.History, monitor: str) -> int:
@@ -470,6 +494,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         callbacks=training_callbacks(model_config, fn_args.model_run_dir, callbacks,
                                      early_stopping=split is not None), verbose=2)
     logging.info("training history: %s", history.history)
+    prior = choose_popularity_prior(model_config, callbacks, events, split)
 
     refit = None
     if split is not None and model_config.refit_full_train:
@@ -499,11 +524,13 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model, tft_output, catalog, serving_dir,
         warmup_examples=read_serialized_examples(fn_args.eval_files, WARMUP_EXAMPLES),
         recommend_k=model_config.recommend_k,
-        popularity_weight=model_config.serving_popularity_weight)
+        popularity_weight=model_config.serving_popularity_weight,
+        recent_counts=prior["counts"], prior_weight=prior["weight"])
     distribution.cleanup_write_dir(fn_args.serving_model_dir, strategy)
     if distribution.is_chief(strategy):
         _record_keras(fn_args.model_run_dir)
-        _record_history(fn_args.model_run_dir, history, strategy, refit)
+        _record_history(fn_args.model_run_dir, history, strategy, refit,
+                        {k: v for k, v in prior.items() if k != "counts"})
         # Each phase's callback empties its own folder at the end; a finished run keeps none.
         finished_backups = backup_root(model_config, fn_args.model_run_dir)
         if tf.io.gfile.exists(finished_backups):
@@ -537,11 +564,14 @@ def fn_args_for(examples_root: str, transform_dir: str, model_root: str,
 
 def _record_history(model_run_dir: str, history: tf.keras.callbacks.History,
                     strategy: tf.distribute.Strategy,
-                    refit: Optional[tf.keras.callbacks.History] = None) -> None:
+                    refit: Optional[tf.keras.callbacks.History] = None,
+                    popularity_prior: Optional[Dict[str, Any]] = None) -> None:
     """history.json in the ModelRun: per-epoch metrics of the selection run (train and
     validation slice), the epochs this process ran (a resumed run starts after the restored
-    epoch), the strategy, and the refit's epochs and metrics when there was one."""
-    record = {"strategy": distribution.describe(strategy),
+    epoch), the strategy, the refit's epochs and metrics when there was one, and the served
+    popularity prior's weight with the validation metric of each weight tried."""
+    record = {"popularity_prior": popularity_prior or {},
+              "strategy": distribution.describe(strategy),
               "replicas": strategy.num_replicas_in_sync,
               "epochs": [int(e) for e in history.epoch],
               "metrics": {k: [float(v) for v in values]

@@ -14,7 +14,8 @@ Outputs (names from `schemas.features`, dtypes/shapes per example):
 - text tokens (int64 [text_max_tokens]): title + description, lowercased, punctuation
   stripped, whitespace-tokenised, 0-padded / truncated.
 - price (float32): z-score of log1p(price).
-- hour / day of week (int64): from the UTC epoch-seconds timestamp.
+- hour / day of week (int64): from the UTC epoch-seconds timestamp; event day (float32):
+  days since the epoch, the request time the model ages candidate items by.
 - image (string): the PNG bytes unchanged; the model decodes them (so serving takes the
   same raw bytes).
 - label (int64): passed through when the raw data has it (never at serving).
@@ -47,7 +48,7 @@ from hyperrec.components import config as config_lib
 ITEM_OUTPUTS = (features.ITEM_ID_XF, features.TITLE_TOKENS_XF, features.CATEGORY_XF,
                 features.PRICE_XF, features.IMAGE_XF)
 QUERY_OUTPUTS = (features.USER_ID_XF, features.HISTORY_XF, features.DEVICE_XF, features.HOUR_XF,
-                 features.DAY_OF_WEEK_XF)
+                 features.DAY_OF_WEEK_XF, features.EVENT_DAY_XF)
 
 # Raw features each side reads; serving parses exactly these (no label, no bookkeeping).
 ITEM_INPUTS = (features.ITEM_ID, features.TITLE, features.DESCRIPTION, features.CATEGORY,
@@ -217,6 +218,7 @@ def preprocessing_fn(inputs: Dict[str, Any],
     timestamp = tf.cast(_scalar_column(inputs[features.TIMESTAMP], 0), tf.int64)
     outputs[features.HOUR_XF] = hour_of_day(timestamp)
     outputs[features.DAY_OF_WEEK_XF] = day_of_week(timestamp)
+    outputs[features.EVENT_DAY_XF] = tf.cast(timestamp, tf.float32) / SECONDS_PER_DAY
 
     # ---- label: training data only ---------------------------------------------------------
     if features.LABEL in inputs:

@@ -58,6 +58,7 @@ PRICE_XF = xf(PRICE)
 IMAGE_XF = xf(IMAGE)
 LABEL_XF = xf(LABEL)
 ITEM_AGE_XF = xf("item_age_days")
+EVENT_DAY_XF = xf("event_day")  # float32 days since the epoch of the event (query side)
 TITLE_TOKENS_XF = xf("title_tokens")  # int64 [text_max_tokens], 0 = padding
 HOUR_XF = xf("hour")
 DAY_OF_WEEK_XF = xf("day_of_week")

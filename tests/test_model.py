@@ -27,6 +27,7 @@ from hyperrec.components import export
 from hyperrec.schemas import features
 from hyperrec.components import trainer
 from hyperrec.components import transform
+from hyperrec.components.model.freshness import FreshnessBias
 from hyperrec.components.model.image_encoder import decode_png_batch
 from hyperrec.components.model.retrieval import RetrievalTask
 from hyperrec.components.model.text_encoder import TextEncoder
@@ -412,6 +413,40 @@ def test_retrieval_masks_repeated_items_and_guards_no_positives():
     assert no_positive.numpy() == 0.0
 
 
+def test_freshness_buckets_ages_and_counts_negative_ages_as_new():
+    freshness = FreshnessBias([1, 7])
+    freshness.bucket_logits.assign([2.0, 1.0, -1.0])  # < 1 day, 1..7 days, >= 7 days
+    ages = tf.constant([[-3.0, 0.0, 0.99], [1.0, 6.5, 30.0]])
+    np.testing.assert_allclose(freshness(ages).numpy(), [[2.0, 2.0, 2.0], [1.0, 1.0, -1.0]])
+    with pytest.raises(ValueError, match="increasing"):
+        FreshnessBias([7, 1])
+
+
+def test_retrieval_adds_freshness_at_the_query_time_and_masks_unreleased_items():
+    """Three positives at days 10, 12 and 20; items first seen on days 9, 11 and 19. Query 0
+    (day 10) cannot have item 1 (day 11) or item 2 (day 19) as negatives; query 1 (day 12)
+    sees item 0 aged 3 days and item 1 aged 1 day; query 2 sees all."""
+    freshness = FreshnessBias([2])
+    freshness.bucket_logits.assign([1.5, -0.5])  # < 2 days old: +1.5, older: -0.5
+    task = RetrievalTask(temperature=1.0, item_vocab_size=4)
+    queries = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), axis=1)
+    items = tf.math.l2_normalize(tf.constant([[1.0, 0.2], [0.3, 1.0], [1.0, -1.0]]), axis=1)
+    days = np.array([10.0, 12.0, 20.0], np.float32)
+    first_seen = np.array([9.0, 11.0, 19.0], np.float32)
+    loss = task(queries, items, tf.constant([1, 2, 3], tf.int64), tf.constant([1, 1, 1]),
+                freshness=freshness, query_days=tf.constant(days),
+                item_first_seen_days=tf.constant(first_seen)).numpy()
+
+    logits = queries.numpy() @ items.numpy().T
+    age = days[:, None] - first_seen[None, :]
+    logits += np.where(age < 2, 1.5, -0.5)
+    available = (age >= 0) | np.eye(3, dtype=bool)
+    expected = np.mean([np.log(np.exp(logits[r][available[r]]).sum()) - logits[r, r]
+                        for r in range(3)])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert available.tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+
+
 def test_png_decoding_masks_missing_and_corrupt_images():
     red = tf.io.encode_png(tf.fill([4, 4, 3], tf.constant(255, tf.uint8))).numpy()
     pixels, mask = decode_png_batch(tf.constant([red, b"", b"not a png"]), image_size=4)
@@ -453,7 +488,7 @@ def test_layer_configs_round_trip():
         QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
                    item_id_embedding=item_tower.item_id_embedding, dropout=0.1),
         ImageEncoder((4, 8), 16), RankingTask([16], 0.1), HistoryAttention(4),
-        RetrievalTask(0.1, item_vocab_size=10),
+        RetrievalTask(0.1, item_vocab_size=10), FreshnessBias([1, 7, 30]),
     ]
     for layer in layers:
         config = layer.get_config()

@@ -21,7 +21,7 @@ import tensorflow as tf
 from hyperrec.components import trainer
 from hyperrec.components import config as config_lib
 from hyperrec.components.evaluation import metrics, model_ranking, protocol
-from hyperrec.components.model import validation
+from hyperrec.components.model import popularity_prior, validation
 
 import test_model
 import test_transform as synthetic
@@ -178,8 +178,40 @@ def test_selection_never_reads_the_eval_split_and_ranks_like_the_export(data, tm
     split = validation.split_time(events.timestamps, test_model.TEST_MODEL_CONFIG.validation_days)
     task = validation.validation_task(events, protocol.read_catalogue(data["examples"]),
                                       split, synthetic.TEST_DATA_CONFIG.history_length)
-    ranked = model_ranking.rank_with_model(os.path.join(model_root, "serving_model"), task, 10,
-                                           synthetic.TEST_DATA_CONFIG.history_length)
+    # The export serves the recent-popularity prior chosen on the same slice: weight 0 is
+    # the logged value; the chosen weight is the best one tried.
+    prior = history["popularity_prior"]
+    np.testing.assert_allclose(prior["validation"]["0.0"], logged[-1], atol=1e-6)
+    assert prior["weight"] == max(map(float, prior["validation"]),
+                                  key=lambda w: (prior["validation"][str(w)], -w))
+    served = tf.saved_model.load(os.path.join(model_root, "serving_model"))
+    ids = served.catalog_item_ids.numpy()
+    counts = popularity_prior.recent_user_counts(
+        events.users, events.items, events.timestamps, events.labels,
+        int(events.timestamps.max()) + 1, prior["days"])
+    np.testing.assert_allclose(served.catalog_prior.numpy(),
+                               popularity_prior.prior_scores(ids, counts, prior["weight"]),
+                               rtol=1e-6)
+    # Without the prior, the export ranks the slice exactly as the logged metric says.
+    served.catalog_prior.assign(np.zeros(len(ids), np.float32))
+    signature = served.signatures["recommend_excluding"]
+    ranked = model_ranking.rank_task(
+        lambda request: signature(**request), task, 10,
+        history_width=synthetic.TEST_DATA_CONFIG.history_length, k_covers_exclusions=True)
     expected = metrics.per_user(ranked, task.targets, task.popularity, [10])["recall@10"].mean()
     assert len(task.users) >= 5
     np.testing.assert_allclose(logged[-1], expected, atol=1e-6)
+
+
+def test_recent_popularity_counts_distinct_engaged_users_in_the_window():
+    day = 86_400
+    users = np.array(["a", "a", "b", "c", "c", "d"])
+    items = np.array(["x", "x", "x", "y", "x", "y"])
+    timestamps = np.array([9, 9.5, 9.9, 9.2, 3, 10]) * day
+    labels = np.array([1, 1, 1, 1, 1, 0])
+    # Window [8 days, 10 days): a twice (one user), b; c's x is too old, d's y no engagement.
+    counts = popularity_prior.recent_user_counts(users, items, timestamps.astype(np.int64),
+                                                 labels, end=10 * day, days=2.0)
+    assert counts == {"x": 2, "y": 1}
+    np.testing.assert_allclose(popularity_prior.prior_scores([b"x", b"new", "y"], counts, 0.5),
+                               [0.5 * np.log(3), 0.0, 0.5 * np.log(2)], rtol=1e-6)

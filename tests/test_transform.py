@@ -268,6 +268,8 @@ def test_transformed_training_features(transformed_env):
                                   [r[features.IMAGE] for r in rows])
     np.testing.assert_array_equal(out[features.HOUR_XF].numpy(),
                                   [(r[features.TIMESTAMP] % 86400) // 3600 for r in rows])
+    np.testing.assert_allclose(out[features.EVENT_DAY_XF].numpy().ravel(),
+                               [r[features.TIMESTAMP] / 86400 for r in rows], atol=1e-2)
 
     # Ids are vocabulary positions + 1 (0 = padding); train items are all in vocabulary.
     item_vocab = tft_output.vocabulary_by_name(transform.ITEM_VOCAB)

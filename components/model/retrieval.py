@@ -4,8 +4,9 @@ Every positive (LABEL == 1) row is a query whose own item is the target among a 
 candidate items; the other candidates are its negatives. Candidates are the items of the
 batch: the positives' items (`negatives="positives"`, the classic in-batch softmax) or every
 row's item (`negatives="batch"`: impressions join as negatives, "mixed negative sampling").
-Logits are cosine / temperature + the candidate's bias (the item tower's popularity term;
-`recommend` ranks by temperature * logit, i.e. cosine + temperature * bias).
+Logits are cosine / temperature + the candidate's bias (the item tower's popularity term)
++ optionally its freshness at the query's time (model/freshness.py); `recommend` ranks by
+temperature * logit, i.e. cosine + temperature * (bias + freshness).
 
 Sampling-bias (logQ) correction. Popular items are candidates more often than uniform
 sampling would make them, which biases the softmax against them; subtracting log Q(item)
@@ -25,7 +26,7 @@ single-device loss, and metrics record the global value.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -54,7 +55,8 @@ def gather_candidates(item_embeddings: tf.Tensor, item_ids: tf.Tensor,
                       labels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """All replicas' (embeddings, ids, labels) and where this replica's rows start in them.
 
-    item_embeddings may carry extra float columns (the bias): they are gathered alike."""
+    item_embeddings may carry extra float columns (bias, first seen): they are gathered
+    alike."""
     context, replicas = replica_context()
     if replicas == 1:
         return item_embeddings, item_ids, labels, tf.constant(0, tf.int32)
@@ -92,24 +94,35 @@ class RetrievalTask(tf.keras.layers.Layer):
 
     def call(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
              item_ids: tf.Tensor, labels: tf.Tensor,
-             item_bias: Optional[tf.Tensor] = None) -> tf.Tensor:
+             item_bias: Optional[tf.Tensor] = None,
+             freshness: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+             query_days: Optional[tf.Tensor] = None,
+             item_first_seen_days: Optional[tf.Tensor] = None) -> tf.Tensor:
         """This replica's share of the global mean softmax loss over positive rows.
 
         query_embeddings, item_embeddings: [batch, dim] L2-normalised; item_ids [batch]
         transformed item ids; labels [batch] 1 engaged / 0 impression; item_bias [batch]
-        (None: 0). With one replica the share is the whole mean; a (global) batch without
-        positives gives 0.
+        (None: 0). freshness (model/freshness.py), with query_days [batch] (the rows' event
+        days) and item_first_seen_days [batch]: each candidate's logit for a query gains
+        freshness(its age at the query's time), and a candidate not yet in the shop at that
+        time is masked. With one replica the share is the whole mean; a (global) batch
+        without positives gives 0.
         """
         item_ids = tf.reshape(item_ids, [-1])
         labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
         is_positive = tf.equal(labels, 1)
         if item_bias is None:
             item_bias = tf.zeros_like(item_embeddings[:, 0])
-        # One gather for embeddings and biases: the bias rides as an extra column.
+        if item_first_seen_days is None:
+            item_first_seen_days = tf.zeros_like(item_bias)
+        # One gather for embeddings, biases and first-seen days: they ride as extra columns.
         candidates, candidate_ids, candidate_labels, offset = gather_candidates(
-            tf.concat([item_embeddings, tf.reshape(item_bias, [-1, 1])], axis=1),
+            tf.concat([item_embeddings, tf.reshape(item_bias, [-1, 1]),
+                       tf.reshape(tf.cast(item_first_seen_days, item_embeddings.dtype),
+                                  [-1, 1])], axis=1),
             item_ids, labels)
-        candidates, candidate_bias = candidates[:, :-1], candidates[:, -1]
+        candidates, candidate_bias, candidate_first_seen = (
+            candidates[:, :-2], candidates[:, -2], candidates[:, -1])
 
         logits = tf.matmul(query_embeddings, candidates, transpose_b=True) / self.temperature
         logits += (candidate_bias - self.log_q_weight * tf.gather(self.item_log_q, candidate_ids)
@@ -119,6 +132,12 @@ class RetrievalTask(tf.keras.layers.Layer):
                              tf.range(tf.shape(candidate_ids)[0])[tf.newaxis, :])
         masked = tf.logical_and(tf.equal(item_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :]),
                                 tf.logical_not(is_target))
+        if freshness is not None:
+            age = (tf.reshape(tf.cast(query_days, logits.dtype), [-1, 1])
+                   - candidate_first_seen[tf.newaxis, :])
+            logits += freshness(age)
+            # Not in the shop yet at the query's time: no negative of that query.
+            masked = tf.logical_or(masked, tf.logical_and(age < 0.0, tf.logical_not(is_target)))
         if self.negatives == "positives":  # impressions' items are not candidates
             masked = tf.logical_or(masked, tf.logical_not(
                 tf.equal(candidate_labels, 1))[tf.newaxis, :])

@@ -18,6 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import tensorflow as tf
 
 from hyperrec.schemas import features
+from hyperrec.components.model.freshness import FreshnessBias
 from hyperrec.components.model.item_content import ItemContent, ItemContentTable
 from hyperrec.components.model.ranking import RankingTask
 from hyperrec.components.model.retrieval import RetrievalTask, replica_context
@@ -40,7 +41,7 @@ class TwoTowerModel(tf.keras.Model):
     def __init__(self, item_tower: ItemTower, query_tower: QueryTower,
                  retrieval: RetrievalTask, ranking: RankingTask, retrieval_weight: float,
                  ranking_weight: float, ranking_uses_retrieval: bool = True,
-                 **kwargs: Any) -> None:
+                 freshness: Optional[FreshnessBias] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item_tower = item_tower
         self.query_tower = query_tower
@@ -49,6 +50,7 @@ class TwoTowerModel(tf.keras.Model):
         self.retrieval_weight = retrieval_weight
         self.ranking_weight = ranking_weight
         self.ranking_uses_retrieval = ranking_uses_retrieval
+        self.freshness = freshness  # None: items score the same at any age
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
     def call(self, inputs: Mapping[str, tf.Tensor],
@@ -74,9 +76,15 @@ class TwoTowerModel(tf.keras.Model):
         labels = batch[features.LABEL_XF]
         loss = tf.constant(0.0)
         if self.retrieval_weight:
+            freshness = {}
+            if self.freshness is not None:
+                event_day = tf.reshape(batch[features.EVENT_DAY_XF], [-1])
+                freshness = {"freshness": self.freshness, "query_days": event_day,
+                             "item_first_seen_days":
+                                 event_day - tf.reshape(batch[features.ITEM_AGE_XF], [-1])}
             loss += self.retrieval_weight * self.retrieval(
                 query["embedding"], item["embedding"], batch[features.ITEM_ID_XF], labels,
-                item["bias"])
+                item["bias"], **freshness)
         if self.ranking_weight:
             # Ranking reads the fusion outputs: the retrieval embeddings are anchored at
             # shared content, which serves retrieval, not click propensity.
@@ -113,15 +121,19 @@ class TwoTowerModel(tf.keras.Model):
                 "ranking": tf.keras.layers.serialize(self.ranking),
                 "retrieval_weight": self.retrieval_weight,
                 "ranking_weight": self.ranking_weight,
-                "ranking_uses_retrieval": self.ranking_uses_retrieval, "name": self.name}
+                "ranking_uses_retrieval": self.ranking_uses_retrieval,
+                "freshness": (None if self.freshness is None
+                              else tf.keras.layers.serialize(self.freshness)),
+                "name": self.name}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any],
                     custom_objects: Optional[Dict[str, Any]] = None) -> "TwoTowerModel":
         config = dict(config)
-        for key in ("item_tower", "query_tower", "retrieval", "ranking"):
-            config[key] = tf.keras.layers.deserialize(config[key],
-                                                      custom_objects=custom_objects)
+        for key in ("item_tower", "query_tower", "retrieval", "ranking", "freshness"):
+            if config.get(key) is not None:
+                config[key] = tf.keras.layers.deserialize(config[key],
+                                                          custom_objects=custom_objects)
         return cls(**config)
 
 
@@ -185,4 +197,6 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                          retrieval_weight=model_config.retrieval_weight,
                          ranking_weight=model_config.ranking_weight,
                          ranking_uses_retrieval=model_config.ranking_uses_retrieval,
+                         freshness=(FreshnessBias(model_config.freshness_days, name="freshness")
+                                    if model_config.freshness_days else None),
                          name="two_tower")

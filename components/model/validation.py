@@ -7,19 +7,21 @@ The ranking metric (`RankingValidation`) follows components/evaluation's protoco
 back in time: users with a train positive before the split and a new positive after it, the
 full catalogue ranked by the model's own `recommend` path (components/export.py), each
 user's whole history before the split excluded; it is logged as `val_<metric>` (e.g.
-`val_recall@10`) at the end of every epoch, before early stopping reads the logs.
+`val_recall@10`) at the end of every epoch, before early stopping reads the logs. After
+selection the same slice chooses the weight of the served recent-popularity prior.
 """
 from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from hyperrec.schemas import features
 from hyperrec.components.evaluation import metrics, model_ranking, protocol
+from hyperrec.components.model import popularity_prior
 
 
 def split_time(train_timestamps: np.ndarray, validation_days: float) -> int:
@@ -74,7 +76,8 @@ class RankingValidation(tf.keras.callbacks.Callback):
         self._module_model = None
         self._recommend = None
 
-    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+    def _sync_module(self) -> None:
+        """The serving module with the model's current weights."""
         # A new model (the next Tuner trial, the refit) gets a module of its own.
         if self._module is None or self._module_model is not self.model:
             self._module = self._build_module(self.model)
@@ -83,11 +86,31 @@ class RankingValidation(tf.keras.callbacks.Callback):
                                           reduce_retracing=True)
         else:
             self._refresh(self._module, self.model)
+
+    def _value(self) -> float:
         ranked = model_ranking.rank_task(self._recommend, self.task, self.depth)
-        value = float(metrics.per_user(ranked, self.task.targets, self.task.popularity,
-                                       [self.depth])[self.metric].mean())
+        return float(metrics.per_user(ranked, self.task.targets, self.task.popularity,
+                                      [self.depth])[self.metric].mean())
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        self._sync_module()
+        value = self._value()
         if logs is not None:
             logs[f"val_{self.metric}"] = value
+
+    def choose_prior_weight(self, counts: Dict[str, int], weights: Sequence[float],
+                            ) -> Tuple[float, Dict[float, float]]:
+        """The recent-popularity prior weight (model/popularity_prior.py) whose ranking of
+        the slice scores best with the model's current weights (ties: the smaller weight),
+        and the metric of every weight. `counts` must come from before the slice."""
+        self._sync_module()
+        ids = self._module.catalog_item_ids.numpy()
+        values = {}
+        for weight in weights:
+            self._module.catalog_prior.assign(popularity_prior.prior_scores(ids, counts, weight))
+            values[float(weight)] = self._value()
+        self._module.catalog_prior.assign(np.zeros(len(ids), np.float32))
+        return max(values, key=lambda w: (values[w], -w)), values
 
 
 def metrics_depth(metric: str) -> int:
