@@ -45,7 +45,7 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "serve_popularity_1": {"serving_popularity_weight": 1.0},
     "freshness": {"freshness_days": (1, 2, 3, 5, 7, 10, 14, 21, 28, 42, 60, 90)},
     "no_freshness": {"freshness_days": ()},
-    "no_popularity_prior": {"popularity_prior_weights": ()},
+    "no_recent_popularity": {"recent_popularity_counts": ()},
     "fusion_1": {"fusion_weight": 1.0},
     "fusion_3": {"fusion_weight": 3.0},
     "id_only": {"use_content": False},

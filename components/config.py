@@ -82,11 +82,11 @@ class ModelConfig:
     # Served score = cosine + temperature * (bias + serving_popularity_weight * log Q(item)):
     # puts back popularity that the logQ correction took out of the logits (0 = off).
     serving_popularity_weight: float = 0.0
-    # Served recent-popularity prior (model/popularity_prior.py): weight * log(1 + users who
-    # engaged in the last popularity_prior_days), the weight chosen on the validation slice
-    # from this grid (0 is always tried; () = no prior).
-    popularity_prior_days: float = 7.0
-    popularity_prior_weights: tuple = (0.05, 0.1, 0.2, 0.4)
+    # Learned recent-popularity term (model/popularity_prior.py): engagements with the item
+    # in the recent_popularity_days before the query's day, bucketed at these counts
+    # (() = no term).
+    recent_popularity_days: int = 7
+    recent_popularity_counts: tuple = (1, 2, 3, 5, 9, 17, 33, 65, 129)
     # Age buckets (days) of the learned freshness term of the retrieval score
     # (model/freshness.py); () = no freshness term.
     freshness_days: tuple = (1, 2, 3, 5, 7, 10, 14, 21, 28, 42, 60, 90)

@@ -42,7 +42,6 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from hyperrec.schemas import features
 from hyperrec.components import transform
-from hyperrec.components.model import popularity_prior
 from hyperrec.components.model.two_tower import TwoTowerModel
 
 # A slot `recommend` cannot fill (k exceeds the unseen catalogue) gets id "" and this score;
@@ -91,8 +90,8 @@ def _as_raw_feature(tensor: tf.Tensor, feature_spec: Any) -> Any:
 
 def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
                   catalog_batches: Iterable[Mapping[str, Any]],
-                  popularity_weight: float = 0.0,
-                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                  popularity_weight: float = 0.0, prior_day: Optional[float] = None,
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Embeds every catalogue item from its raw features with the trained item tower.
 
     Only item features are fed to the TFT layer; it returns the item outputs alone (see
@@ -100,30 +99,41 @@ def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
     score biases [C] float32: temperature * the item tower's retrieval bias, so that
     cosine + score bias ranks as the retrieval logits do, plus temperature *
     popularity_weight * log Q(item), the train popularity the logQ correction removed;
-    first-seen days [C] float32: days since the epoch, for the freshness term).
+    first-seen days [C] float32: days since the epoch, for the freshness term; prior [C]
+    float32: temperature * the recent-popularity logit of the counts before `prior_day`
+    (None: the snapshot at the end of the train data), 0 without that term).
     """
     temperature = model.retrieval.temperature
+    popularity = model.recent_popularity
+    if popularity is not None and prior_day is None:
+        prior_day = popularity.first_day + popularity.num_days - 1
 
     # One graph for all batches (eager map_fn decoding would run per image in Python).
     @tf.function(autograph=False, reduce_retracing=True)
-    def embed(raw: Dict[str, Any]) -> Tuple[tf.Tensor, tf.Tensor]:
+    def embed(raw: Dict[str, Any]) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         transformed = tft_layer(raw)
         item = model.item_tower.encode(transformed, training=False)
-        log_q = tf.gather(model.retrieval.item_log_q,
-                          tf.reshape(transformed[features.ITEM_ID_XF], [-1]))
-        return item["embedding"], temperature * (item["bias"] + popularity_weight * log_q)
+        item_ids = tf.reshape(transformed[features.ITEM_ID_XF], [-1])
+        log_q = tf.gather(model.retrieval.item_log_q, item_ids)
+        prior = tf.zeros_like(item["bias"])
+        if popularity is not None:
+            prior = temperature * popularity(popularity.counts_at(item_ids, [prior_day]))[0]
+        return (item["embedding"], temperature * (item["bias"] + popularity_weight * log_q),
+                prior)
 
-    ids, embeddings, biases, first_seen = [], [], [], []
+    ids, embeddings, biases, first_seen, priors = [], [], [], [], []
     for batch in catalog_batches:
-        embedding, bias = embed({name: batch[name] for name in transform.ITEM_INPUTS})
+        embedding, bias, prior = embed({name: batch[name] for name in transform.ITEM_INPUTS})
         embeddings.append(embedding.numpy())
         biases.append(bias.numpy())
+        priors.append(prior.numpy())
         ids.append(tf.reshape(batch[features.ITEM_ID], [-1]).numpy())
         first_seen.append(first_seen_days(batch, len(ids[-1])))
     if not ids:
         raise ValueError("the catalogue split is empty: nothing to recommend from")
     return (np.concatenate(ids), np.concatenate(embeddings).astype(np.float32),
-            np.concatenate(biases).astype(np.float32), np.concatenate(first_seen))
+            np.concatenate(biases).astype(np.float32), np.concatenate(first_seen),
+            np.concatenate(priors).astype(np.float32))
 
 
 def first_seen_days(batch: Mapping[str, Any], size: int) -> np.ndarray:
@@ -163,7 +173,8 @@ class ServingModule(tf.Module):
         self.catalog_first_seen_days = tf.Variable(
             np.zeros(len(catalog_item_ids), np.float32) if catalog_first_seen_days is None
             else catalog_first_seen_days, trainable=False, name="catalog_first_seen_days")
-        # The recent-popularity prior (model/popularity_prior.py): data, not model weights.
+        # The recent-popularity term's snapshot (model/popularity_prior.py), on the score
+        # scale: per item, not per request, so a catalogue refresh can renew it.
         self.catalog_prior = tf.Variable(
             np.zeros(len(catalog_item_ids), np.float32) if catalog_prior is None
             else catalog_prior, trainable=False, name="catalog_prior")
@@ -349,16 +360,12 @@ def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput
                          catalog_batches: Iterable[Mapping[str, Any]],
                          serving_model_dir: str, warmup_examples: Sequence[bytes] = (),
                          recommend_k: int = 10,
-                         popularity_weight: float = 0.0,
-                         recent_counts: Optional[Mapping[str, int]] = None,
-                         prior_weight: float = 0.0) -> ServingModule:
+                         popularity_weight: float = 0.0) -> ServingModule:
     """Embeds the catalogue and writes the SavedModel with its signatures, plus warmup
-    requests from `warmup_examples` (serialized serving tf.Examples) when given.
-    recent_counts / prior_weight: the recent-popularity prior (model/popularity_prior.py)."""
+    requests from `warmup_examples` (serialized serving tf.Examples) when given."""
     tft_layer = tft_output.transform_features_layer()
-    catalogue = embed_catalog(model, tft_layer, catalog_batches, popularity_weight)
-    prior = popularity_prior.prior_scores(catalogue[0], recent_counts or {}, prior_weight)
-    module = ServingModule(model, tft_output, *catalogue, catalog_prior=prior)
+    module = ServingModule(model, tft_output, *embed_catalog(
+        model, tft_layer, catalog_batches, popularity_weight))
     tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
     if warmup_examples:
         write_warmup_requests(serving_model_dir, warmup_examples, recommend_k)

@@ -257,16 +257,19 @@ def build_model(model_config: config_lib.ModelConfig, data_config: config_lib.Da
                 transform_config: config_lib.TransformConfig,
                 tft_output: tft.TFTransformOutput,
                 total_steps: Optional[int] = None,
-                content: Optional[item_content.ItemContent] = None) -> TwoTowerModel:
+                content: Optional[item_content.ItemContent] = None,
+                recent_counts: Optional[Tuple[int, np.ndarray]] = None) -> TwoTowerModel:
     """A compiled two-tower model sized by the transform output (call it in the strategy's
     scope). total_steps: the training length the learning-rate schedule spans; content:
-    `catalog_content` for the history items (None: history by id only)."""
+    `catalog_content` for the history items (None: history by id only); recent_counts:
+    `recent_count_table` (None: no recent-popularity term)."""
     model = build_two_tower_model(
         model_config, vocabulary_sizes(tft_output, transform_config),
         item_log_q=transform.item_log_sampling_probability(
             tft_output, transform_config, model_config.retrieval_negatives),
         image_size=data_config.image_size, text_max_tokens=transform_config.text_max_tokens,
-        num_oov_buckets=transform_config.num_oov_buckets, item_content=content)
+        num_oov_buckets=transform_config.num_oov_buckets, item_content=content,
+        recent_counts=recent_counts)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate(model_config, total_steps)))
     return model
 
@@ -380,9 +383,10 @@ def ranking_validation(model_config: config_lib.ModelConfig,
         split, data_config.history_length)
 
     def embedded(model: TwoTowerModel):
+        # Recent popularity as it was when the slice began, not at the end of train.
         return export.embed_catalog(model, tft_layer, build_catalog_batches(
             catalog_patterns, fn_args.data_accessor, tft_output),
-            model_config.serving_popularity_weight)
+            model_config.serving_popularity_weight, prior_day=split / features.SECONDS_PER_DAY)
 
     def build_module(model: TwoTowerModel) -> export.ServingModule:
         catalogue = embedded(model)
@@ -393,9 +397,10 @@ def ranking_validation(model_config: config_lib.ModelConfig,
             return pool.submit(export.ServingModule, model, tft_output, *catalogue).result()
 
     def refresh(module: export.ServingModule, model: TwoTowerModel) -> None:
-        _, embeddings, bias, _ = embedded(model)
+        _, embeddings, bias, _, prior = embedded(model)
         module.catalog_embeddings.assign(embeddings)
         module.catalog_score_bias.assign(bias)
+        module.catalog_prior.assign(prior)
 
     logging.info("validation slice: %d users ranked on %s", len(task.users),
                  model_config.validation_metric)
@@ -403,28 +408,22 @@ def ranking_validation(model_config: config_lib.ModelConfig,
                                         refresh)
 
 
-def choose_popularity_prior(model_config: config_lib.ModelConfig,
-                            callbacks: Sequence[tf.keras.callbacks.Callback],
-                            events: Optional[validation.protocol.Events],
-                            split: Optional[int]) -> Dict[str, Any]:
-    """The served recent-popularity prior (model/popularity_prior.py): {"weight", "days",
-    "validation": metric per weight tried, "counts": item -> recent users at the END of the
-    train split}. The weight is chosen on the validation slice with counts from before it;
-    without a ranking validation slice (or with an empty grid) the prior is off."""
-    days = model_config.popularity_prior_days
-    ranking = [c for c in callbacks if isinstance(c, validation.RankingValidation)]
-    if not (ranking and model_config.popularity_prior_weights and events is not None):
-        return {"weight": 0.0, "days": days, "validation": {}, "counts": {}}
-    grid = sorted({0.0, *(float(w) for w in model_config.popularity_prior_weights)})
-    weight, values = ranking[0].choose_prior_weight(
-        popularity_prior.recent_user_counts(events.users, events.items, events.timestamps,
-                                            events.labels, split, days), grid)
-    logging.info("popularity prior: weight %g chosen on the validation slice (%s)", weight,
-                 ", ".join(f"{w:g}: {v:.4f}" for w, v in values.items()))
-    end = int(events.timestamps.max()) + 1
-    return {"weight": weight, "days": days, "validation": {str(w): v for w, v in values.items()},
-            "counts": popularity_prior.recent_user_counts(
-                events.users, events.items, events.timestamps, events.labels, end, days)}
+def recent_count_table(model_config: config_lib.ModelConfig, tft_output: tft.TFTransformOutput,
+                       transform_config: config_lib.TransformConfig,
+                       events: validation.protocol.Events) -> Tuple[int, np.ndarray]:
+    """(first day, [item id table rows, days]) recent engagement counts of the train split
+    by transformed item id (model/popularity_prior.py); the last column is the snapshot
+    after the last train day."""
+    vocabulary = tft_output.vocabulary_by_name(transform.ITEM_VOCAB)
+    # Transformed ids are vocabulary positions + 1 (0 = padding), see transform.py.
+    item_index = {item.decode(): position + 1 for position, item in enumerate(vocabulary)}
+    days = events.timestamps // features.SECONDS_PER_DAY
+    first_day, last_day = int(days.min()), int(days.max())
+    table = popularity_prior.daily_window_counts(
+        events.users, events.items, events.timestamps, events.labels, item_index,
+        transform.vocabulary_table_size(tft_output, transform.ITEM_VOCAB, transform_config),
+        first_day, last_day - first_day + 2, model_config.recent_popularity_days)
+    return first_day, table
 
 
 def best_epoch(history: tf.keras.callbacks.History, monitor: str) -> int:
@@ -460,8 +459,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
 
     split, events, callbacks, n_val = None, None, [], None
-    if model_config.validation_days > 0:
+    if model_config.validation_days > 0 or model_config.recent_popularity_counts:
         events = validation.read_events(fn_args.train_files)
+    recent_counts = (recent_count_table(model_config, tft_output, transform_config, events)
+                     if model_config.recent_popularity_counts else None)
+    if model_config.validation_days > 0:
         split = validation.split_time(events.timestamps, model_config.validation_days)
         n_val = int((events.timestamps >= split).sum())
         logging.info("validation slice: train rows from %d on (%d of %d)", split, n_val,
@@ -486,7 +488,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         tft_output, transform_config, data_config)
     with strategy.scope():
         model = build_model(model_config, data_config, transform_config, tft_output,
-                            plan.total_steps, content)
+                            plan.total_steps, content, recent_counts)
     history = model.fit(
         train_dataset, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
         validation_data=validation_dataset,
@@ -494,7 +496,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         callbacks=training_callbacks(model_config, fn_args.model_run_dir, callbacks,
                                      early_stopping=split is not None), verbose=2)
     logging.info("training history: %s", history.history)
-    prior = choose_popularity_prior(model_config, callbacks, events, split)
 
     refit = None
     if split is not None and model_config.refit_full_train:
@@ -508,7 +509,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         seed_everything(model_config)
         with strategy.scope():
             model = build_model(model_config, data_config, transform_config, tft_output,
-                                full.total_steps, content)
+                                full.total_steps, content, recent_counts)
         refit = model.fit(
             build_dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
                           model_config.batch_size, shuffle=True, seed=model_config.seed,
@@ -524,13 +525,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         model, tft_output, catalog, serving_dir,
         warmup_examples=read_serialized_examples(fn_args.eval_files, WARMUP_EXAMPLES),
         recommend_k=model_config.recommend_k,
-        popularity_weight=model_config.serving_popularity_weight,
-        recent_counts=prior["counts"], prior_weight=prior["weight"])
+        popularity_weight=model_config.serving_popularity_weight)
     distribution.cleanup_write_dir(fn_args.serving_model_dir, strategy)
     if distribution.is_chief(strategy):
         _record_keras(fn_args.model_run_dir)
-        _record_history(fn_args.model_run_dir, history, strategy, refit,
-                        {k: v for k, v in prior.items() if k != "counts"})
+        _record_history(fn_args.model_run_dir, history, strategy, refit)
         # Each phase's callback empties its own folder at the end; a finished run keeps none.
         finished_backups = backup_root(model_config, fn_args.model_run_dir)
         if tf.io.gfile.exists(finished_backups):
@@ -564,14 +563,11 @@ def fn_args_for(examples_root: str, transform_dir: str, model_root: str,
 
 def _record_history(model_run_dir: str, history: tf.keras.callbacks.History,
                     strategy: tf.distribute.Strategy,
-                    refit: Optional[tf.keras.callbacks.History] = None,
-                    popularity_prior: Optional[Dict[str, Any]] = None) -> None:
+                    refit: Optional[tf.keras.callbacks.History] = None) -> None:
     """history.json in the ModelRun: per-epoch metrics of the selection run (train and
     validation slice), the epochs this process ran (a resumed run starts after the restored
-    epoch), the strategy, the refit's epochs and metrics when there was one, and the served
-    popularity prior's weight with the validation metric of each weight tried."""
-    record = {"popularity_prior": popularity_prior or {},
-              "strategy": distribution.describe(strategy),
+    epoch), the strategy, and the refit's epochs and metrics when there was one."""
+    record = {"strategy": distribution.describe(strategy),
               "replicas": strategy.num_replicas_in_sync,
               "epochs": [int(e) for e in history.epoch],
               "metrics": {k: [float(v) for v in values]

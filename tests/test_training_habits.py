@@ -17,8 +17,11 @@ import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before Tenso
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from hyperrec.components import trainer
+from hyperrec.components import transform
+from hyperrec.components.model.retrieval import RetrievalTask
 from hyperrec.components import config as config_lib
 from hyperrec.components.evaluation import metrics, model_ranking, protocol
 from hyperrec.components.model import popularity_prior, validation
@@ -178,22 +181,26 @@ def test_selection_never_reads_the_eval_split_and_ranks_like_the_export(data, tm
     split = validation.split_time(events.timestamps, test_model.TEST_MODEL_CONFIG.validation_days)
     task = validation.validation_task(events, protocol.read_catalogue(data["examples"]),
                                       split, synthetic.TEST_DATA_CONFIG.history_length)
-    # The export serves the recent-popularity prior chosen on the same slice: weight 0 is
-    # the logged value; the chosen weight is the best one tried.
-    prior = history["popularity_prior"]
-    np.testing.assert_allclose(prior["validation"]["0.0"], logged[-1], atol=1e-6)
-    assert prior["weight"] == max(map(float, prior["validation"]),
-                                  key=lambda w: (prior["validation"][str(w)], -w))
+    # The export serves recent popularity as of the end of train (model/popularity_prior.py);
+    # the logged metric used the counts from before the slice: with those, the export ranks
+    # the slice exactly as logged.
     served = tf.saved_model.load(os.path.join(model_root, "serving_model"))
-    ids = served.catalog_item_ids.numpy()
-    counts = popularity_prior.recent_user_counts(
-        events.users, events.items, events.timestamps, events.labels,
-        int(events.timestamps.max()) + 1, prior["days"])
-    np.testing.assert_allclose(served.catalog_prior.numpy(),
-                               popularity_prior.prior_scores(ids, counts, prior["weight"]),
-                               rtol=1e-6)
-    # Without the prior, the export ranks the slice exactly as the logged metric says.
-    served.catalog_prior.assign(np.zeros(len(ids), np.float32))
+    tft_output = tft.TFTransformOutput(data["transform"])
+    first_day, table = trainer.recent_count_table(
+        test_model.TEST_MODEL_CONFIG, tft_output, synthetic.TEST_TRANSFORM_CONFIG, events)
+    vocabulary = tft_output.vocabulary_by_name(transform.ITEM_VOCAB)
+    rows = [vocabulary.index(i) + 1 if i in vocabulary else len(vocabulary) + 1
+            for i in served.catalog_item_ids.numpy()]
+    logits = served.model.recent_popularity.bucket_logits.numpy()
+    assert np.abs(logits).max() > 0  # the term trained
+
+    def prior(column: int) -> np.ndarray:
+        buckets = np.searchsorted(test_model.TEST_MODEL_CONFIG.recent_popularity_counts,
+                                  table[rows, column], side="right")
+        return test_model.TEST_MODEL_CONFIG.temperature * logits[buckets]
+
+    np.testing.assert_allclose(served.catalog_prior.numpy(), prior(-1), rtol=1e-5, atol=1e-7)
+    served.catalog_prior.assign(prior(split // 86_400 - first_day))
     signature = served.signatures["recommend_excluding"]
     ranked = model_ranking.rank_task(
         lambda request: signature(**request), task, 10,
@@ -203,15 +210,35 @@ def test_selection_never_reads_the_eval_split_and_ranks_like_the_export(data, tm
     np.testing.assert_allclose(logged[-1], expected, atol=1e-6)
 
 
-def test_recent_popularity_counts_distinct_engaged_users_in_the_window():
+def test_recent_counts_are_users_per_day_in_the_days_before():
     day = 86_400
-    users = np.array(["a", "a", "b", "c", "c", "d"])
-    items = np.array(["x", "x", "x", "y", "x", "y"])
-    timestamps = np.array([9, 9.5, 9.9, 9.2, 3, 10]) * day
-    labels = np.array([1, 1, 1, 1, 1, 0])
-    # Window [8 days, 10 days): a twice (one user), b; c's x is too old, d's y no engagement.
-    counts = popularity_prior.recent_user_counts(users, items, timestamps.astype(np.int64),
-                                                 labels, end=10 * day, days=2.0)
-    assert counts == {"x": 2, "y": 1}
-    np.testing.assert_allclose(popularity_prior.prior_scores([b"x", b"new", "y"], counts, 0.5),
-                               [0.5 * np.log(3), 0.0, 0.5 * np.log(2)], rtol=1e-6)
+    users = np.array(["a", "a", "a", "b", "c", "c", "d"])
+    items = np.array(["x", "x", "x", "x", "y", "x", "y"])
+    days = np.array([100.1, 100.5, 101.2, 101.9, 100.3, 97.0, 101.0])
+    labels = np.array([1, 1, 1, 1, 1, 1, 0])
+    table = popularity_prior.daily_window_counts(
+        users, items, (days * day).astype(np.int64), labels, {"x": 1, "y": 2}, table_rows=3,
+        first_day=99, num_days=5, window_days=2)
+    # Column k counts days 99 + k - 2 .. 99 + k - 1, one per user and day: x has a@100 (twice
+    # that day: once), a@101, b@101; c@97 is before the table; y has c@100, d@101 unengaged.
+    assert table.tolist() == [[0, 0, 0, 0, 0],   # padding row
+                              [0, 0, 1, 3, 2],   # days <99 | 99 | 99-100 | 100-101 | 101-102
+                              [0, 0, 1, 1, 0]]
+
+
+def test_retrieval_adds_recent_popularity_before_each_querys_day():
+    """Item 1 was chosen by 3 users on day 10, item 2 by 1 user on day 11 (1-day window):
+    the query on day 11 sees item 1's 3, the query on day 12 sees item 2's 1."""
+    layer = popularity_prior.RecentPopularity([1, 2], table_rows=3, first_day=10, num_days=3)
+    layer.counts.assign([[0, 0, 0], [0, 3, 0], [0, 0, 1]])
+    layer.bucket_logits.assign([-1.0, 0.5, 2.0])  # count 0, 1, >= 2
+    np.testing.assert_allclose(layer.counts_at(tf.constant([1, 2]), tf.constant([11.5, 12.0, 30.0])),
+                               [[3, 0], [0, 1], [0, 1]])
+    task = RetrievalTask(temperature=1.0, item_vocab_size=3)
+    queries = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.0, 1.0]]), axis=1)
+    items = tf.math.l2_normalize(tf.constant([[1.0, 0.5], [0.2, 1.0]]), axis=1)
+    loss = task(queries, items, tf.constant([1, 2], tf.int64), tf.constant([1, 1]),
+                recent_popularity=layer, query_days=tf.constant([11.2, 12.7])).numpy()
+    logits = queries.numpy() @ items.numpy().T + np.array([[2.0, -1.0], [-1.0, 0.5]])
+    expected = np.mean([np.log(np.exp(logits[r]).sum()) - logits[r, r] for r in range(2)])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)

@@ -5,8 +5,9 @@ candidate items; the other candidates are its negatives. Candidates are the item
 batch: the positives' items (`negatives="positives"`, the classic in-batch softmax) or every
 row's item (`negatives="batch"`: impressions join as negatives, "mixed negative sampling").
 Logits are cosine / temperature + the candidate's bias (the item tower's popularity term)
-+ optionally its freshness at the query's time (model/freshness.py); `recommend` ranks by
-temperature * logit, i.e. cosine + temperature * (bias + freshness).
++ optionally its freshness at the query's time (model/freshness.py) and its recent
+popularity before the query's day (model/popularity_prior.py); `recommend` ranks by
+temperature * logit, i.e. cosine + temperature * (bias + freshness + recent popularity).
 
 Sampling-bias (logQ) correction. Popular items are candidates more often than uniform
 sampling would make them, which biases the softmax against them; subtracting log Q(item)
@@ -97,7 +98,8 @@ class RetrievalTask(tf.keras.layers.Layer):
              item_bias: Optional[tf.Tensor] = None,
              freshness: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
              query_days: Optional[tf.Tensor] = None,
-             item_first_seen_days: Optional[tf.Tensor] = None) -> tf.Tensor:
+             item_first_seen_days: Optional[tf.Tensor] = None,
+             recent_popularity: Optional[Any] = None) -> tf.Tensor:
         """This replica's share of the global mean softmax loss over positive rows.
 
         query_embeddings, item_embeddings: [batch, dim] L2-normalised; item_ids [batch]
@@ -105,7 +107,9 @@ class RetrievalTask(tf.keras.layers.Layer):
         (None: 0). freshness (model/freshness.py), with query_days [batch] (the rows' event
         days) and item_first_seen_days [batch]: each candidate's logit for a query gains
         freshness(its age at the query's time), and a candidate not yet in the shop at that
-        time is masked. With one replica the share is the whole mean; a (global) batch
+        time is masked. recent_popularity (model/popularity_prior.py), with query_days:
+        each candidate's logit gains the logit of its recent engagement count before the
+        query's day. With one replica the share is the whole mean; a (global) batch
         without positives gives 0.
         """
         item_ids = tf.reshape(item_ids, [-1])
@@ -138,6 +142,8 @@ class RetrievalTask(tf.keras.layers.Layer):
             logits += freshness(age)
             # Not in the shop yet at the query's time: no negative of that query.
             masked = tf.logical_or(masked, tf.logical_and(age < 0.0, tf.logical_not(is_target)))
+        if recent_popularity is not None:
+            logits += recent_popularity(recent_popularity.counts_at(candidate_ids, query_days))
         if self.negatives == "positives":  # impressions' items are not candidates
             masked = tf.logical_or(masked, tf.logical_not(
                 tf.equal(candidate_labels, 1))[tf.newaxis, :])

@@ -13,12 +13,14 @@ of the single-device loss on the same global batch.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from hyperrec.schemas import features
 from hyperrec.components.model.freshness import FreshnessBias
+from hyperrec.components.model.popularity_prior import RecentPopularity
 from hyperrec.components.model.item_content import ItemContent, ItemContentTable
 from hyperrec.components.model.ranking import RankingTask
 from hyperrec.components.model.retrieval import RetrievalTask, replica_context
@@ -41,7 +43,8 @@ class TwoTowerModel(tf.keras.Model):
     def __init__(self, item_tower: ItemTower, query_tower: QueryTower,
                  retrieval: RetrievalTask, ranking: RankingTask, retrieval_weight: float,
                  ranking_weight: float, ranking_uses_retrieval: bool = True,
-                 freshness: Optional[FreshnessBias] = None, **kwargs: Any) -> None:
+                 freshness: Optional[FreshnessBias] = None,
+                 recent_popularity: Optional[RecentPopularity] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item_tower = item_tower
         self.query_tower = query_tower
@@ -51,6 +54,7 @@ class TwoTowerModel(tf.keras.Model):
         self.ranking_weight = ranking_weight
         self.ranking_uses_retrieval = ranking_uses_retrieval
         self.freshness = freshness  # None: items score the same at any age
+        self.recent_popularity = recent_popularity  # None: nor by how popular lately
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
     def call(self, inputs: Mapping[str, tf.Tensor],
@@ -76,15 +80,17 @@ class TwoTowerModel(tf.keras.Model):
         labels = batch[features.LABEL_XF]
         loss = tf.constant(0.0)
         if self.retrieval_weight:
-            freshness = {}
-            if self.freshness is not None:
+            time_terms = {}
+            if self.freshness is not None or self.recent_popularity is not None:
                 event_day = tf.reshape(batch[features.EVENT_DAY_XF], [-1])
-                freshness = {"freshness": self.freshness, "query_days": event_day,
-                             "item_first_seen_days":
-                                 event_day - tf.reshape(batch[features.ITEM_AGE_XF], [-1])}
+                time_terms = {"query_days": event_day,
+                              "recent_popularity": self.recent_popularity}
+            if self.freshness is not None:
+                time_terms.update(freshness=self.freshness, item_first_seen_days=(
+                    event_day - tf.reshape(batch[features.ITEM_AGE_XF], [-1])))
             loss += self.retrieval_weight * self.retrieval(
                 query["embedding"], item["embedding"], batch[features.ITEM_ID_XF], labels,
-                item["bias"], **freshness)
+                item["bias"], **time_terms)
         if self.ranking_weight:
             # Ranking reads the fusion outputs: the retrieval embeddings are anchored at
             # shared content, which serves retrieval, not click propensity.
@@ -124,13 +130,16 @@ class TwoTowerModel(tf.keras.Model):
                 "ranking_uses_retrieval": self.ranking_uses_retrieval,
                 "freshness": (None if self.freshness is None
                               else tf.keras.layers.serialize(self.freshness)),
+                "recent_popularity": (None if self.recent_popularity is None
+                                      else tf.keras.layers.serialize(self.recent_popularity)),
                 "name": self.name}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any],
                     custom_objects: Optional[Dict[str, Any]] = None) -> "TwoTowerModel":
         config = dict(config)
-        for key in ("item_tower", "query_tower", "retrieval", "ranking", "freshness"):
+        for key in ("item_tower", "query_tower", "retrieval", "ranking", "freshness",
+                    "recent_popularity"):
             if config.get(key) is not None:
                 config[key] = tf.keras.layers.deserialize(config[key],
                                                           custom_objects=custom_objects)
@@ -143,6 +152,7 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                           image_size: int, text_max_tokens: int,
                           num_oov_buckets: int = 1,
                           item_content: Optional[ItemContent] = None,
+                          recent_counts: Optional[Tuple[int, np.ndarray]] = None,
                           ) -> TwoTowerModel:
     """The model for a config: the seam the Trainer and the Tuner build through.
 
@@ -157,6 +167,9 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
       item_content: (categories, tokens, colours) per transformed item id (see
         model/item_content.py)
         for the query tower's history items; None: history items by id only.
+      recent_counts: (first day, [item table rows, days] counts) of
+        model/popularity_prior.daily_window_counts, for the recent-popularity term (used when
+        model_config.recent_popularity_counts is set).
     """
     fusion_units = model_config.fusion_units or None
     item_tower = ItemTower(
@@ -193,10 +206,17 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                               log_q_weight=model_config.log_q_weight, name="retrieval")
     ranking = RankingTask(model_config.ranking_hidden_units or [2 * model_config.embedding_dim],
                           model_config.dropout, name="ranking")
+    recent_popularity = None
+    if model_config.recent_popularity_counts and recent_counts is not None:
+        first_day, counts = recent_counts
+        recent_popularity = RecentPopularity(model_config.recent_popularity_counts,
+                                             table_rows=counts.shape[0], first_day=first_day,
+                                             num_days=counts.shape[1], name="recent_popularity")
+        recent_popularity.counts.assign(counts)
     return TwoTowerModel(item_tower, query_tower, retrieval, ranking,
                          retrieval_weight=model_config.retrieval_weight,
                          ranking_weight=model_config.ranking_weight,
                          ranking_uses_retrieval=model_config.ranking_uses_retrieval,
                          freshness=(FreshnessBias(model_config.freshness_days, name="freshness")
                                     if model_config.freshness_days else None),
-                         name="two_tower")
+                         recent_popularity=recent_popularity, name="two_tower")

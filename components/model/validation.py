@@ -7,21 +7,19 @@ The ranking metric (`RankingValidation`) follows components/evaluation's protoco
 back in time: users with a train positive before the split and a new positive after it, the
 full catalogue ranked by the model's own `recommend` path (components/export.py), each
 user's whole history before the split excluded; it is logged as `val_<metric>` (e.g.
-`val_recall@10`) at the end of every epoch, before early stopping reads the logs. After
-selection the same slice chooses the weight of the served recent-popularity prior.
+`val_recall@10`) at the end of every epoch, before early stopping reads the logs.
 """
 from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from hyperrec.schemas import features
 from hyperrec.components.evaluation import metrics, model_ranking, protocol
-from hyperrec.components.model import popularity_prior
 
 
 def split_time(train_timestamps: np.ndarray, validation_days: float) -> int:
@@ -97,20 +95,6 @@ class RankingValidation(tf.keras.callbacks.Callback):
         value = self._value()
         if logs is not None:
             logs[f"val_{self.metric}"] = value
-
-    def choose_prior_weight(self, counts: Dict[str, int], weights: Sequence[float],
-                            ) -> Tuple[float, Dict[float, float]]:
-        """The recent-popularity prior weight (model/popularity_prior.py) whose ranking of
-        the slice scores best with the model's current weights (ties: the smaller weight),
-        and the metric of every weight. `counts` must come from before the slice."""
-        self._sync_module()
-        ids = self._module.catalog_item_ids.numpy()
-        values = {}
-        for weight in weights:
-            self._module.catalog_prior.assign(popularity_prior.prior_scores(ids, counts, weight))
-            values[float(weight)] = self._value()
-        self._module.catalog_prior.assign(np.zeros(len(ids), np.float32))
-        return max(values, key=lambda w: (values[w], -w)), values
 
 
 def metrics_depth(metric: str) -> int:
