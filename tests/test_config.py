@@ -22,9 +22,9 @@ def test_overrides_set_nested_and_top_level_fields_with_their_types():
     assert config.model.cnn_filters == (4, 8, 16) and config.data.eval_days == 2.5
     assert config.model.train_steps == 100 and config.ingest_running_mode == "x"
     assert config_lib.load("tiny").model.epochs != 7  # the experiment itself is untouched
-    grids = config_lib.load("tiny", ["model.popularity_prior_weights=0.1,1,2e-1",
+    grids = config_lib.load("tiny", ["model.freshness_days=0.5,1,2e1",
                                      "eval.must_beat=most_popular,ease"])
-    assert grids.model.popularity_prior_weights == (0.1, 1, 0.2)
+    assert grids.model.freshness_days == (0.5, 1, 20.0)
     assert grids.eval.must_beat == ("most_popular", "ease")
 
 

@@ -62,7 +62,10 @@ def run(tmp_path_factory) -> Dict[str, object]:
     model_dir = os.path.join(_latest(os.path.join(root, "Trainer", "model")), "Format-Serving")
 
     # The id-only variant on the same examples and transform graph.
-    id_only = dataclasses.replace(config.model, use_content=False)
+    # Without content, and without the item-only time terms (an item's age and recent
+    # popularity score it alike for every user): the towers alone must tell cold items apart.
+    id_only = dataclasses.replace(config.model, use_content=False, freshness_days=(),
+                                  recent_popularity_counts=())
     fn_args = test_model.make_fn_args(examples, transform_graph,
                                       str(tmp_path_factory.mktemp("id_only")))
     fn_args.custom_config = {"model": dataclasses.asdict(id_only),
@@ -181,7 +184,7 @@ def test_recall_at_10_beats_popularity(run):
     recall, baseline = model_hits / len(positives), popularity_hits / len(positives)
     print(f"\nrecall@{K} on {len(positives)} held-out positives: model {recall:.3f}, "
           f"popularity {baseline:.3f}")
-    # Measured: 0.283 vs 0.239 (64 vs 54 hits of 226). The model must beat popularity on
+    # Measured: 0.270 vs 0.239 (61 vs 54 hits of 226). The model must beat popularity on
     # the same positives: a strict comparison, no slack, since popularity is the bar a
     # recommender has to clear to be worth serving.
     assert model_hits > popularity_hits, (recall, baseline)
