@@ -8,8 +8,8 @@ vocabulary assets are saved), so serving needs no preprocessing of its own:
   probability. TFMA's Evaluator and TF Serving predict use it.
 - `recommend`: user id, recent history, device, timestamp, k -> top-k catalogue item ids and
   their retrieval scores (cosine similarity + the item's score bias + its freshness at the
-  request's timestamp, see model/retrieval.py, + the recent-popularity prior, see
-  model/popularity_prior.py), excluding items in the row's history. The catalogue is embedded ONCE
+  request's timestamp, see model/retrieval.py, + its learned recent-popularity snapshot,
+  see model/popularity_prior.py), excluding items in the row's history. The catalogue is embedded ONCE
   at export and stored as variables in the SavedModel.
 - `recommend_excluding`: `recommend` plus `exclude_item_ids` [batch, n] (any n, "" padding):
   those items are excluded too (e.g. everything the user ever bought, not only the last N

@@ -232,8 +232,8 @@ def test_retrieval_adds_recent_popularity_before_each_querys_day():
     layer = popularity_prior.RecentPopularity([1, 2], table_rows=3, first_day=10, num_days=3)
     layer.counts.assign([[0, 0, 0], [0, 3, 0], [0, 0, 1]])
     layer.bucket_logits.assign([-1.0, 0.5, 2.0])  # count 0, 1, >= 2
-    np.testing.assert_allclose(layer.counts_at(tf.constant([1, 2]), tf.constant([11.5, 12.0, 30.0])),
-                               [[3, 0], [0, 1], [0, 1]])
+    counts = layer.counts_at(tf.constant([1, 2]), tf.constant([11.5, 12.0, 30.0]))
+    np.testing.assert_allclose(counts, [[3, 0], [0, 1], [0, 1]])
     task = RetrievalTask(temperature=1.0, item_vocab_size=3)
     queries = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.0, 1.0]]), axis=1)
     items = tf.math.l2_normalize(tf.constant([[1.0, 0.5], [0.2, 1.0]]), axis=1)
