@@ -136,6 +136,24 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class MonitoringConfig:
+    """`hyperrec monitor --trigger`: when a window starts a retraining run, and where. The
+    thresholds are the schema's skew/drift comparators; this says which of them count."""
+
+    trigger_on: str = "drift_or_skew"  # drift | skew | drift_or_skew
+    runner: str = "local"  # local | airflow | kubeflow
+    # Airflow: the DAG (runners/airflow_dag.py; "" = hyperrec-<experiment>), through the REST
+    # API at airflow_url (user/password from $AIRFLOW_USERNAME / $AIRFLOW_PASSWORD) or, when
+    # it is "", the `airflow` command of this environment.
+    airflow_dag_id: str = ""
+    airflow_url: str = ""
+    # Kubeflow: the KFP API endpoint and the compiled pipeline (`hyperrec compile`).
+    kubeflow_host: str = ""
+    kubeflow_package: str = ""
+    kubeflow_experiment: str = "hyperrec"
+
+
+@dataclasses.dataclass
 class HyperrecConfig:
     """A complete run: which data, which sizes, where artifacts go."""
 
@@ -147,6 +165,7 @@ class HyperrecConfig:
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    monitoring: MonitoringConfig = dataclasses.field(default_factory=MonitoringConfig)
     # Beam DirectRunner: in_memory | multi_threading | multi_processing. Ingestion (ExampleGen,
     # StatisticsGen) is where data volume lives, so it gets worker processes; the other
     # components are dominated by TensorFlow, which uses the cores itself.
