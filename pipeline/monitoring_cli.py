@@ -15,6 +15,59 @@ console = Console(width=None if sys.stdout.isatty() else 120)
 DEFAULT_SCHEMA = os.path.join("schemas", "schema.pbtxt")
 
 
+def trigger_options(command):
+    """--trigger and what a triggered run needs (the data root, the experiment and overrides,
+    which also set MonitoringConfig: --set monitoring.airflow_url=...)."""
+    from hyperrec.pipeline.runners import commands as runner_commands
+    options = [
+        click.option("--trigger", is_flag=True, help="Start a retraining run when the "
+                     "window is above threshold and the data root has a new span."),
+        click.option("--data", "data_root", type=click.Path(file_okay=False), default=None,
+                     help="The data root the run reads (required with --trigger)."),
+        click.option("--experiment", type=runner_commands.EXPERIMENTS, default="default",
+                     show_default=True, help="The triggered run's experiment."),
+        click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+                     help="Config override of the triggered run (repeatable)."),
+        click.option("--runner", type=click.Choice(["local", "airflow", "kubeflow"]),
+                     default=None, help="Overrides monitoring.runner."),
+        click.option("--metadata", default="", help="MLMD of the triggers and the local run: "
+                     "a SQLite path or mysql:// URI (default: WORKDIR/metadata.sqlite)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _trigger(summary: dict, workdir: str, *, trigger: bool, data_root: str, experiment: str,
+             overrides, runner: str, metadata: str) -> None:
+    """Decides and starts (components/monitoring/trigger.py); the decision joins the window's
+    summary.json and report.html."""
+    del trigger
+    from ml_metadata.metadata_store import metadata_store
+    from hyperrec.components.monitoring import monitor as monitor_lib
+    from hyperrec.components.monitoring import trigger as trigger_lib
+    from hyperrec.pipeline.runners import commands as runner_commands
+    from hyperrec.pipeline.runners import metadata as metadata_lib
+    overrides = list(overrides) + ([f"monitoring.runner={runner}"] if runner else [])
+    config = runner_commands.load_config(experiment, overrides)
+    try:
+        store = metadata_store.MetadataStore(metadata_lib.connection_config(
+            metadata or os.path.join(workdir, "metadata.sqlite")))
+        chosen = trigger_lib.runner_for(config.monitoring, config.name)
+        out = monitor_lib.window_dir(workdir, summary["window"])
+        trigger_lib.run(summary, data_root=data_root, workdir=workdir, experiment=experiment,
+                        overrides=overrides, store=store, runner=chosen, window_dir=out,
+                        trigger_on=config.monitoring.trigger_on, metadata=metadata)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.UsageError(str(err)) from err
+    trigger_lib.write_to_window(out, summary)
+
+
+def _trigger_lines(summary: dict) -> list:
+    from hyperrec.components.monitoring import trigger as trigger_lib
+    return trigger_lib.text_lines(summary["trigger"]) if "trigger" in summary else []
+
+
 @click.command("monitor")
 @click.option("--serving-log", "serving_log", type=click.Path(file_okay=False), required=True,
               help="The server's --request_log_dir.")
@@ -26,11 +79,17 @@ DEFAULT_SCHEMA = os.path.join("schemas", "schema.pbtxt")
 @click.option("--training-statistics", type=click.Path(dir_okay=False), default=None,
               help="A FeatureStats.pb to compare with instead of the MLMD lookup.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@trigger_options
 def monitor(serving_log: str, workdir: str, schema_path: str, training_statistics: str,
-            as_json: bool) -> None:
+            as_json: bool, **trigger) -> None:
     """Profiles the requests logged since the last window: skew against training, drift
-    against the previous window, report under WORKDIR/monitoring/window-N/."""
+    against the previous window, report under WORKDIR/monitoring/window-N/; with --trigger,
+    starts a retraining run when the window is above threshold and a new span arrived."""
     from hyperrec.components.monitoring import monitor as monitor_lib
+    if trigger["trigger"] and not (trigger["data_root"] and os.path.isdir(trigger["data_root"])):
+        # Checked before the window is profiled: a usage error must not consume the window.
+        raise click.UsageError(f"--trigger needs --data, an existing data root (got "
+                               f"{trigger['data_root']!r})")
     schema_path = schema_path or os.path.join(config_lib.project_root(), DEFAULT_SCHEMA)
     try:
         summary = monitor_lib.run(serving_log, workdir, schema_path, training_statistics)
@@ -39,10 +98,12 @@ def monitor(serving_log: str, workdir: str, schema_path: str, training_statistic
         return
     except ValueError as err:
         raise click.ClickException(str(err)) from err
+    if trigger["trigger"]:
+        _trigger(summary, workdir, **trigger)
     if as_json:
         click.echo(json.dumps(summary, indent=1, sort_keys=True))
     else:
-        for line in monitor_lib.text_lines(summary):
+        for line in monitor_lib.text_lines(summary) + _trigger_lines(summary):
             console.print(line, markup=False)
         report = os.path.join(monitor_lib.window_dir(workdir, summary["window"]),
                               monitor_lib.REPORT_FILE)

@@ -1,0 +1,402 @@
+"""From a monitoring window to a retraining run: decide, record in ML Metadata, start.
+
+A window starts a run when (1) a feature is above its schema threshold (drift, skew or
+either: MonitoringConfig.trigger_on), (2) the data root holds a span no run trained on yet,
+and (3) no earlier trigger claimed that span. The key is the newest span: one run per new
+span, however many windows see the shift. Each start is an MLMD Execution of type
+`hyperrec.RetrainingTrigger` (span, reason, features, window, runner, run id, data root),
+written before the runner is called and completed (or failed) after; every decision, started
+or not, is added to the window's summary.json and report.html.
+
+Runners share one small interface (`start(request) -> run id`): LocalRunner (`hyperrec run`
+in a subprocess, waited for), AirflowRunner (`airflow dags trigger` or the REST API, with the
+trigger in the run's conf) and KubeflowRunner (kfp.Client().create_run_from_pipeline_package
+with the compiled pipeline).
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from typing import Any, Dict, List, Optional, Sequence
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from hyperrec.components.config import MonitoringConfig
+
+TRIGGER_TYPE = "hyperrec.RetrainingTrigger"
+EXAMPLES_TYPE = "Examples"
+RUN_CONTEXT_TYPE = "pipeline_run"
+TRIGGER_ON = ("drift", "skew", "drift_or_skew")
+RUNNERS = ("local", "airflow", "kubeflow")
+RUN_LOG = "retraining-run.log"
+_SPAN_DIR = re.compile(r"^span-(\d+)$")
+# Attempts in these states hold their span; a FAILED one lets the next window try again.
+_HOLDING = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING,
+            metadata_store_pb2.Execution.COMPLETE)
+
+
+class TriggerError(RuntimeError):
+    """The runner could not start (or, for the local runner, finish) the run."""
+
+
+@dataclasses.dataclass
+class Decision:
+    start: bool
+    reason: str
+    span: Optional[int] = None
+    features: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class RunRequest:
+    """What a runner needs: the run's data and settings, and why it starts."""
+
+    span: int
+    reason: str
+    window: int
+    execution_id: int
+    data_root: str
+    workdir: str
+    experiment: str
+    overrides: Sequence[str] = ()
+    metadata: str = ""  # "" = WORKDIR/metadata.sqlite
+    log_path: str = ""  # where the local runner writes the run's output
+
+    @property
+    def run_name(self) -> str:
+        # Unique per attempt (the MLMD id), readable per span.
+        return f"retrain-span-{self.span}-{self.execution_id}"
+
+    def conf(self) -> Dict[str, Any]:
+        return {"span": self.span, "reason": self.reason, "window": self.window,
+                "trigger_execution_id": self.execution_id}
+
+
+# ---- the decision -------------------------------------------------------------------------
+
+
+def spans(data_root: str) -> List[int]:
+    """The span numbers of the data root's span-N folders, ascending."""
+    if not os.path.isdir(data_root):
+        raise FileNotFoundError(f"no data root at {data_root}")
+    return sorted(int(m.group(1)) for m in map(_SPAN_DIR.match, os.listdir(data_root))
+                  if m and os.path.isdir(os.path.join(data_root, m.group(0))))
+
+
+def above(summary: Dict[str, Any], trigger_on: str) -> List[str]:
+    """'drift:<feature>' / 'skew:<feature>' for the measurements that count."""
+    if trigger_on not in TRIGGER_ON:
+        raise ValueError(f"trigger_on must be one of {TRIGGER_ON}, got {trigger_on!r}")
+    kinds = ("drift", "skew") if trigger_on == "drift_or_skew" else (trigger_on,)
+    return [f"{kind}:{m['feature']}" for kind in kinds for m in summary[kind] if m["above"]]
+
+
+def _measured(summary: Dict[str, Any], trigger_on: str) -> str:
+    kinds = ("drift", "skew") if trigger_on == "drift_or_skew" else (trigger_on,)
+    parts = [f"{kind} {m['feature']} {m['value']:.4f} {'>' if m['above'] else '<='} "
+             f"{m['threshold']:.4f}" for kind in kinds for m in summary[kind]]
+    missing = [summary[f"{kind}_unavailable"] for kind in kinds
+               if f"{kind}_unavailable" in summary]
+    return "; ".join(parts + missing) or "nothing measured"
+
+
+def _trigger_type(store: metadata_store.MetadataStore) -> int:
+    return store.put_execution_type(metadata_store_pb2.ExecutionType(name=TRIGGER_TYPE))
+
+
+def triggers(store: metadata_store.MetadataStore) -> List[metadata_store_pb2.Execution]:
+    """Every RetrainingTrigger execution in the store, oldest first."""
+    try:
+        return sorted(store.get_executions_by_type(TRIGGER_TYPE), key=lambda e: e.id)
+    except Exception:  # noqa: BLE001 (ml_metadata raises NotFoundError-like types per version)
+        return []
+
+
+def _prop(execution: metadata_store_pb2.Execution, name: str) -> Any:
+    value = execution.custom_properties.get(name)
+    if value is None:
+        return None
+    return value.int_value if value.WhichOneof("value") == "int_value" else value.string_value
+
+
+def trained_spans(store: metadata_store.MetadataStore) -> Dict[int, int]:
+    """newest span of each Examples artifact ExampleGen wrote -> that artifact's id."""
+    try:
+        examples = store.get_artifacts_by_type(EXAMPLES_TYPE)
+    except Exception:  # noqa: BLE001 (no run yet: the type does not exist)
+        return {}
+    found = {}
+    for artifact in examples:
+        if "span" in artifact.properties and artifact.state == metadata_store_pb2.Artifact.LIVE:
+            found.setdefault(artifact.properties["span"].int_value, artifact.id)
+    return found
+
+
+def decide(summary: Dict[str, Any], data_root: str, store: metadata_store.MetadataStore,
+           trigger_on: str = "drift_or_skew") -> Decision:
+    """Whether this window starts a run, and why (or why not)."""
+    window = summary["window"]
+    features = above(summary, trigger_on)
+    if not features:
+        return Decision(False, f"window {window}: no feature above its threshold "
+                               f"({_measured(summary, trigger_on)}): no run started")
+    found = spans(data_root)
+    if not found:
+        return Decision(False, f"window {window}: {', '.join(features)} above threshold, but "
+                               f"{data_root} holds no span-N folder to train on: no run "
+                               "started", features=features)
+    newest = found[-1]
+    for execution in triggers(store):
+        if (_prop(execution, "span") == newest and execution.last_known_state in _HOLDING
+                and _prop(execution, "data_root") == os.path.abspath(data_root)):
+            return Decision(False, f"window {window}: span {newest} already triggered run "
+                                   f"{_prop(execution, 'run_id') or '(starting)'} at window "
+                                   f"{_prop(execution, 'window')}: no run started",
+                            span=newest, features=features)
+    trained = trained_spans(store)
+    if newest in trained:
+        return Decision(False, f"window {window}: {', '.join(features)} above threshold, but "
+                               f"span {newest} (the newest in {data_root}) was already trained "
+                               f"on (Examples artifact {trained[newest]}); a run starts when a "
+                               "new span arrives: no run started", span=newest,
+                        features=features)
+    return Decision(True, f"window {window}: {', '.join(features)} above threshold "
+                          f"({_measured(summary, trigger_on)}); new span {newest}",
+                    span=newest, features=features)
+
+
+# ---- the runners --------------------------------------------------------------------------
+
+
+class LocalRunner:
+    """`hyperrec run` in a subprocess (the local runner, LocalDagRunner), waited for; its
+    output goes to the request's log file. The run id is the run's MLMD pipeline_run."""
+
+    name = "local"
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+
+    def command(self, request: RunRequest) -> List[str]:
+        command = [self.python, "-m", "hyperrec.pipeline.cli", "run",
+                   "--experiment", request.experiment, "--data", request.data_root,
+                   "--workdir", request.workdir]
+        for override in request.overrides:
+            command += ["--set", override]
+        if request.metadata:
+            command += ["--metadata", request.metadata]
+        return command
+
+    def start(self, request: RunRequest, store: metadata_store.MetadataStore) -> str:
+        before = {c.id for c in _run_contexts(store)}
+        with open(request.log_path or os.devnull, "w") as log:
+            result = subprocess.run(self.command(request), stdout=log,
+                                    stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            tail = _tail(request.log_path)
+            raise TriggerError(f"hyperrec run exited with {result.returncode}"
+                               f"{' (log: ' + request.log_path + ')' if request.log_path else ''}"
+                               f"{': ' + tail if tail else ''}")
+        new = [c for c in _run_contexts(store) if c.id not in before]
+        if not new:
+            raise TriggerError("hyperrec run finished but recorded no pipeline run in the "
+                               "metadata store")
+        return max(new, key=lambda c: c.id).name
+
+
+def _run_contexts(store: metadata_store.MetadataStore) -> List[metadata_store_pb2.Context]:
+    try:
+        return list(store.get_contexts_by_type(RUN_CONTEXT_TYPE))
+    except Exception:  # noqa: BLE001 (no run yet)
+        return []
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    if not path or not os.path.isfile(path):
+        return ""
+    with open(path, errors="replace") as f:
+        return " | ".join(line.strip() for line in f.read().splitlines()[-lines:])
+
+
+class AirflowRunner:
+    """Triggers the pipeline's DAG with the trigger as the run's conf and a run id per
+    attempt (Airflow refuses a second run with the same id): through the REST API
+    (POST /api/v1/dags/{dag_id}/dagRuns) when `url` is set, else `airflow dags trigger`."""
+
+    name = "airflow"
+
+    def __init__(self, dag_id: str, url: str = "", airflow: str = "",
+                 env: Optional[Dict[str, str]] = None, timeout: float = 120.0):
+        self.dag_id, self.url = dag_id, url.rstrip("/")
+        self.airflow = airflow or os.path.join(os.path.dirname(sys.executable), "airflow")
+        self.env, self.timeout = env, timeout
+
+    def command(self, request: RunRequest) -> List[str]:
+        return [self.airflow, "dags", "trigger", self.dag_id, "--run-id", request.run_name,
+                "--conf", json.dumps(request.conf(), sort_keys=True)]
+
+    def http_request(self, request: RunRequest) -> urllib.request.Request:
+        body = json.dumps({"dag_run_id": request.run_name, "conf": request.conf()},
+                          sort_keys=True).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        user = os.environ.get("AIRFLOW_USERNAME", "")
+        if user:
+            token = f"{user}:{os.environ.get('AIRFLOW_PASSWORD', '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+        return urllib.request.Request(f"{self.url}/api/v1/dags/{self.dag_id}/dagRuns",
+                                      data=body, headers=headers, method="POST")
+
+    def start(self, request: RunRequest, store: metadata_store.MetadataStore) -> str:
+        del store  # Airflow's run writes MLMD itself, later
+        if self.url:
+            try:
+                with urllib.request.urlopen(self.http_request(request),
+                                            timeout=self.timeout) as response:
+                    return json.load(response)["dag_run_id"]
+            except urllib.error.HTTPError as err:
+                detail = err.read().decode(errors="replace")[:500]
+                raise TriggerError(f"Airflow REST API {self.url}: HTTP {err.code}: "
+                                   f"{detail}") from err
+            except (urllib.error.URLError, OSError) as err:
+                raise TriggerError(f"Airflow REST API {self.url} unreachable: {err}") from err
+        try:
+            result = subprocess.run(self.command(request), capture_output=True, text=True,
+                                    env=self.env, timeout=self.timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise TriggerError(f"{self.airflow} dags trigger: {err}") from err
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise TriggerError(f"airflow dags trigger {self.dag_id} exited with "
+                               f"{result.returncode}: {lines[-1] if lines else ''}")
+        return request.run_name
+
+
+class KubeflowRunner:
+    """kfp.Client(host).create_run_from_pipeline_package(compiled pipeline JSON)."""
+
+    name = "kubeflow"
+
+    def __init__(self, host: str, package: str, experiment: str = "hyperrec"):
+        self.host, self.package, self.experiment = host, package, experiment
+
+    def arguments(self, request: RunRequest) -> Dict[str, Any]:
+        if not self.package or not os.path.isfile(self.package):
+            raise TriggerError(f"no compiled pipeline at {self.package!r} (monitoring."
+                               "kubeflow_package; write it with `hyperrec compile`)")
+        return {"pipeline_file": self.package, "arguments": {},
+                "run_name": f"hyperrec-{request.run_name}",
+                "experiment_name": self.experiment, "enable_caching": True}
+
+    def start(self, request: RunRequest, store: metadata_store.MetadataStore) -> str:
+        del store  # KFP keeps its own MLMD
+        if not self.host:
+            raise TriggerError("monitoring.kubeflow_host is empty: no KFP endpoint to call")
+        arguments = self.arguments(request)
+        import kfp  # the kfp SDK is only needed on this path
+        try:
+            result = kfp.Client(host=self.host).create_run_from_pipeline_package(**arguments)
+        except Exception as err:  # noqa: BLE001 (kfp raises urllib3/ApiException/ValueError)
+            raise TriggerError(f"Kubeflow Pipelines at {self.host}: "
+                               f"{type(err).__name__}: {err}") from err
+        return result.run_id
+
+
+def runner_for(config: MonitoringConfig, experiment: str):
+    """The runner MonitoringConfig names."""
+    if config.runner == "local":
+        return LocalRunner()
+    if config.runner == "airflow":
+        return AirflowRunner(config.airflow_dag_id or f"hyperrec-{experiment}",
+                             config.airflow_url)
+    if config.runner == "kubeflow":
+        return KubeflowRunner(config.kubeflow_host, config.kubeflow_package,
+                              config.kubeflow_experiment)
+    raise ValueError(f"monitoring.runner must be one of {RUNNERS}, got {config.runner!r}")
+
+
+# ---- record and run -----------------------------------------------------------------------
+
+
+def _record(store, decision: Decision, summary: Dict[str, Any], runner_name: str,
+            data_root: str) -> metadata_store_pb2.Execution:
+    execution = metadata_store_pb2.Execution(
+        type_id=_trigger_type(store), last_known_state=metadata_store_pb2.Execution.RUNNING)
+    values = {"span": decision.span, "reason": decision.reason,
+              "features": ",".join(decision.features), "window": summary["window"],
+              "runner": runner_name, "data_root": os.path.abspath(data_root), "run_id": ""}
+    for name, value in values.items():
+        if isinstance(value, int):
+            execution.custom_properties[name].int_value = value
+        else:
+            execution.custom_properties[name].string_value = value
+    [execution.id] = store.put_executions([execution])
+    return execution
+
+
+def run(summary: Dict[str, Any], *, data_root: str, workdir: str, experiment: str,
+        overrides: Sequence[str], store: metadata_store.MetadataStore, runner,
+        window_dir: str, trigger_on: str = "drift_or_skew", metadata: str = ""
+        ) -> Dict[str, Any]:
+    """Decides, records and starts; returns the trigger entry (also in summary['trigger'])."""
+    decision = decide(summary, data_root, store, trigger_on)
+    entry: Dict[str, Any] = {"started": False, "reason": decision.reason,
+                             "span": decision.span, "features": decision.features,
+                             "runner": runner.name, "run_id": None, "execution_id": None}
+    if decision.start:
+        execution = _record(store, decision, summary, runner.name, data_root)
+        request = RunRequest(span=decision.span, reason=decision.reason,
+                             window=summary["window"], execution_id=execution.id,
+                             data_root=os.path.abspath(data_root),
+                             workdir=os.path.abspath(workdir), experiment=experiment,
+                             overrides=tuple(overrides), metadata=metadata,
+                             log_path=os.path.join(window_dir, RUN_LOG))
+        entry["execution_id"] = execution.id
+        try:
+            entry["run_id"] = runner.start(request, store)
+            execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
+            entry["started"] = True
+            if runner.name == "local":
+                entry["log"] = request.log_path
+        except TriggerError as err:
+            execution.last_known_state = metadata_store_pb2.Execution.FAILED
+            entry["error"] = str(err)
+        execution.custom_properties["run_id"].string_value = entry["run_id"] or ""
+        if "error" in entry:
+            execution.custom_properties["error"].string_value = entry["error"]
+        store.put_executions([execution])
+    summary["trigger"] = entry
+    return entry
+
+
+def text_lines(entry: Dict[str, Any]) -> List[str]:
+    if entry.get("error"):
+        return [f"trigger: FAILED to start a {entry['runner']} run for span {entry['span']} "
+                f"({entry['reason']}): {entry['error']}"]
+    if not entry["started"]:
+        return [f"trigger: {entry['reason']}"]
+    return [f"trigger: started {entry['runner']} run {entry['run_id']} for span "
+            f"{entry['span']} ({entry['reason']}); MLMD execution {entry['execution_id']}"]
+
+
+def write_to_window(window_dir: str, summary: Dict[str, Any]) -> None:
+    """summary.json and report.html of the window, with the trigger's decision in both."""
+    from hyperrec.components.monitoring import report
+    staging = os.path.join(window_dir, "summary.json.tmp")
+    with open(staging, "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=True)
+    os.replace(staging, os.path.join(window_dir, "summary.json"))
+    entry = summary["trigger"]
+    section = ("<section><h2>Retraining trigger</h2><p>" + html.escape(
+        "; ".join(text_lines(entry))) + "</p></section>")
+    page = report.html_page(summary).replace("</body>", section + "</body>", 1)
+    with open(os.path.join(window_dir, "report.html"), "w") as f:
+        f.write(page)
