@@ -48,6 +48,11 @@ from hyperrec.components.model.two_tower import TwoTowerModel
 # finite so that REST/JSON clients can encode it (JSON has no -inf).
 EXCLUDED_SCORE = -1e9
 
+# Output keys of ServingModule.new_catalogue_entries.
+CATALOGUE_EMBEDDING = "embedding"
+CATALOGUE_SCORE_BIAS = "score_bias"
+CATALOGUE_PRIOR = "prior"
+
 # Where TF Serving looks for warmup requests, relative to the SavedModel directory.
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH_SIZES = (1, 4)  # one request per batch size per signature
@@ -103,7 +108,6 @@ def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
     float32: temperature * the recent-popularity logit of the counts before `prior_day`
     (None: the snapshot at the end of the train data), 0 without that term).
     """
-    temperature = model.retrieval.temperature
     popularity = model.recent_popularity
     if popularity is not None and prior_day is None:
         prior_day = popularity.first_day + popularity.num_days - 1
@@ -111,15 +115,10 @@ def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
     # One graph for all batches (eager map_fn decoding would run per image in Python).
     @tf.function(autograph=False, reduce_retracing=True)
     def embed(raw: Dict[str, Any]) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        transformed = tft_layer(raw)
-        item = model.item_tower.encode(transformed, training=False)
-        item_ids = tf.reshape(transformed[features.ITEM_ID_XF], [-1])
-        log_q = tf.gather(model.retrieval.item_log_q, item_ids)
-        prior = tf.zeros_like(item["bias"])
-        if popularity is not None:
-            prior = temperature * popularity(popularity.counts_at(item_ids, [prior_day]))[0]
-        return (item["embedding"], temperature * (item["bias"] + popularity_weight * log_q),
-                prior)
+        embedding, bias, item_ids = item_score_terms(model, tft_layer(raw), popularity_weight)
+        counts = (None if popularity is None
+                  else popularity.counts_at(item_ids, [prior_day])[0])
+        return embedding, bias, prior_logits(model, counts, tf.shape(bias))
 
     ids, embeddings, biases, first_seen, priors = [], [], [], [], []
     for batch in catalog_batches:
@@ -134,6 +133,29 @@ def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
     return (np.concatenate(ids), np.concatenate(embeddings).astype(np.float32),
             np.concatenate(biases).astype(np.float32), np.concatenate(first_seen),
             np.concatenate(priors).astype(np.float32))
+
+
+def item_score_terms(model: TwoTowerModel, transformed: Mapping[str, tf.Tensor],
+                     popularity_weight: float) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(embedding [n, dim], score bias [n], item id rows [n]) of transformed items.
+
+    The score bias is temperature * the item tower's retrieval bias (an id outside the
+    vocabulary gets its OOV bucket's), plus temperature * popularity_weight * log Q(item).
+    """
+    item = model.item_tower.encode(transformed, training=False)
+    item_ids = tf.reshape(transformed[features.ITEM_ID_XF], [-1])
+    log_q = tf.gather(model.retrieval.item_log_q, item_ids)
+    bias = model.retrieval.temperature * (item["bias"] + popularity_weight * log_q)
+    return item["embedding"], bias, item_ids
+
+
+def prior_logits(model: TwoTowerModel, counts: Optional[tf.Tensor],
+                 shape: tf.Tensor) -> tf.Tensor:
+    """temperature * the recent-popularity logit of `counts` (zeros of `shape` without the
+    term: then `counts` is None)."""
+    if model.recent_popularity is None:
+        return tf.zeros(shape, tf.float32)
+    return model.retrieval.temperature * model.recent_popularity(counts)
 
 
 def first_seen_days(batch: Mapping[str, Any], size: int) -> np.ndarray:
@@ -155,7 +177,8 @@ class ServingModule(tf.Module):
                  catalog_item_ids: np.ndarray, catalog_embeddings: np.ndarray,
                  catalog_score_bias: Optional[np.ndarray] = None,
                  catalog_first_seen_days: Optional[np.ndarray] = None,
-                 catalog_prior: Optional[np.ndarray] = None) -> None:
+                 catalog_prior: Optional[np.ndarray] = None,
+                 popularity_weight: float = 0.0) -> None:
         super().__init__(name="hyperrec_serving")
         if len(set(catalog_item_ids.tolist())) != len(catalog_item_ids):
             raise ValueError("catalogue item ids must be unique")
@@ -163,28 +186,35 @@ class ServingModule(tf.Module):
         self.tft_layer = tft_output.transform_features_layer()
         self._raw_spec = tft_output.raw_feature_spec()
         self._serving_spec = serving_feature_spec(tft_output)
-        self.catalog_item_ids = tf.Variable(catalog_item_ids, trainable=False,
-                                            name="catalog_item_ids")
-        self.catalog_embeddings = tf.Variable(catalog_embeddings, trainable=False,
-                                              name="catalog_embeddings")
-        self.catalog_score_bias = tf.Variable(
-            np.zeros(len(catalog_item_ids), np.float32) if catalog_score_bias is None
-            else catalog_score_bias, trainable=False, name="catalog_score_bias")
-        self.catalog_first_seen_days = tf.Variable(
-            np.zeros(len(catalog_item_ids), np.float32) if catalog_first_seen_days is None
-            else catalog_first_seen_days, trainable=False, name="catalog_first_seen_days")
+        size = len(catalog_item_ids)
+
+        # Catalogue rows have no fixed size ([None] / [None, dim]) and the id index is a
+        # MutableHashTable (restored from the checkpoint, as TF Serving restores variables),
+        # so a loaded SavedModel can take a larger catalogue: replace_catalogue below.
+        def rows(value: Optional[np.ndarray], name: str, dtype: Any = np.float32,
+                 ) -> tf.Variable:
+            value = np.zeros(size, dtype) if value is None else np.asarray(value)
+            return tf.Variable(value, trainable=False, name=name,
+                               shape=tf.TensorShape([None] + list(value.shape[1:])))
+
+        self.catalog_item_ids = rows(catalog_item_ids, "catalog_item_ids", object)
+        self.catalog_embeddings = rows(catalog_embeddings, "catalog_embeddings")
+        self.catalog_score_bias = rows(catalog_score_bias, "catalog_score_bias")
+        self.catalog_first_seen_days = rows(catalog_first_seen_days, "catalog_first_seen_days")
         # The recent-popularity term's snapshot (model/popularity_prior.py), on the score
         # scale: per item, not per request, so a catalogue refresh can renew it.
-        self.catalog_prior = tf.Variable(
-            np.zeros(len(catalog_item_ids), np.float32) if catalog_prior is None
-            else catalog_prior, trainable=False, name="catalog_prior")
+        self.catalog_prior = rows(catalog_prior, "catalog_prior")
         # item id -> catalogue row, to exclude history items by scatter in O(batch * history)
         # rather than comparing every history id with every catalogue id.
-        self.catalog_index = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(catalog_item_ids, tf.string),
-                tf.range(len(catalog_item_ids), dtype=tf.int64)),
-            default_value=-1)
+        self.catalog_index = tf.lookup.experimental.MutableHashTable(
+            tf.string, tf.int64, default_value=-1, name="catalog_index")
+        self.catalog_index.insert(tf.constant(catalog_item_ids, tf.string),
+                                  tf.range(size, dtype=tf.int64))
+        # The side of the PNGs the item tower was trained on, for a refresh to normalise new
+        # images as ExampleGen did.
+        self.item_image_size = tf.Variable(int(model.item_tower.image_size), trainable=False,
+                                           dtype=tf.int32, name="item_image_size")
+        self._popularity_weight = float(popularity_weight)
 
     def _raw(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, Any]:
         return {name: _as_raw_feature(value, self._raw_spec[name])
@@ -206,7 +236,8 @@ class ServingModule(tf.Module):
     def _exclude(self, scores: tf.Tensor, item_ids: tf.Tensor) -> tf.Tensor:
         """scores [batch, C] with the catalogue rows of each row's `item_ids` [batch, n]
         ("" padding and ids outside the catalogue are ignored) set to EXCLUDED_SCORE."""
-        rows = self.catalog_index.lookup(item_ids)  # -1: padding / not in catalogue
+        # -1: padding / not in catalogue. A MutableHashTable lookup has no static shape.
+        rows = tf.reshape(self.catalog_index.lookup(item_ids), tf.shape(item_ids))
         found = rows >= 0
         batch_rows = tf.broadcast_to(
             tf.range(tf.shape(item_ids, out_type=tf.int64)[0])[:, tf.newaxis],
@@ -261,6 +292,59 @@ class ServingModule(tf.Module):
     def embed_items(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """embed_items: raw item features -> item tower embedding [batch, dim]."""
         return {features.EMBEDDING: self._item_embeddings(self._raw(inputs))}
+
+    @tf.function(autograph=False, input_signature=[{
+        name: tf.TensorSpec([None], tf.float32 if name == features.PRICE else tf.string,
+                            name=name) for name in transform.ITEM_INPUTS}])
+    def new_catalogue_entries(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Raw features of items new to the catalogue -> what `replace_catalogue` needs of
+        them: {CATALOGUE_EMBEDDING, CATALOGUE_SCORE_BIAS, CATALOGUE_PRIOR} as `embed_catalog`
+        computes them, with a recent-popularity count of 0 (nobody has engaged with a new
+        item yet). A saved function, not a signature: the serving API does not expose it."""
+        embedding, bias, _ = item_score_terms(
+            self.model, self.tft_layer(self._raw(inputs)), self._popularity_weight)
+        zeros = tf.zeros_like(bias)
+        return {CATALOGUE_EMBEDDING: embedding, CATALOGUE_SCORE_BIAS: bias,
+                CATALOGUE_PRIOR: prior_logits(self.model, zeros, tf.shape(bias))}
+
+    @tf.function(autograph=False, input_signature=[
+        tf.TensorSpec([None], tf.string), tf.TensorSpec([None, None], tf.float32),
+        tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
+        tf.TensorSpec([None], tf.float32)])
+    def replace_catalogue(self, item_ids: tf.Tensor, embeddings: tf.Tensor,
+                          score_bias: tf.Tensor, first_seen_days: tf.Tensor,
+                          prior: tf.Tensor) -> tf.Tensor:
+        """Replaces the whole catalogue (row i of every argument is item i); returns its size.
+
+        Unique ids, one row per id in every array and the embedding width are checked
+        before anything changes (InvalidArgumentError). The index's old keys are removed,
+        so an id left out of the new catalogue is no longer excluded or returned.
+        """
+        size = tf.size(item_ids)
+        checks = [
+            tf.debugging.assert_equal(tf.size(tf.unique(item_ids).y), size,
+                                      message="catalogue item ids must be unique"),
+            tf.debugging.assert_equal(tf.shape(embeddings),
+                                      tf.stack([size, tf.shape(self.catalog_embeddings)[1]]),
+                                      message="embeddings must be [items, dim]")]
+        checks += [tf.debugging.assert_equal(tf.size(values), size,
+                                             message=f"{name} needs one value per item")
+                   for name, values in (("score_bias", score_bias),
+                                        ("first_seen_days", first_seen_days),
+                                        ("prior", prior))]
+        with tf.control_dependencies(checks):
+            old_ids, _ = self.catalog_index.export()
+            removed = self.catalog_index.remove(old_ids)
+        with tf.control_dependencies([removed]):
+            assigned = [self.catalog_item_ids.assign(item_ids),
+                        self.catalog_embeddings.assign(embeddings),
+                        self.catalog_score_bias.assign(score_bias),
+                        self.catalog_first_seen_days.assign(first_seen_days),
+                        self.catalog_prior.assign(prior)]
+            inserted = self.catalog_index.insert(item_ids,
+                                                 tf.range(tf.cast(size, tf.int64)))
+        with tf.control_dependencies(assigned + [inserted]):
+            return tf.identity(size)
 
     def signatures(self) -> Dict[str, Any]:
         """Concrete functions for tf.saved_model.save, inputs named by the TensorSpec names."""
@@ -365,7 +449,8 @@ def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput
     requests from `warmup_examples` (serialized serving tf.Examples) when given."""
     tft_layer = tft_output.transform_features_layer()
     module = ServingModule(model, tft_output, *embed_catalog(
-        model, tft_layer, catalog_batches, popularity_weight))
+        model, tft_layer, catalog_batches, popularity_weight),
+        popularity_weight=popularity_weight)
     tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
     if warmup_examples:
         write_warmup_requests(serving_model_dir, warmup_examples, recommend_k)
