@@ -1,10 +1,11 @@
-"""Click commands for serving: `serve` (the model server) and the clients `recommend`/`predict`.
+"""Click commands for serving: `serve` (the model server), the clients `recommend`/`predict`,
+and `promote`/`rollback` (move the `stable`/`canary` labels in models.config).
 
 `serve` takes tensorflow_model_server's flag names (`--port=8500`, `--enable_batching=true`,
 `--model_config_file=...`), so the same command lines and config files work with the stock
-binary and with this server. `register(group)` adds the three commands to a click group
+binary and with this server. `register(group)` adds the commands to a click group
 (the `hyperrec` command); `python -m hyperrec.serving` runs `serve` alone and `python -m hyperrec.serving.cli`
-offers all three.
+offers all of them.
 """
 from __future__ import annotations
 
@@ -219,13 +220,19 @@ def _client_options(command):
 @click.option("--timestamp", type=int, default=None,
               help="Request time, epoch seconds [default: now].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--canary-share", "canary_share", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True, help="Share of users (by a sha256 of the user id) sent to "
+              "the `canary` label, the others to `stable`; 0: no label (the latest version).")
 @_client_options
 def recommend(user_id: str, history: str, device: str, k: int, timestamp: Optional[int],
-              as_json: bool, model_name: str, port: Optional[int], host: str, use_grpc: bool,
-              label: Optional[str], model_version: Optional[int]) -> None:
+              as_json: bool, canary_share: float, model_name: str, port: Optional[int],
+              host: str, use_grpc: bool, label: Optional[str],
+              model_version: Optional[int]) -> None:
     """Top-k items for a user from a served model's `recommend` signature."""
+    if canary_share and (label is not None or model_version is not None):
+        raise click.UsageError("--canary-share chooses the label: drop --label/--version")
     items = [item.strip() for item in history.split(",") if item.strip()]
-    client = make_client(use_grpc, host, port, model_name)
+    client = make_client(use_grpc, host, port, model_name, canary_share=canary_share)
     try:
         ranked = client.recommend(user_id, items, device, k, timestamp,
                                   version=model_version, label=label)
@@ -283,7 +290,46 @@ def predict(instances: Optional[str], inputs: Optional[str], request_file, signa
     click.echo(json.dumps(answer))
 
 
-COMMANDS = (serve, recommend, predict)
+def _move_label(config_file: str, model_name: str, label: str, to_label: str) -> None:
+    from hyperrec.serving import config
+    try:
+        before, after = config.move_label(config_file, model_name, label, to_label)
+    except config.ConfigError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{model_name}: {label} {before or '-'} -> {after} ({config_file}; a server "
+               "polling it with --model_config_file_poll_wait_seconds switches on its next read)")
+
+
+def _label_options(command):
+    command = click.option("--model_name", default=DEFAULT_MODEL_NAME, show_default=True)(command)
+    command = click.option("--config", "config_file", required=True,
+                           type=click.Path(dir_okay=False, exists=True),
+                           help="The server's --model_config_file (models.config).")(command)
+    return command
+
+
+@click.command("promote", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--label", default="canary", show_default=True,
+              help="The label whose version becomes `stable`.")
+@_label_options
+def promote(label: str, config_file: str, model_name: str) -> None:
+    """Points `stable` at the version of `--label` (the canary) in models.config."""
+    from hyperrec.serving import routing
+    _move_label(config_file, model_name, routing.STABLE_LABEL, label)
+
+
+@click.command("rollback", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--label", default="canary", show_default=True,
+              help="The label sent back to the `stable` version.")
+@_label_options
+def rollback(label: str, config_file: str, model_name: str) -> None:
+    """Points `--label` (the canary) back at the `stable` version in models.config, so routed
+    clients keep working and every user sees stable."""
+    from hyperrec.serving import routing
+    _move_label(config_file, model_name, label, routing.STABLE_LABEL)
+
+
+COMMANDS = (serve, recommend, predict, promote, rollback)
 
 
 def register(group: click.Group) -> None:
@@ -294,7 +340,7 @@ def register(group: click.Group) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Serving commands: serve, recommend, predict."""
+    """Serving commands: serve, recommend, predict, promote, rollback."""
 
 
 register(cli)

@@ -3,7 +3,8 @@
 `RestClient` needs only the standard library (JSON over HTTP); `GrpcClient` uses the official
 tensorflow_serving.apis stubs. Both offer `predict` (TF Serving's row format in, the JSON
 answer's shape out), `recommend` (the pipeline's `recommend` signature for one user),
-`status` and `metadata`.
+`status` and `metadata`. With `canary_share` > 0, `recommend` calls that name neither a
+version nor a label go to the `canary` or `stable` label by the user's hash (routing.py).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hyperrec.schemas import features
+from hyperrec.serving import routing
 
 DEFAULT_MODEL_NAME = "hyperrec"
 DEFAULT_REST_PORT = 8501
@@ -50,6 +52,15 @@ def recommend_signature(exclude_item_ids: Optional[Sequence[str]]) -> str:
     return RECOMMEND_SIGNATURE if exclude_item_ids is None else RECOMMEND_EXCLUDING_SIGNATURE
 
 
+def routed_label(user_id: str, canary_share: float, version: Optional[int],
+                 label: Optional[str]) -> Optional[str]:
+    """The label a recommend call asks for: an explicit version or label wins; otherwise the
+    user's canary routing (None with a share of 0: the latest version)."""
+    if version is not None or label is not None:
+        return label
+    return routing.label_for(user_id, canary_share)
+
+
 def _model_path(model_name: str, version: Optional[int], label: Optional[str]) -> str:
     path = f"/v1/models/{model_name}"
     if version is not None:
@@ -63,8 +74,10 @@ class RestClient:
     """TF Serving's REST API over one keep-alive HTTP connection (not thread-safe)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_REST_PORT,
-                 model_name: str = DEFAULT_MODEL_NAME, timeout: float = 30.0):
+                 model_name: str = DEFAULT_MODEL_NAME, timeout: float = 30.0,
+                 canary_share: float = 0.0):
         self.host, self.port, self.model_name, self.timeout = host, port, model_name, timeout
+        self.canary_share = routing.check_share(canary_share)
         self._connection: Optional[http.client.HTTPConnection] = None
 
     def request(self, method: str, path: str, body: Optional[bytes] = None
@@ -118,6 +131,7 @@ class RestClient:
                   timestamp: Optional[int] = None, version: Optional[int] = None,
                   label: Optional[str] = None,
                   exclude_item_ids: Optional[Sequence[str]] = None) -> Recommendations:
+        label = routed_label(user_id, self.canary_share, version, label)
         answer = self.predict(
             [recommend_instance(user_id, history, device, k, timestamp, exclude_item_ids)],
             signature_name=recommend_signature(exclude_item_ids), version=version, label=label)
@@ -140,10 +154,12 @@ class GrpcClient:
     """PredictionService/ModelService through the official stubs (thread-safe)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_GRPC_PORT,
-                 model_name: str = DEFAULT_MODEL_NAME, timeout: float = 30.0):
+                 model_name: str = DEFAULT_MODEL_NAME, timeout: float = 30.0,
+                 canary_share: float = 0.0):
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
         self.model_name, self.timeout = model_name, timeout
+        self.canary_share = routing.check_share(canary_share)
         self._channel = grpc.insecure_channel(
             f"{host}:{port}", options=[("grpc.max_receive_message_length", (1 << 31) - 1),
                                        ("grpc.max_send_message_length", (1 << 31) - 1)])
@@ -203,6 +219,7 @@ class GrpcClient:
                   label: Optional[str] = None,
                   exclude_item_ids: Optional[Sequence[str]] = None) -> Recommendations:
         import numpy as np
+        label = routed_label(user_id, self.canary_share, version, label)
         row = recommend_instance(user_id, history, device, k, timestamp, exclude_item_ids)
         dtypes = {features.USER_ID: object, features.HISTORY: object, features.DEVICE: object,
                   features.TIMESTAMP: np.int64, features.K: np.int32,
@@ -237,7 +254,7 @@ class GrpcClient:
 
 
 def make_client(use_grpc: bool, host: str, port: Optional[int], model_name: str,
-                timeout: float = 30.0):
+                timeout: float = 30.0, canary_share: float = 0.0):
     if use_grpc:
-        return GrpcClient(host, port or DEFAULT_GRPC_PORT, model_name, timeout)
-    return RestClient(host, port or DEFAULT_REST_PORT, model_name, timeout)
+        return GrpcClient(host, port or DEFAULT_GRPC_PORT, model_name, timeout, canary_share)
+    return RestClient(host, port or DEFAULT_REST_PORT, model_name, timeout, canary_share)

@@ -226,3 +226,47 @@ def read_session_config_file(path: Optional[str]) -> Optional[config_pb2.ConfigP
     if not path:
         return None
     return _read_text_proto(path, config_pb2.ConfigProto())
+
+
+# ---- moving version labels (promote / roll back a canary) ---------------------------------
+
+def read_model_server_config(path: str):
+    """The ModelServerConfig message of a `--model_config_file`."""
+    return _read_text_proto(path, model_server_config_pb2.ModelServerConfig())
+
+
+def _model_config(config, path: str, model_name: str):
+    for model_config in config.model_config_list.config:
+        if model_config.name == model_name:
+            return model_config
+    raise ConfigError(f"{path}: no model named {model_name!r}")
+
+
+def version_labels(path: str, model_name: str) -> dict:
+    """{label: version} of one model in a models.config file."""
+    return dict(_model_config(read_model_server_config(path), path, model_name).version_labels)
+
+
+def move_label(path: str, model_name: str, label: str, to_label: str) -> Tuple[int, int]:
+    """Points `label` at the version `to_label` names and rewrites the file; returns (the
+    version `label` named before (0: none), the version it names now).
+
+    The file is written next to itself and renamed over it, so a server re-reading it
+    (`--model_config_file_poll_wait_seconds`) sees the old file or the new one, never a
+    torn one. It is written by the protos, so comments in it are not kept.
+    """
+    config = read_model_server_config(path)
+    model_config = _model_config(config, path, model_name)
+    labels = model_config.version_labels
+    if to_label not in labels:
+        raise ConfigError(f"{path}: model {model_name!r} has no {to_label!r} label "
+                          f"(labels: {dict(labels) or 'none'})")
+    before, after = labels.get(label, 0), labels[to_label]
+    labels[label] = after
+    staging = f"{path}.tmp-{os.getpid()}"
+    with open(staging, "w", encoding="utf-8") as handle:
+        handle.write(text_format.MessageToString(config))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
+    return before, after

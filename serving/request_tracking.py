@@ -65,13 +65,20 @@ class RequestTracker:
 
     def log_predict_arrays(self, servable: Servable, signature_name: str,
                            inputs: Mapping[str, np.ndarray],
-                           outputs: Mapping[str, np.ndarray]) -> None:
-        """Logs a REST predict, whose tensors never were protos."""
+                           outputs: Mapping[str, np.ndarray],
+                           version: Optional[int] = None, label: Optional[str] = None) -> None:
+        """Logs a REST predict, whose tensors never were protos. `version`/`label` are what
+        the URL named, kept in the request's model spec as a gRPC request keeps them (the
+        monitor compares outcomes per requested label)."""
         if not self.logging:
             return
         request = predict_pb2.PredictRequest()
         request.model_spec.name = servable.model_name
         request.model_spec.signature_name = signature_name
+        if version is not None:
+            request.model_spec.version.value = version
+        elif label is not None:
+            request.model_spec.version_label = label
         for alias, array in inputs.items():
             request.inputs[alias].CopyFrom(inference.array_to_tensor(array))
         response = predict_pb2.PredictResponse()

@@ -147,15 +147,17 @@ class RestApi:
             outputs = await self._off_loop(servable.run, signature, inputs)
             if sum(array.size for array in outputs.values()) > OFF_LOOP_OUTPUT_VALUES:
                 return await self._off_loop(self._predict_answer, servable, signature, inputs,
-                                            outputs, request_format)
-            return self._predict_answer(servable, signature, inputs, outputs, request_format)
+                                            outputs, request_format, version, label)
+            return self._predict_answer(servable, signature, inputs, outputs, request_format,
+                                        version, label)
 
     def _predict_blocking(self, name: str, version: Optional[int], label: Optional[str],
                           body: bytes) -> bytes:
         servable, signature, inputs, request_format = self._predict_request(
             name, version, label, body, json_request.parse_json_in_pieces)
         outputs = servable.run(signature, inputs)
-        return self._predict_answer(servable, signature, inputs, outputs, request_format)
+        return self._predict_answer(servable, signature, inputs, outputs, request_format,
+                                    version, label)
 
     def _predict_request(self, name: str, version: Optional[int], label: Optional[str],
                          body: bytes, parse: Callable[[bytes], dict] = json_request.parse_json
@@ -175,9 +177,10 @@ class RestApi:
         return servable, signature, inputs, request_format
 
     def _predict_answer(self, servable: Servable, signature: str, inputs: Tensors,
-                        outputs: Tensors, request_format: str) -> bytes:
+                        outputs: Tensors, request_format: str, version: Optional[int],
+                        label: Optional[str]) -> bytes:
         answer = json_response.predict_outputs(outputs, request_format)
-        self._tracker.log_predict_arrays(servable, signature, inputs, outputs)
+        self._tracker.log_predict_arrays(servable, signature, inputs, outputs, version, label)
         return answer
 
     def _fill_spec(self, request, name: str, version: Optional[int], label: Optional[str],
