@@ -38,11 +38,10 @@ def trigger_options(command):
     return command
 
 
-def _trigger(summary: dict, workdir: str, *, trigger: bool, data_root: str, experiment: str,
-             overrides, runner: str, metadata: str) -> None:
+def trigger_window(summary: dict, workdir: str, *, data_root: str, experiment: str,
+                   overrides=(), runner: str = "", metadata: str = "", **_) -> dict:
     """Decides and starts (components/monitoring/trigger.py); the decision joins the window's
-    summary.json and report.html."""
-    del trigger
+    summary.json and report.html; returns the decision (summary["trigger"])."""
     from ml_metadata.metadata_store import metadata_store
     from hyperrec.components.monitoring import monitor as monitor_lib
     from hyperrec.components.monitoring import trigger as trigger_lib
@@ -61,6 +60,7 @@ def _trigger(summary: dict, workdir: str, *, trigger: bool, data_root: str, expe
     except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from err
     trigger_lib.write_to_window(out, summary)
+    return summary["trigger"]
 
 
 def _trigger_lines(summary: dict) -> list:
@@ -99,7 +99,7 @@ def monitor(serving_log: str, workdir: str, schema_path: str, training_statistic
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     if trigger["trigger"]:
-        _trigger(summary, workdir, **trigger)
+        trigger_window(summary, workdir, **trigger)
     if as_json:
         click.echo(json.dumps(summary, indent=1, sort_keys=True))
     else:
@@ -110,5 +110,26 @@ def monitor(serving_log: str, workdir: str, schema_path: str, training_statistic
         console.print(f"report: {report}", markup=False)
 
 
+@click.command("loop-demo")
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs/loop",
+              show_default=True, help="Generated data, data root, runs, request log, windows.")
+@click.option("--experiment", type=click.Choice(["tiny", "small"]), default="tiny",
+              show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+              help="Config override on top of the loop's own (repeatable).")
+def loop_demo(workdir: str, experiment: str, seed: int, overrides) -> None:
+    """The retraining loop end to end: v1 -> serve -> shifted traffic -> monitor -> trigger
+    -> v2 gated against v1 -> swap under traffic -> recall@10 of both."""
+    from hyperrec.pipeline import loop_demo as loop_lib
+    result = loop_lib.run_loop(workdir, experiment=experiment, seed=seed,
+                               overrides=overrides, console=console)
+    for line in loop_lib.summary_lines(result):
+        console.print(line, markup=False)
+    sys.stdout.flush()
+    os._exit(0 if loop_lib.succeeded(result) else 1)  # skip TF's teardown noise (cli.py)
+
+
 def register(group: click.Group) -> None:
     group.add_command(monitor)
+    group.add_command(loop_demo)
