@@ -136,6 +136,24 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class CanaryConfig:
+    """`hyperrec monitor --feedback`: canary against stable on the feedback span
+    (components/monitoring/canary.py). A request is engaged when its user clicked, added to
+    cart or bought one of its recommended items within `horizon_hours` after it. Roll back
+    when the canary's engaged rate is significantly below stable's (the `confidence` interval
+    of canary - stable lies below 0); promote when it is not worse by more than `margin`
+    (the interval's low end is above -margin); otherwise, or with fewer than
+    `min_requests_per_label` requests on either label, keep collecting."""
+
+    stable_label: str = "stable"
+    canary_label: str = "canary"
+    horizon_hours: float = 24.0
+    min_requests_per_label: int = 200
+    margin: float = 0.01  # absolute engaged-rate difference tolerated for promotion
+    confidence: float = 0.95
+
+
+@dataclasses.dataclass
 class MonitoringConfig:
     """`hyperrec monitor --trigger`: when a window starts a retraining run, and where. The
     thresholds are the schema's skew/drift comparators; this says which of them count."""
@@ -151,6 +169,7 @@ class MonitoringConfig:
     kubeflow_host: str = ""
     kubeflow_package: str = ""
     kubeflow_experiment: str = "hyperrec"
+    canary: CanaryConfig = dataclasses.field(default_factory=CanaryConfig)
 
 
 @dataclasses.dataclass

@@ -78,10 +78,13 @@ def _trigger_lines(summary: dict) -> list:
               help="The curated schema with the comparators (default: schemas/schema.pbtxt).")
 @click.option("--training-statistics", type=click.Path(dir_okay=False), default=None,
               help="A FeatureStats.pb to compare with instead of the MLMD lookup.")
+@click.option("--feedback", type=click.Path(), default=None,
+              help="A span folder of interactions after the window's requests: compare the "
+              "canary label with stable and say promote / roll back (monitoring.canary.*).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @trigger_options
 def monitor(serving_log: str, workdir: str, schema_path: str, training_statistics: str,
-            as_json: bool, **trigger) -> None:
+            feedback: str, as_json: bool, **trigger) -> None:
     """Profiles the requests logged since the last window: skew against training, drift
     against the previous window, report under WORKDIR/monitoring/window-N/; with --trigger,
     starts a retraining run when the window is above threshold and a new span arrived."""
@@ -91,8 +94,12 @@ def monitor(serving_log: str, workdir: str, schema_path: str, training_statistic
         raise click.UsageError(f"--trigger needs --data, an existing data root (got "
                                f"{trigger['data_root']!r})")
     schema_path = schema_path or os.path.join(config_lib.project_root(), DEFAULT_SCHEMA)
+    from hyperrec.pipeline.runners import commands as runner_commands
+    canary = (runner_commands.load_config(trigger["experiment"], trigger["overrides"])
+              .monitoring.canary if feedback else config_lib.CanaryConfig())
     try:
-        summary = monitor_lib.run(serving_log, workdir, schema_path, training_statistics)
+        summary = monitor_lib.run(serving_log, workdir, schema_path, training_statistics,
+                                  feedback, canary)
     except monitor_lib.NoNewRequests as err:
         console.print(str(err))
         return

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 
-from hyperrec.components.monitoring import drift, logs, report, training_stats
+from hyperrec.components.config import CanaryConfig
+from hyperrec.components.monitoring import canary, drift, logs, report, training_stats
 
 MONITORING_DIR = "monitoring"
 STATE_FILE = "state.json"
@@ -68,11 +69,14 @@ def _as_dicts(measurements: List[drift.Measurement]) -> List[Dict[str, Any]]:
 
 
 def run(serving_log: str, workdir: str, schema_path: str,
-        training_statistics: Optional[str] = None) -> Dict[str, Any]:
+        training_statistics: Optional[str] = None, feedback: Optional[str] = None,
+        canary_config: CanaryConfig = CanaryConfig()) -> Dict[str, Any]:
     """Profiles the new window and returns its summary (also written to summary.json).
 
     `training_statistics` (a FeatureStats.pb) replaces the MLMD lookup of the served
-    version's training split. Raises NoNewRequests when nothing was logged since last time.
+    version's training split. `feedback` (a span folder of later interactions) adds the
+    canary block: the window's requests per label against it (canary.py). Raises
+    NoNewRequests when nothing was logged since last time.
     """
     state = load_state(workdir)
     window = logs.read_window(serving_log, state["cursor"])
@@ -122,6 +126,9 @@ def run(serving_log: str, workdir: str, schema_path: str,
     summary["drifted_features"] = sorted({m["feature"] for m in summary["drift"] if m["above"]})
     summary["skewed_features"] = sorted({m["feature"] for m in summary["skew"] if m["above"]})
     summary["above_threshold"] = bool(summary["drifted_features"] or summary["skewed_features"])
+    if feedback:
+        summary["canary"] = canary.evaluate(canary.requests_of(window.records), feedback,
+                                            canary_config)
     _write_json(os.path.join(out, SUMMARY_FILE), summary)
     with tf.io.gfile.GFile(os.path.join(out, REPORT_FILE), "w") as f:
         f.write(report.html_page(summary))
@@ -149,4 +156,6 @@ def text_lines(summary: Dict[str, Any]) -> List[str]:
     for name, text in summary["anomalies"].items():
         lines.append(f"  anomaly {name}: {text}")
     lines.append(f"  above threshold: {summary['above_threshold']}")
+    if "canary" in summary:
+        lines.extend(canary.text_lines(summary["canary"]))
     return lines

@@ -69,8 +69,38 @@ def html_section(summary: Dict[str, Any]) -> str:
         parts.append("<h3>schema anomalies (SERVING)</h3><ul>" + "".join(
             f"<li>{html.escape(k)}: {html.escape(v)}</li>"
             for k, v in summary["anomalies"].items()) + "</ul>")
+    if "canary" in summary:
+        parts.append(canary_section(summary["canary"]))
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _interval(values, sign: str = "") -> str:
+    return f"[{values[0]:{sign}.4f}, {values[1]:{sign}.4f}]" if values else "-"
+
+
+def canary_section(block: Dict[str, Any]) -> str:
+    """Canary against stable: engaged rate per label with its interval, the difference and
+    the decision (canary.py's block)."""
+    level = f"{block['confidence']:.0%}"
+    lines = [f"<h3>Canary ({html.escape(block['canary_label'])} against "
+             f"{html.escape(block['stable_label'])}, engaged within "
+             f"{block['horizon_hours']:g} h)</h3>",
+             f"<p><b>{html.escape(block['decision'])}</b>: {html.escape(block['reason'])}</p>",
+             f"<table><tr><th>label</th><th>requests</th><th>engaged</th><th>rate</th>"
+             f"<th>{level} interval</th><th>versions</th></tr>"]
+    for label, stats in block["labels"].items():
+        rate = "-" if stats["rate"] is None else f"{stats['rate']:.4f}"
+        lines.append(f"<tr><td>{html.escape(label)}</td><td>{stats['requests']}</td>"
+                     f"<td>{stats['engaged']}</td><td>{rate}</td>"
+                     f"<td>{_interval(stats['interval'])}</td>"
+                     f"<td>{html.escape(str(stats['versions']))}</td></tr>")
+    lines.append("</table>")
+    if block["difference"]:
+        lines.append(f"<p>canary - stable: {block['difference']['value']:+.4f}, {level} "
+                     f"interval {_interval(block['difference']['interval'], '+')} (margin "
+                     f"{block['margin']:g})</p>")
+    return "\n".join(lines)
 
 
 def html_page(summary: Dict[str, Any]) -> str:
