@@ -3,9 +3,9 @@ and `promote`/`rollback` (move the `stable`/`canary` labels in models.config).
 
 `serve` takes tensorflow_model_server's flag names (`--port=8500`, `--enable_batching=true`,
 `--model_config_file=...`), so the same command lines and config files work with the stock
-binary and with this server. `register(group)` adds the commands to a click group
-(the `hyperrec` command); `python -m hyperrec.serving` runs `serve` alone and `python -m hyperrec.serving.cli`
-offers all of them.
+binary and with this server. `register(group)` adds the commands to a click group (the
+`hyperrec` command); `python -m hyperrec.serving` runs `serve` alone and
+`python -m hyperrec.serving.cli` offers all of them.
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ import dataclasses
 import datetime as dt
 import math
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from hyperrec.components.config import CanaryConfig
 from hyperrec.schemas import features
@@ -168,16 +168,14 @@ def is_engaged(request: Request, feedback: Feedback, horizon_s: float) -> bool:
 
 # ---- the decision ---------------------------------------------------------------------------
 
-def _label_block(requests: Sequence[Request], feedback: Optional[Feedback], horizon_s: float,
+def _label_block(requests: Sequence[Request], feedback: Feedback, horizon_s: float,
                  confidence: float) -> Dict[str, Any]:
     n = len(requests)
-    engaged = sum(is_engaged(r, feedback, horizon_s) for r in requests) if feedback else 0
-    block: Dict[str, Any] = {
-        "requests": n, "engaged": engaged, "rate": engaged / n if n else None,
-        "interval": list(wilson(engaged, n, confidence)) if n else None,
-        "versions": {str(v): c for v, c in sorted(collections.Counter(
-            r.version for r in requests).items())}}
-    return block
+    engaged = sum(is_engaged(r, feedback, horizon_s) for r in requests)
+    return {"requests": n, "engaged": engaged, "rate": engaged / n if n else None,
+            "interval": list(wilson(engaged, n, confidence)) if n else None,
+            "versions": {str(v): c for v, c in sorted(collections.Counter(
+                r.version for r in requests).items())}}
 
 
 def evaluate(requests: Sequence[Request], feedback_path: str,
