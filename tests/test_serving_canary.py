@@ -137,17 +137,23 @@ def test_routed_requests_log_their_label_and_the_answering_version(tmp_path, ver
                   for r in rows) == sorted((u, expected_label[u], answers[u]) for u in users)
 
 
-def test_a_rest_request_by_version_logs_that_version(tmp_path, versions):
+def test_a_rest_request_by_version_and_a_large_one_by_label_log_what_they_named(tmp_path,
+                                                                                versions):
     server, _ = start_server(tmp_path, versions)
+    long_history = [f"seen-{i:06d}" for i in range(30000)]  # > 256 KiB: parsed off the loop
     try:
         rest = client.RestClient(port=server.rest_port)
         rest.recommend("u1", [], "", 2, timestamp=1, version=1)
+        assert answering_version(rest.recommend("u1", long_history, "", 2, timestamp=1,
+                                                label="canary")) == 2
         rest.close()
     finally:
         server.stop()
-    (log,) = request_log.read_prediction_logs(str(tmp_path / "requests"))
-    assert log.predict_log.request.model_spec.version.value == 1
-    assert log.predict_log.request.model_spec.WhichOneof("version_choice") == "version"
+    by_version, by_label = request_log.read_prediction_logs(str(tmp_path / "requests"))
+    assert by_version.predict_log.request.model_spec.version.value == 1
+    assert by_version.predict_log.request.model_spec.WhichOneof("version_choice") == "version"
+    assert by_label.predict_log.request.model_spec.version_label == "canary"
+    assert by_label.log_metadata.model_spec.version.value == 2
 
 
 def test_recommend_command_routes_by_share(tmp_path, versions):
