@@ -39,7 +39,8 @@ def trigger_options(command):
 
 
 def trigger_window(summary: dict, workdir: str, *, data_root: str, experiment: str,
-                   overrides=(), runner: str = "", metadata: str = "", **_) -> dict:
+                   overrides=(), runner: str = "", metadata: str = "", announce: bool = True,
+                   **_) -> dict:
     """Decides and starts (components/monitoring/trigger.py); the decision joins the window's
     summary.json and report.html; returns the decision (summary["trigger"])."""
     from ml_metadata.metadata_store import metadata_store
@@ -56,7 +57,9 @@ def trigger_window(summary: dict, workdir: str, *, data_root: str, experiment: s
         out = monitor_lib.window_dir(workdir, summary["window"])
         trigger_lib.run(summary, data_root=data_root, workdir=workdir, experiment=experiment,
                         overrides=overrides, store=store, runner=chosen, window_dir=out,
-                        trigger_on=config.monitoring.trigger_on, metadata=metadata)
+                        trigger_on=config.monitoring.trigger_on, metadata=metadata,
+                        announce=(lambda line: console.print(line, markup=False)) if announce
+                        else None)
     except (ValueError, FileNotFoundError) as err:
         raise click.UsageError(str(err)) from err
     trigger_lib.write_to_window(out, summary)
@@ -106,7 +109,7 @@ def monitor(serving_log: str, workdir: str, schema_path: str, training_statistic
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     if trigger["trigger"]:
-        trigger_window(summary, workdir, **trigger)
+        trigger_window(summary, workdir, announce=not as_json, **trigger)
     if as_json:
         click.echo(json.dumps(summary, indent=1, sort_keys=True))
     else:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -344,9 +344,10 @@ def _record(store, decision: Decision, summary: Dict[str, Any], runner_name: str
 
 def run(summary: Dict[str, Any], *, data_root: str, workdir: str, experiment: str,
         overrides: Sequence[str], store: metadata_store.MetadataStore, runner,
-        window_dir: str, trigger_on: str = "drift_or_skew", metadata: str = ""
-        ) -> Dict[str, Any]:
-    """Decides, records and starts; returns the trigger entry (also in summary['trigger'])."""
+        window_dir: str, trigger_on: str = "drift_or_skew", metadata: str = "",
+        announce: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Decides, records and starts; returns the trigger entry (also in summary['trigger']).
+    `announce` gets one line before a runner starts (a local run takes minutes)."""
     decision = decide(summary, data_root, store, trigger_on)
     entry: Dict[str, Any] = {"started": False, "reason": decision.reason,
                              "span": decision.span, "features": decision.features,
@@ -360,6 +361,10 @@ def run(summary: Dict[str, Any], *, data_root: str, workdir: str, experiment: st
                              overrides=tuple(overrides), metadata=metadata,
                              log_path=os.path.join(window_dir, RUN_LOG))
         entry["execution_id"] = execution.id
+        if announce:
+            announce(f"trigger: starting a {runner.name} run for span {decision.span} "
+                     f"({decision.reason}); MLMD execution {execution.id}"
+                     + (f"; log: {request.log_path}" if runner.name == "local" else ""))
         try:
             entry["run_id"] = runner.start(request, store)
             execution.last_known_state = metadata_store_pb2.Execution.COMPLETE
