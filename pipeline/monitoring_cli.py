@@ -140,6 +140,32 @@ def loop_demo(workdir: str, experiment: str, seed: int, overrides) -> None:
     os._exit(0 if loop_lib.succeeded(result) else 1)  # skip TF's teardown noise (cli.py)
 
 
+@click.command("refresh-catalogue")
+@click.option("--items", "items_csv", type=click.Path(dir_okay=False), required=True,
+              help="New items in the contract's items.csv columns (data/README.md).")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), required=True,
+              help="The folder holding the images the items reference.")
+@click.option("--serving-dir", default=os.path.join("runs", "local", "serving_model"),
+              show_default=True, help="Where the Pusher pushes: SERVING_DIR/MODEL_NAME is "
+              "the serving base path the server polls.")
+@click.option("--model-name", default="hyperrec", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def refresh_catalogue(items_csv: str, images_dir: str, serving_dir: str, model_name: str,
+                      as_json: bool) -> None:
+    """Adds new items to the served model's catalogue without retraining: embeds them with
+    the newest version's item tower and pushes the result as the next version."""
+    from hyperrec.components import catalogue_refresh
+    try:
+        summary = catalogue_refresh.refresh(
+            items_csv, images_dir, os.path.join(serving_dir, model_name),
+            log=lambda line: console.print(line, markup=False))
+    except catalogue_refresh.RefreshError as err:
+        raise click.ClickException(f"{type(err).__name__}: {err}") from err
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, sort_keys=True))
+
+
 def register(group: click.Group) -> None:
     group.add_command(monitor)
     group.add_command(loop_demo)
+    group.add_command(refresh_catalogue)
