@@ -23,6 +23,8 @@ from hyperrec.pipeline import cli
 from hyperrec.pipeline.runners import metadata as metadata_lib
 from hyperrec.serving import testing as serving_testing
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def measurement(feature, value, threshold, kind="L_INFTY"):
     return {"feature": feature, "comparator": kind, "value": value, "threshold": threshold,
@@ -269,3 +271,39 @@ def test_monitor_trigger_needs_an_existing_data_root(tmp_path):
     assert result.exit_code == 2
     assert "--trigger needs --data, an existing data root (got None)" in result.output
     assert not (tmp_path / "w").exists()  # checked before a window is profiled
+
+
+@pytest.mark.e2e
+def test_airflow_dags_trigger_queues_a_run_of_the_real_dag(tmp_path, store):
+    """A real Airflow home (SQLite), the project's DAG file serialized into it, then the
+    runner's `airflow dags trigger`: a queued run with the trigger's id and conf (no
+    scheduler runs it here: tests/test_orchestrators_airflow.py runs the DAG itself).
+    Airflow refuses the same run id twice, a second guard behind MLMD's one run per span."""
+    home = tmp_path / "airflow_home"
+    env = {**os.environ, "AIRFLOW_HOME": str(home),
+           "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(REPO, "pipeline", "runners",
+                                                      "airflow_dag.py"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+           "HYPERREC_EXPERIMENT": "tiny", "HYPERREC_DATA_ROOT": str(tmp_path / "data"),
+           "HYPERREC_WORKDIR": str(tmp_path / "work")}
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    for args in (("db", "migrate"), ("dags", "reserialize")):
+        done = subprocess.run([airflow, *args], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    runner = trigger.AirflowRunner("hyperrec-tiny", env=env, timeout=300)
+    request = _request(tmp_path)
+    assert runner.start(request, store) == "retrain-span-4-7"
+    import pickle
+    import sqlite3
+    with sqlite3.connect(home / "airflow.db") as db:
+        [(run_id, state, run_type, conf)] = db.execute(
+            "SELECT run_id, state, run_type, conf FROM dag_run WHERE dag_id = ?",
+            ("hyperrec-tiny",)).fetchall()
+    assert (run_id, state, run_type) == ("retrain-span-4-7", "queued", "manual")
+    assert pickle.loads(conf) == request.conf()
+    with pytest.raises(trigger.TriggerError, match="airflow dags trigger hyperrec-tiny "
+                                                   "exited with 1: .*already exists"):
+        runner.start(request, store)
