@@ -95,6 +95,8 @@ def test_the_trigger_started_one_local_run_recorded_in_mlmd(loop, store):
     # The run id is the pipeline run that pushed v2.
     runs = {c.name for c in store.get_contexts_by_type("pipeline_run")}
     assert entry["run_id"] in runs and len(runs) == 2
+    # v1's run trained on span 3, the triggered run on span 4 (TFX's records).
+    assert sorted(trigger.trained_spans(store)) == [loop.shift_span - 1, loop.shift_span]
     report = open(os.path.join(monitor.window_dir(loop.workdir, 3), monitor.REPORT_FILE)).read()
     assert "Retraining trigger" in report and entry["run_id"] in report
 

@@ -67,13 +67,31 @@ def _record(store, span, state, data_root, run_id="r-1", window=2):
     return store.put_executions([execution])[0]
 
 
-def _examples(store, span):
-    type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(
+def _examples(store, span, trained=True, run="run-1", custom=False):
+    """A pipeline run as TFX records it: Examples (with their span) attributed to the run
+    context and, when `trained`, a Trainer execution of the run with a Model output."""
+    examples_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(
         name="Examples", properties={"span": metadata_store_pb2.INT}))
-    artifact = metadata_store_pb2.Artifact(type_id=type_id, uri="/x",
+    artifact = metadata_store_pb2.Artifact(type_id=examples_type, uri="/x",
                                            state=metadata_store_pb2.Artifact.LIVE)
-    artifact.properties["span"].int_value = span
-    return store.put_artifacts([artifact])[0]
+    # LocalDagRunner records the span as a custom property, Airflow's launchers as a property.
+    (artifact.custom_properties if custom else artifact.properties)["span"].int_value = span
+    [examples_id] = store.put_artifacts([artifact])
+    context_type = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline_run"))
+    [context_id] = store.put_contexts([metadata_store_pb2.Context(type_id=context_type,
+                                                                  name=run)])
+    store.put_attributions_and_associations(
+        [metadata_store_pb2.Attribution(artifact_id=examples_id, context_id=context_id)], [])
+    if trained:
+        model_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Model"))
+        trainer_type = store.put_execution_type(metadata_store_pb2.ExecutionType(
+            name="tfx.components.trainer.component.Trainer"))
+        store.put_execution(
+            metadata_store_pb2.Execution(type_id=trainer_type),
+            [(metadata_store_pb2.Artifact(type_id=model_type, uri="/m"),
+              metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT))],
+            store.get_contexts_by_id([context_id]))
+    return examples_id
 
 
 def test_spans_are_the_numbered_span_folders(data_root):
@@ -140,8 +158,15 @@ def test_a_span_already_trained_on_starts_nothing(store, data_root):
     assert not decision.start
     assert f"span 3 (the newest in {data_root}) was already trained on (Examples artifact " \
            f"{artifact_id})" in decision.reason
-    _examples(store, 2)
-    assert trigger.trained_spans(store) == {3: artifact_id, 2: artifact_id + 1}
+    later = _examples(store, 2, run="run-2", custom=True)
+    assert trigger.trained_spans(store) == {3: artifact_id, 2: later}
+
+
+def test_a_span_whose_run_trained_no_model_is_not_trained_on(store, data_root):
+    # ExampleGen read span 3, the run failed before the Trainer: the next window may retry.
+    _examples(store, 3, trained=False)
+    assert trigger.trained_spans(store) == {}
+    assert trigger.decide(SHIFTED, data_root, store).start
 
 
 def test_an_empty_data_root_starts_nothing(store, tmp_path):

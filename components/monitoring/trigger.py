@@ -34,6 +34,7 @@ from hyperrec.components.config import MonitoringConfig
 
 TRIGGER_TYPE = "hyperrec.RetrainingTrigger"
 EXAMPLES_TYPE = "Examples"
+MODEL_TYPE = "Model"
 RUN_CONTEXT_TYPE = "pipeline_run"
 TRIGGER_ON = ("drift", "skew", "drift_or_skew")
 RUNNERS = ("local", "airflow", "kubeflow")
@@ -115,10 +116,7 @@ def _trigger_type(store: metadata_store.MetadataStore) -> int:
 
 def triggers(store: metadata_store.MetadataStore) -> List[metadata_store_pb2.Execution]:
     """Every RetrainingTrigger execution in the store, oldest first."""
-    try:
-        return sorted(store.get_executions_by_type(TRIGGER_TYPE), key=lambda e: e.id)
-    except Exception:  # noqa: BLE001 (ml_metadata raises NotFoundError-like types per version)
-        return []
+    return sorted(store.get_executions_by_type(TRIGGER_TYPE), key=lambda e: e.id)
 
 
 def _prop(execution: metadata_store_pb2.Execution, name: str) -> Any:
@@ -128,16 +126,36 @@ def _prop(execution: metadata_store_pb2.Execution, name: str) -> Any:
     return value.int_value if value.WhichOneof("value") == "int_value" else value.string_value
 
 
+def _trained(store: metadata_store.MetadataStore, examples_id: int) -> bool:
+    """A pipeline run holding these Examples also output a Model: a run that failed before
+    the Trainer has not trained on the span, and the next window may try again."""
+    run_type = {t.id for t in store.get_context_types() if t.name == RUN_CONTEXT_TYPE}
+    model_type = {t.id for t in store.get_artifact_types() if t.name == MODEL_TYPE}
+    for context in store.get_contexts_by_artifact(examples_id):
+        if context.type_id not in run_type:
+            continue
+        executions = [e.id for e in store.get_executions_by_context(context.id)]
+        outputs = {e.artifact_id for e in store.get_events_by_execution_ids(executions)
+                   if e.type == metadata_store_pb2.Event.OUTPUT}
+        if any(a.type_id in model_type for a in store.get_artifacts_by_id(sorted(outputs))):
+            return True
+    return False
+
+
 def trained_spans(store: metadata_store.MetadataStore) -> Dict[int, int]:
-    """newest span of each Examples artifact ExampleGen wrote -> that artifact's id."""
-    try:
-        examples = store.get_artifacts_by_type(EXAMPLES_TYPE)
-    except Exception:  # noqa: BLE001 (no run yet: the type does not exist)
-        return {}
+    """newest span of each Examples artifact ExampleGen wrote, in a run that trained a
+    model -> that artifact's id."""
     found = {}
-    for artifact in examples:
-        if "span" in artifact.properties and artifact.state == metadata_store_pb2.Artifact.LIVE:
-            found.setdefault(artifact.properties["span"].int_value, artifact.id)
+    for artifact in store.get_artifacts_by_type(EXAMPLES_TYPE):  # [] before the first run
+        # A property where the Examples type declares it (Airflow's launchers), else TFX's
+        # custom property (LocalDagRunner).
+        values = artifact.properties if "span" in artifact.properties else \
+            artifact.custom_properties
+        span = values["span"].int_value if "span" in values else None
+        if (span is not None and span not in found
+                and artifact.state == metadata_store_pb2.Artifact.LIVE
+                and _trained(store, artifact.id)):
+            found[span] = artifact.id
     return found
 
 
@@ -214,10 +232,7 @@ class LocalRunner:
 
 
 def _run_contexts(store: metadata_store.MetadataStore) -> List[metadata_store_pb2.Context]:
-    try:
-        return list(store.get_contexts_by_type(RUN_CONTEXT_TYPE))
-    except Exception:  # noqa: BLE001 (no run yet)
-        return []
+    return list(store.get_contexts_by_type(RUN_CONTEXT_TYPE))  # [] before the first run
 
 
 def _tail(path: str, lines: int = 5) -> str:
