@@ -281,8 +281,10 @@ def run_loop(workdir: str, *, experiment: str = "tiny", seed: int = 42,
                   for name, method in (("v1", gate.BLESSED), ("v2", gate.CANDIDATE))
                   if method in values}
         decision = numbers["decision"]
+        from hyperrec.data.synthetic import scales
+        trained_days = scales.get_scale(config.data_scale).span_days - config.data.eval_days
         console.print(f"{overall['n_users']} users, {overall['n_targets']} targets after the "
-                      f"shift's first {7 - config.data.eval_days:g} days")
+                      f"shift span's first {trained_days:g} days")
         for name in ("v1", "v2"):
             if name in recall:
                 console.print(f"recall@10 {name}: {recall[name]:.4f}")
