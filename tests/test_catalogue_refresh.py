@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import shutil
 import threading
@@ -251,13 +252,25 @@ def test_new_items_reach_matching_users_after_a_refresh_without_retraining(
     assert matched_rate >= 0.5 and matched_rate > 3 * other_rate, (matched_rate, other_rate)
 
 
-def test_the_refreshed_version_loads_in_a_tf1_session_as_tf_serving_loads_it(
+def test_the_command_pushes_a_version_that_loads_in_a_tf1_session_as_tf_serving_loads_it(
         trained, tmp_path):
-    """TF Serving restores variables and tables from the checkpoint in a TF1 session: the
-    grown catalogue (and its id index) must come back from version 2's files alone."""
+    """`hyperrec refresh-catalogue`, then version 2 in a TF1 session: TF Serving restores
+    variables and tables from the checkpoint, so the grown catalogue (and its id index) must
+    come back from version 2's files alone."""
+    from click.testing import CliRunner
+    from hyperrec.pipeline import cli
     base = push_first_version(trained, tmp_path)
-    refresh_lib.refresh(new_items_csv(tmp_path, new_items(tmp_path, trained["rows"])),
-                        os.path.join(str(tmp_path), "images"), base, now=NOW, log=lambda _: None)
+    csv_path = new_items_csv(tmp_path, new_items(tmp_path, trained["rows"]))
+    command = ["refresh-catalogue", "--items", csv_path, "--images",
+               os.path.join(str(tmp_path), "images"), "--serving-dir", str(tmp_path), "--json"]
+    result = CliRunner().invoke(cli.main, command)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert (summary["version"], summary["new_items"]) == (2, NEW_PER_CATEGORY * 4 + 1)
+    # The same file again: every id is served now, a named refusal and exit code 1.
+    again = CliRunner().invoke(cli.main, command)
+    assert again.exit_code == 1 and "ItemAlreadyInCatalogue" in again.output
+    assert pusher.pushed_versions(base) == [1, 2]
     with tf.compat.v1.Graph().as_default(), tf.compat.v1.Session() as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(
             session, ["serve"], os.path.join(base, "2"))
