@@ -138,10 +138,12 @@ def wait_for_version(client, version: int, timeout: float = 300.0) -> float:
 
 
 class ClientThread(threading.Thread):
-    """Sends small predict requests until stopped; every failure is counted with its text."""
+    """Sends small predict requests until stopped (4 a second: enough to catch a swap that
+    takes one poll, little CPU taken from the run it waits for); every failure is counted
+    with its text."""
 
     def __init__(self, port: int, examples: Sequence[bytes], traffic_record: SwapTraffic,
-                 pause: float = 0.1):
+                 pause: float = 0.25):
         super().__init__(daemon=True)
         self.port, self.examples, self.record, self.pause = port, examples, traffic_record, pause
         self.stop_event = threading.Event()
