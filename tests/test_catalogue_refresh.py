@@ -363,3 +363,14 @@ def test_no_served_version_is_refused(tmp_path):
     with pytest.raises(refresh_lib.NoServedVersion):
         refresh_lib.refresh(os.path.join(str(tmp_path), "x.csv"), str(tmp_path),
                             os.path.join(str(tmp_path), "empty_base"), log=lambda _: None)
+
+
+def test_a_version_exported_without_replace_catalogue_is_refused(tmp_path):
+    """A recommender whose catalogue is baked in (serving/testing.py's stand-in, as every
+    export before the resizable catalogue) is named, not half-refreshed."""
+    from hyperrec.serving import testing
+    base = os.path.join(str(tmp_path), "m")
+    testing.save_recommender(os.path.join(base, "1"))
+    write_png(os.path.join(str(tmp_path), "images", "a.png"), (1, 2, 3))
+    text = CSV_HEADER + "n1,T,d,shoes,3.0,images/a.png,\n"
+    assert "replace_catalogue" in refused(tmp_path, base, text, refresh_lib.NotRefreshable)
