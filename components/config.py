@@ -125,6 +125,9 @@ class EvalConfig:
     ranking_gate_metric: str = "recall@10"
     must_beat: tuple = ("most_popular",)  # most_popular | recent_popular | itemknn | ease
     max_regression: float = 0.0  # tolerated drop below the last blessed model
+    # Also require a strictly higher value than the last blessed model on the same eval
+    # period (the retraining loop: a new model must help what users see, not only not hurt).
+    must_improve_on_blessed: bool = False
     ranking_ks: tuple = (10, 50)
     bootstrap_resamples: int = 1000
     bootstrap_seed: int = 0

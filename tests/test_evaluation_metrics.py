@@ -117,6 +117,18 @@ def test_gate_blesses_a_winner_and_weighs_the_last_blessed_model():
     assert gate.decide(_result(0.08, 0.06, 0.09, [-0.03, 0.01]), gate.Gate())[0]
 
 
+def test_gate_that_must_improve_on_the_blessed_model_refuses_a_tie_or_a_drop():
+    strict = gate.Gate(must_beat=(), must_improve_on_blessed=True)
+    ok, reason = gate.decide(_result(0.08, 0.06, 0.09, [-0.03, 0.01]), strict)
+    assert not ok and reason.startswith("does not improve on the last blessed model "
+                                        "(recall@10 vs last blessed 0.0900: difference -0.0100")
+    assert not gate.decide(_result(0.08, 0.06, 0.08, [-0.02, 0.02]), strict)[0]
+    ok, reason = gate.decide(_result(0.10, 0.06, 0.08, [-0.01, 0.05]), strict)
+    assert ok and "improves on the last blessed model" in reason and "+0.0200" in reason
+    # A first run has nothing to improve on.
+    assert gate.decide(_result(0.08, 0.06), strict) == (True, "no blessed model to compare with")
+
+
 def test_gate_needs_tfma_too_and_names_unknown_settings():
     ok, reason = gate.decide(_result(0.08, 0.06), gate.Gate(), tfma_blessed=False)
     assert not ok and reason == "TFMA Evaluator did not bless"

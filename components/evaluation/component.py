@@ -78,7 +78,8 @@ def settings(eval_config: config_lib.EvalConfig
     choose their hyper-parameters on the gate's metric."""
     ranking_gate = gate.Gate(metric=eval_config.ranking_gate_metric,
                              must_beat=tuple(eval_config.must_beat),
-                             max_regression=float(eval_config.max_regression))
+                             max_regression=float(eval_config.max_regression),
+                             must_improve_on_blessed=bool(eval_config.must_improve_on_blessed))
     baseline_config = baselines.BaselineConfig(
         recent_days=float(eval_config.recent_popular_days),
         validation_days=float(eval_config.ranking_validation_days),
@@ -119,7 +120,9 @@ class Executor(base_executor.BaseExecutor):
         result["decision"] = {"blessed": blessed, "reason": reason,
                               "gate": {"metric": ranking_gate.metric,
                                        "must_beat": list(ranking_gate.must_beat),
-                                       "max_regression": ranking_gate.max_regression},
+                                       "max_regression": ranking_gate.max_regression,
+                                       "must_improve_on_blessed":
+                                           ranking_gate.must_improve_on_blessed},
                               "tfma_blessed": tfma_blessed}
         verdict = "BLESSED" if blessed else "NOT BLESSED"
         message = f"RankingEvaluator: {verdict}: {reason}"

@@ -2,8 +2,10 @@
 
 Blessed when (1) the candidate's gate metric (overall slice) is strictly above each baseline
 in `must_beat`, (2) it is not significantly worse than the last blessed model: the upper end
-of the paired interval of (candidate - blessed) is not below -max_regression, and (3) when
-TFMA's Evaluator gave a blessing, that blessing is positive. Every failed condition is
+of the paired interval of (candidate - blessed) is not below -max_regression, and, with
+`must_improve_on_blessed` (a retraining triggered by drift must show it helps), its value is
+strictly above the blessed model's on the same eval period, and (3) when TFMA's Evaluator
+gave a blessing, that blessing is positive. Every failed condition is
 named in the reason, with its numbers.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Gate:
     metric: str = "recall@10"
     must_beat: Tuple[str, ...] = ("most_popular",)
     max_regression: float = 0.0  # tolerated significant drop against the last blessed model
+    must_improve_on_blessed: bool = False  # also strictly above the last blessed model's value
 
 
 def decide(result: Dict[str, object], gate: Gate,
@@ -51,6 +54,10 @@ def decide(result: Dict[str, object], gate: Gate,
             failures.append(f"significantly worse than the last blessed model ({text})")
         else:
             passes.append(f"not significantly worse ({text})")
+        if gate.must_improve_on_blessed:
+            (passes if diff["value"] > 0 else failures).append(
+                f"{'improves' if diff['value'] > 0 else 'does not improve'} on the last "
+                f"blessed model ({text})")
     else:
         passes.append("no blessed model to compare with")
     if tfma_blessed is not None:

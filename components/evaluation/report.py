@@ -429,7 +429,9 @@ def _gate_section(runs: RunArtifacts) -> str:
                          f"{settings.get('metric')} must beat "
                          f"{', '.join(settings.get('must_beat', [])) or 'no baseline'}; "
                          f"tolerated regression vs last blessed "
-                         f"{settings.get('max_regression')}"))
+                         f"{settings.get('max_regression')}"
+                         + ("; must improve on the last blessed model"
+                            if settings.get("must_improve_on_blessed") else "")))
         final = blessed
     else:
         rows.append(("Ranking gate (RankingEvaluator)", "NOT RUN",
