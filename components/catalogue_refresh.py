@@ -14,7 +14,7 @@ the model never trained on gets the OOV bucket's bias), first seen = the refresh
 new to the served catalogue now: the freshness term treats it as brand new) and a
 recent-popularity count of 0.
 
-Refused inputs, each a RefreshError subclass naming the file and rows: an empty file,
+Refused inputs, each a RefreshError subclass naming the file and rows: no file, an empty file,
 missing columns, a bad row (no id, no price), duplicate ids in the file, a referenced image
 that is not there or does not decode, and an id the served catalogue already holds: a
 refresh only adds items (changing an existing item's content would mix its learned id terms
@@ -45,6 +45,10 @@ EMBED_BATCH = 256  # items per new_catalogue_entries call: bounds memory on big 
 
 class RefreshError(ValueError):
     """A refresh input that cannot be served; nothing is written."""
+
+
+class ItemsFileNotFound(RefreshError):
+    pass
 
 
 class EmptyItemsFile(RefreshError):
@@ -98,7 +102,7 @@ def read_rows(items_csv: str) -> List[Dict[str, str]]:
     """The rows of a new-items CSV after the file-level checks (empty, columns, repeated
     ids), before any image is read."""
     if not tf.io.gfile.exists(items_csv):
-        raise EmptyItemsFile(f"{items_csv}: no such file")
+        raise ItemsFileNotFound(f"{items_csv}: no such file")
     with tf.io.gfile.GFile(items_csv, "rb") as handle:
         if not handle.read().strip():
             raise EmptyItemsFile(f"{items_csv}: the file is empty (no header, no items)")
@@ -122,19 +126,20 @@ def read_new_items(items_csv: str, images_dir: str, image_size: int,
     ExampleGen normalises them; RefreshError for any refused input (module docstring)."""
     rows = read_rows(items_csv)
     items: Dict[str, List[Any]] = {name: [] for name in transform.ITEM_INPUTS}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
+    for number, row in enumerate(rows, start=1):  # data rows (a quoted cell may span lines)
         reference = (row.get("image") or "").strip()
         resolved = _image_reference(reference, images_dir)
-        parsed = example_gen.parse_item({**row, "first_seen": _ANY_CONTRACT_TIME, "image": resolved},
-                                        images_dir, image_size)
+        parsed = example_gen.parse_item(
+            {**row, "first_seen": _ANY_CONTRACT_TIME, "image": resolved}, images_dir,
+            image_size)
         if parsed.record is None:
-            raise BadItemRow(f"{items_csv} line {line}: {parsed.skipped}")
+            raise BadItemRow(f"{items_csv} row {number}: {parsed.skipped}")
         item_id, record = parsed.record
         if reference and record[features.IMAGE_STATUS] != images.STATUS_OK:
             if not tf.io.gfile.exists(resolved):
-                raise MissingImageFile(f"{items_csv} line {line} ({item_id}): image "
+                raise MissingImageFile(f"{items_csv} row {number} ({item_id}): image "
                                        f"{reference!r} not found under {images_dir}")
-            raise UnreadableImage(f"{items_csv} line {line} ({item_id}): image {resolved} "
+            raise UnreadableImage(f"{items_csv} row {number} ({item_id}): image {resolved} "
                                   f"cannot be decoded ({record[features.IMAGE_STATUS]})")
         for name in transform.ITEM_INPUTS:
             items[name].append(record[name])

@@ -9,11 +9,11 @@ vocabulary assets are saved), so serving needs no preprocessing of its own:
 - `recommend`: user id, recent history, device, timestamp, k -> top-k catalogue item ids and
   their retrieval scores (cosine similarity + the item's score bias + its freshness at the
   request's timestamp, see model/retrieval.py, + its learned recent-popularity snapshot,
-  see model/popularity_prior.py), excluding items in the row's history. The catalogue is embedded ONCE
-  at export and stored as variables in the SavedModel; their size is not fixed, so a catalogue
-  refresh (components/catalogue_refresh.py) can add items to a loaded version without
-  retraining, through two saved functions that are not signatures: `new_catalogue_entries`
-  and `replace_catalogue`.
+  see model/popularity_prior.py), excluding items in the row's history. The catalogue is
+  embedded ONCE at export and stored as variables in the SavedModel; their size is not fixed,
+  so a catalogue refresh (components/catalogue_refresh.py) can add items to a loaded version
+  without retraining, through two saved functions that are not signatures:
+  `new_catalogue_entries` and `replace_catalogue`.
 - `recommend_excluding`: `recommend` plus `exclude_item_ids` [batch, n] (any n, "" padding):
   those items are excluded too (e.g. everything the user ever bought, not only the last N
   the history holds). A signature of its own because TF Serving inputs cannot be optional.

@@ -355,14 +355,18 @@ def test_a_row_without_id_or_price_is_refused(served_base, tmp_path):
     assert "item_missing_id" in refused(tmp_path, served_base,
                                         CSV_HEADER + ",T,d,shoes,3.0,,\n",
                                         refresh_lib.BadItemRow)
-    assert "line 2" in refused(tmp_path, served_base, CSV_HEADER + "n1,T,d,shoes,,,\n",
-                               refresh_lib.BadItemRow)
+    assert "row 2: item_missing_price" in refused(
+        tmp_path, served_base, CSV_HEADER + "n0,T,d,shoes,3.0,,\nn1,T,d,shoes,,,\n",
+        refresh_lib.BadItemRow)
 
 
-def test_no_served_version_is_refused(tmp_path):
+def test_no_served_version_or_no_items_file_is_refused(served_base, tmp_path):
     with pytest.raises(refresh_lib.NoServedVersion):
         refresh_lib.refresh(os.path.join(str(tmp_path), "x.csv"), str(tmp_path),
                             os.path.join(str(tmp_path), "empty_base"), log=lambda _: None)
+    with pytest.raises(refresh_lib.ItemsFileNotFound):
+        refresh_lib.refresh(os.path.join(str(tmp_path), "x.csv"), str(tmp_path),
+                            served_base, log=lambda _: None)
 
 
 def test_a_version_exported_without_replace_catalogue_is_refused(tmp_path):
