@@ -43,9 +43,9 @@ from hyperrec.schemas import features
 # Half of the 7-day shift span is trained on by v2, half is the eval split of both models.
 # No validation slice and 8 epochs on all of the train split (an epoch of tiny is seconds;
 # selection and refit would double the Trainer). The ranking gate compares v2 with v1 (the
-# last blessed model) and blesses v2 only when its recall@10 is higher; TFMA's AUC floor is chance level, since tiny's 3.5-day eval split
-# holds ~1000 impressions; no baseline is required (v1's lead over most-popular on its own
-# eval split is a handful of targets).
+# last blessed model) and blesses v2 only when its recall@10 is higher; TFMA's AUC floor is
+# chance level, since tiny's 3.5-day eval split holds ~1000 impressions; no baseline is
+# required (v1's lead over most-popular on its own eval split is a handful of targets).
 LOOP_OVERRIDES = ("data.eval_days=3.5", "model.validation_days=0", "model.epochs=8",
                   "eval.min_auc=0.5", "eval.must_beat=", "eval.must_improve_on_blessed=true")
 GATE_METRIC = "recall@10"

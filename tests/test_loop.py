@@ -106,7 +106,8 @@ def test_v2_is_blessed_against_v1_and_beats_it_after_the_shift(loop):
           f"v2 {loop.recall['v2']:.4f}; gate: {loop.gate_reason}")
     assert loop.blessed, loop.gate_reason
     # Compared with v1 on the post-shift period, and blessed because it is higher there.
-    assert "improves on the last blessed model (recall@10 vs last blessed" in loop.gate_reason
+    assert (f"improves on the last blessed model (recall@10 {loop.recall['v2']:.4f} vs "
+            f"{loop.recall['v1']:.4f})") in loop.gate_reason
     assert loop.recall["v2"] > loop.recall["v1"]
     assert loop.v2 > loop.v1
 

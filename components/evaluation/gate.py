@@ -57,7 +57,8 @@ def decide(result: Dict[str, object], gate: Gate,
         if gate.must_improve_on_blessed:
             (passes if diff["value"] > 0 else failures).append(
                 f"{'improves' if diff['value'] > 0 else 'does not improve'} on the last "
-                f"blessed model ({text})")
+                f"blessed model ({gate.metric} {mine:.4f} vs "
+                f"{values[BLESSED][gate.metric]['value']:.4f})")
     else:
         passes.append("no blessed model to compare with")
     if tfma_blessed is not None:
