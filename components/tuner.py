@@ -38,8 +38,9 @@ def _around(value: int) -> List[int]:
 
 
 def search_space(model_config: config_lib.ModelConfig) -> kt.HyperParameters:
-    """Embedding sizes and the learning rate, centred on the configured values (the
-    configured value is each one's default)."""
+    """Embedding sizes, the learning rate, the softmax temperature, the id dropout (how much
+    the item tower must lean on content: cold items) and, with the recent-popularity term,
+    its window, centred on the configured values (the configured value is each default)."""
     hp = kt.HyperParameters()
     hp.Choice("embedding_dim", _around(model_config.embedding_dim),
               default=model_config.embedding_dim)
@@ -47,6 +48,14 @@ def search_space(model_config: config_lib.ModelConfig) -> kt.HyperParameters:
               default=model_config.id_embedding_dim)
     hp.Float("learning_rate", model_config.learning_rate / 3, model_config.learning_rate * 3,
              sampling="log", default=model_config.learning_rate)
+    hp.Float("temperature", model_config.temperature / 2, model_config.temperature * 2,
+             sampling="log", default=model_config.temperature)
+    hp.Choice("id_dropout", sorted({0.0, 0.1, 0.2, model_config.id_dropout}),
+              default=model_config.id_dropout)
+    if model_config.recent_popularity_counts:
+        hp.Choice("recent_popularity_days",
+                  sorted({3, 7, 14, model_config.recent_popularity_days}),
+                  default=model_config.recent_popularity_days)
     return hp
 
 
@@ -55,20 +64,35 @@ class TwoTowerHyperModel(kt.HyperModel):
 
     def __init__(self, model_config: config_lib.ModelConfig, data_config: config_lib.DataConfig,
                  transform_config: config_lib.TransformConfig,
-                 tft_output: tft.TFTransformOutput, content: Optional[Tuple[Any, Any]]) -> None:
+                 tft_output: tft.TFTransformOutput, content: Optional[Tuple[Any, Any]],
+                 events: Optional[validation.protocol.Events] = None) -> None:
         super().__init__(name="two_tower")
         self.model_config = model_config
         self.data_config = data_config
         self.transform_config = transform_config
         self.tft_output = tft_output
         self.content = content
+        self.events = events  # the train split's events: the recent-popularity count tables
+        self._recent_counts: Dict[int, Tuple[int, Any]] = {}
+
+    def recent_counts(self, model_config: config_lib.ModelConfig) -> Optional[Tuple[int, Any]]:
+        """The count table of the trial's window (built once per window), as the Trainer
+        builds it; None without the recent-popularity term."""
+        if not model_config.recent_popularity_counts:
+            return None
+        days = model_config.recent_popularity_days
+        if days not in self._recent_counts:
+            self._recent_counts[days] = trainer.recent_count_table(
+                model_config, self.tft_output, self.transform_config, self.events)
+        return self._recent_counts[days]
 
     def build(self, hp: kt.HyperParameters) -> tf.keras.Model:
         model_config = trainer.apply_hyperparameters(self.model_config, hp.get_config())
         # The schedule spans the trial's steps, as it spans the full run in the Trainer.
         return trainer.build_model(model_config, self.data_config, self.transform_config,
                                    self.tft_output, total_steps=model_config.tune_steps,
-                                   content=self.content)
+                                   content=self.content,
+                                   recent_counts=self.recent_counts(model_config))
 
 
 # TFX's Tuner component calls this function (`tuner_fn="hyperrec.components.tuner.tuner_fn"`).
@@ -104,7 +128,8 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
                                                     tft_output, events, split))
         objective = kt.Objective(f"val_{model_config.validation_metric}", direction="max")
     tuner = kt.RandomSearch(
-        TwoTowerHyperModel(model_config, data_config, transform_config, tft_output, content),
+        TwoTowerHyperModel(model_config, data_config, transform_config, tft_output, content,
+                           events),
         objective=objective,
         max_trials=model_config.tune_max_trials, hyperparameters=search_space(model_config),
         seed=model_config.seed, distribution_strategy=strategy,

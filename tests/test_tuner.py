@@ -50,9 +50,17 @@ def test_apply_hyperparameters_overrides_model_config_fields():
 def test_search_space_is_centred_on_the_config():
     hp = tuner_lib.search_space(config_lib.ModelConfig(embedding_dim=16, id_embedding_dim=8,
                                                        learning_rate=0.003))
-    assert hp.values == {"embedding_dim": 16, "id_embedding_dim": 8, "learning_rate": 0.003}
+    assert hp.values == {"embedding_dim": 16, "id_embedding_dim": 8, "learning_rate": 0.003,
+                         "temperature": 0.1, "id_dropout": 0.0, "recent_popularity_days": 7}
     names = {p.name for p in hp.space}
     assert names <= {f.name for f in dataclasses.fields(config_lib.ModelConfig)}
+    space = {p.name: p for p in hp.space}
+    assert (space["temperature"].min_value, space["temperature"].max_value) == (0.05, 0.2)
+    assert list(space["id_dropout"].values) == [0.0, 0.1, 0.2]
+    assert list(space["recent_popularity_days"].values) == [3, 7, 14]
+    # Without the recent-popularity term its window is not searched.
+    assert "recent_popularity_days" not in tuner_lib.search_space(
+        config_lib.ModelConfig(recent_popularity_counts=())).values
 
 
 def test_pipeline_adds_the_tuner_only_when_asked():
@@ -112,7 +120,9 @@ def test_tuner_component_searches_and_the_trainer_trains_the_best(tmp_path):
     best_dir = _only_artifact_dir(root, "Tuner", "best_hyperparameters")
     with open(os.path.join(best_dir, "best_hyperparameters.txt")) as f:
         best = json.load(f)["values"]
-    assert set(best) == {"embedding_dim", "id_embedding_dim", "learning_rate"}
+    assert set(best) == {"embedding_dim", "id_embedding_dim", "learning_rate", "temperature",
+                         "id_dropout"} | ({"recent_popularity_days"}
+                                          if model_config.recent_popularity_counts else set())
     with open(os.path.join(_only_artifact_dir(root, "Tuner", "tuner_results"),
                            "tuner_results.json")) as f:
         trials = json.load(f)
