@@ -47,7 +47,8 @@ def test_a_model_that_loses_to_most_popular_is_not_pushed_and_the_reason_is_reco
     assert reason == f"recall@10 {mine:.4f} <= most_popular {popular:.4f}"
     assert result["decision"] == {
         "blessed": False, "reason": reason, "tfma_blessed": True,
-        "gate": {"metric": "recall@10", "must_beat": ["most_popular"], "max_regression": 0.0}}
+        "gate": {"metric": "recall@10", "must_beat": ["most_popular"], "max_regression": 0.0,
+                 "must_improve_on_blessed": False}}
     assert f"RankingEvaluator: NOT BLESSED: {reason}" in capfd.readouterr().out
 
     # Nothing pushed: no version directory, and the Pusher recorded a refusal.
