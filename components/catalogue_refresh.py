@@ -121,10 +121,11 @@ def read_rows(items_csv: str) -> List[Dict[str, str]]:
 
 
 def read_new_items(items_csv: str, images_dir: str, image_size: int,
-                   ) -> Dict[str, List[Any]]:
+                   rows: Optional[List[Dict[str, str]]] = None) -> Dict[str, List[Any]]:
     """The new items as {raw item feature: [values]} in file order, images normalised as
-    ExampleGen normalises them; RefreshError for any refused input (module docstring)."""
-    rows = read_rows(items_csv)
+    ExampleGen normalises them; RefreshError for any refused input (module docstring).
+    `rows`: `read_rows(items_csv)` when the caller has already read them."""
+    rows = read_rows(items_csv) if rows is None else rows
     items: Dict[str, List[Any]] = {name: [] for name in transform.ITEM_INPUTS}
     for number, row in enumerate(rows, start=1):  # data rows (a quoted cell may span lines)
         reference = (row.get("image") or "").strip()
@@ -165,14 +166,14 @@ def refresh(items_csv: str, images_dir: str, base_path: str,
     started = time.monotonic()
     now = time.time() if now is None else float(now)
     version = _next_version(base_path)
-    read_rows(items_csv)  # the file's own faults before the minutes a model load takes
+    rows = read_rows(items_csv)  # the file's own faults before the minutes a model load takes
     served = os.path.join(base_path, str(version - 1))
     log(f"loading version {version - 1} from {served}")
     loaded = tf.saved_model.load(served)
     if not hasattr(loaded, "replace_catalogue"):
         raise NotRefreshable(f"{served} has no replace_catalogue: it was exported before "
                              "catalogue refresh existed; push a retrained model first")
-    items = read_new_items(items_csv, images_dir, int(loaded.item_image_size.numpy()))
+    items = read_new_items(items_csv, images_dir, int(loaded.item_image_size.numpy()), rows)
     new_ids = [str(i) for i in items[features.ITEM_ID]]
     old_ids = loaded.catalog_item_ids.numpy()
     known = sorted(set(new_ids) & {i.decode() for i in old_ids.tolist()})

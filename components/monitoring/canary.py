@@ -24,12 +24,13 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
-import datetime as dt
 import math
 import os
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from hyperrec.components.config import CanaryConfig
+from hyperrec.components.example_gen import executor as example_gen
+from hyperrec.data import contract
 from hyperrec.schemas import features
 
 INTERACTIONS_FILE = "interactions.csv"
@@ -37,7 +38,6 @@ PROMOTE, ROLL_BACK, KEEP_COLLECTING = "promote", "roll_back", "keep_collecting"
 NO_CANARY_TRAFFIC, NO_FEEDBACK, FEEDBACK_MALFORMED = (
     "no_canary_traffic", "no_feedback", "feedback_malformed")
 _RECOMMEND_OUTPUT = features.ITEM_IDS
-_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # the contract's one form
 
 
 class FeedbackMalformed(ValueError):
@@ -98,11 +98,6 @@ def requests_of(records: Iterable[bytes]) -> List[Request]:
     return found
 
 
-def _parse_time(text: str) -> int:
-    moment = dt.datetime.strptime(text.strip(), _TIMESTAMP_FORMAT)
-    return int(moment.replace(tzinfo=dt.timezone.utc).timestamp())
-
-
 def read_feedback(path: str) -> Feedback:
     """A span folder (its interactions.csv) or the CSV itself. Rows with an empty id, a
     timestamp not in the contract's form or an unknown event are skipped and counted."""
@@ -123,7 +118,8 @@ def read_feedback(path: str) -> Feedback:
                 read += 1
                 user, item, event = (row.get(c) or "" for c in ("user_id", "item_id", "event"))
                 try:
-                    timestamp = _parse_time(row.get("timestamp") or "")
+                    timestamp = example_gen.parse_contract_timestamp(
+                        row.get("timestamp") or "")
                 except ValueError:
                     timestamp = None
                 if not user or not item or timestamp is None or event not in features.EVENTS:
@@ -214,8 +210,9 @@ def evaluate(requests: Sequence[Request], feedback_path: str,
     result["feedback_rows_in_window"] = in_window
     if not in_window:
         return decide(NO_FEEDBACK, f"no feedback row between the first request "
-                      f"({_iso(first)}) and the last one + {config.horizon_hours:g} h "
-                      f"({_iso(last)}); the span has {feedback.rows_read} row(s)")
+                      f"({contract.iso_utc(first)}) and the last one + "
+                      f"{config.horizon_hours:g} h ({contract.iso_utc(last)}); the span has "
+                      f"{feedback.rows_read} row(s)")
     short = [label for label, group in ((config.stable_label, stable),
                                         (config.canary_label, canary))
              if len(group) < config.min_requests_per_label]
@@ -236,11 +233,6 @@ def evaluate(requests: Sequence[Request], feedback_path: str,
                       f"[{low:+.4f}, {high:+.4f}] lies above {-config.margin:+g}")
     return decide(KEEP_COLLECTING, f"inconclusive: the {level} interval of the difference "
                   f"[{low:+.4f}, {high:+.4f}] reaches below {-config.margin:+g} and above 0")
-
-
-def _iso(timestamp: float) -> str:
-    moment = dt.datetime.fromtimestamp(int(timestamp), tz=dt.timezone.utc)
-    return moment.strftime(_TIMESTAMP_FORMAT)
 
 
 COMMANDS = {PROMOTE: "hyperrec promote --config models.config",

@@ -20,7 +20,6 @@ import dataclasses
 import html
 import json
 import os
-import re
 import subprocess
 import sys
 import urllib.error
@@ -31,6 +30,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from hyperrec.components.config import MonitoringConfig
+from hyperrec.components.example_gen import layout
 
 TRIGGER_TYPE = "hyperrec.RetrainingTrigger"
 EXAMPLES_TYPE = "Examples"
@@ -39,7 +39,6 @@ RUN_CONTEXT_TYPE = "pipeline_run"
 TRIGGER_ON = ("drift", "skew", "drift_or_skew")
 RUNNERS = ("local", "airflow", "kubeflow")
 RUN_LOG = "retraining-run.log"
-_SPAN_DIR = re.compile(r"^span-(\d+)$")
 # Attempts in these states hold their span; a FAILED one lets the next window try again.
 _HOLDING = (metadata_store_pb2.Execution.NEW, metadata_store_pb2.Execution.RUNNING,
             metadata_store_pb2.Execution.COMPLETE)
@@ -89,7 +88,7 @@ def spans(data_root: str) -> List[int]:
     """The span numbers of the data root's span-N folders, ascending."""
     if not os.path.isdir(data_root):
         raise FileNotFoundError(f"no data root at {data_root}")
-    return sorted(int(m.group(1)) for m in map(_SPAN_DIR.match, os.listdir(data_root))
+    return sorted(int(m.group(1)) for m in map(layout.SPAN_DIR.match, os.listdir(data_root))
                   if m and os.path.isdir(os.path.join(data_root, m.group(0))))
 
 
