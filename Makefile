@@ -11,7 +11,9 @@ PY310 := $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # pytest-xdist workers for make test (the CI machine has 2 cores); each test module stays on
-# one worker, so a module's pipeline-run fixture runs once.
+# one worker, so a module's pipeline-run fixture runs once. Modules go out in collection
+# order, which tests/conftest.py makes slowest first (xdist's default reorder would put the
+# modules with the fewest tests, the pipeline runs among them, last).
 TEST_WORKERS ?= 2
 EXPERIMENT ?= default
 
@@ -32,7 +34,7 @@ demo: $(STAMP)
 	$(VENV)/bin/hyperrec demo --experiment $(EXPERIMENT)
 
 test: $(STAMP) mariadb chromium
-	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The MLMD-on-MariaDB test (tests/test_orchestrators_airflow.py) starts Debian's mariadb-server
 # binaries on a loopback port; install the package once where it is missing (root or sudo).

@@ -19,3 +19,22 @@ def shared_data() -> pathlib.Path:
         pytest.skip(f"real data not available: {SHARED_DATA} is absent (only in the team's "
                     "checkouts and CI)")
     return SHARED_DATA
+
+
+# The modules that take longest (`--durations` of a whole run: their module fixtures run
+# pipelines, trainings or the loop), slowest first. `make test` hands whole modules to its
+# two xdist workers in collection order (--dist loadfile --no-loadscope-reorder): started
+# first, the long modules run side by side and the short ones fill the tail, instead of a
+# long module starting last on one worker while the other idles.
+SLOWEST_MODULES = (
+    "test_loop.py", "test_distribution.py", "test_pipeline_e2e.py", "test_model_quality.py",
+    "test_online_retail_pipeline.py", "test_orchestrators_airflow.py",
+    "test_evaluation_pipeline.py", "test_training_habits.py", "test_tuner.py", "test_model.py",
+    "test_monitoring_span_drift.py", "test_catalogue_refresh.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Slowest modules first, each module's tests kept together in their own order."""
+    rank = {name: index for index, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
