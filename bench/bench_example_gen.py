@@ -14,7 +14,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import hyperrec.pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
+from hyperrec.pipeline import quiet  # noqa: E402  (Keras env, quiet logs before TensorFlow)
+
+quiet.native_logs()
 
 import click  # noqa: E402
 from ml_metadata.metadata_store import metadata_store  # noqa: E402
@@ -26,6 +28,8 @@ from tfx.orchestration import metadata  # noqa: E402
 from hyperrec.data import synthetic as datagen  # noqa: E402
 from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
+
+quiet.python_logs()
 
 
 def run_example_gen(data_root: str, workdir: str, window_spans: int, mode: str):

@@ -22,7 +22,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import hyperrec.pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
+from hyperrec.pipeline import quiet  # noqa: E402  (Keras env, quiet logs before TensorFlow)
+
+quiet.native_logs()
 
 import click  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -41,6 +43,8 @@ from hyperrec.schemas import features  # noqa: E402
 from hyperrec.components import trainer  # noqa: E402
 from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
+
+quiet.python_logs()
 
 
 def run_ingest_and_transform(config: config_lib.HyperrecConfig, data_root: str,

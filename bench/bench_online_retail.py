@@ -14,7 +14,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import hyperrec.pipeline  # noqa: E402,F401  (Keras env before TensorFlow)
+from hyperrec.pipeline import quiet  # noqa: E402  (Keras env, quiet logs before TensorFlow)
+
+quiet.native_logs()
 
 import click  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -23,6 +25,8 @@ from rich.table import Table  # noqa: E402
 from hyperrec.data.importers import online_retail  # noqa: E402
 from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.pipeline.runners import local as local_runner  # noqa: E402
+
+quiet.python_logs()
 
 RDA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
                    "data", "online_retail", "onlineretail.rda")

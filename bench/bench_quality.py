@@ -4,8 +4,12 @@ Runs the real pipeline (LocalDagRunner; cached when the workdir already holds a 
 same data and code), then evaluates its Trainer's model with the project's protocol
 (components/evaluation: full catalogue, whole train history excluded, paired bootstrap
 intervals) next to most-popular (all time, recent), ItemKNN and EASE. On synthetic data it
-adds the oracle: the generator's own choice model (data/synthetic/behaviour.py) scoring
-every user x item for the eval window (see `oracle_rankings`).
+adds two references from the generator (data/synthetic/oracle.py): the oracle, its own choice
+model scoring every user x item for the eval window with the users' true tastes, and
+`inferred_tastes`, the same with each user's tastes inferred by exact Bayesian inference from
+their own train-period impressions: the best any learner of this log can expect, which bounds
+what a recommender can reach (`--no-model` evaluates the references and baselines alone,
+after ExampleGen and Transform, without training).
 
     python bench/bench_quality.py synthetic --scale default --workdir /tmp/bq-default
     python bench/bench_quality.py online-retail \
@@ -13,6 +17,8 @@ every user x item for the eval window (see `oracle_rankings`).
     # the newest model of a run that exists already (here `make demo`'s), not a new run:
     python bench/bench_quality.py synthetic --from-run runs/demo \
         --data-root runs/demo/data/default-seed42 --workdir /tmp/bq-demo
+    # the bounds alone: baselines, oracle and inferred tastes, no Trainer
+    python bench/bench_quality.py synthetic --scale default --no-model --workdir /tmp/bq-bound
 
 Prints one table per slice (value and 95 % interval per method; ratio rows against
 most-popular with the paired interval of the difference) and writes metrics.json.
@@ -28,69 +34,50 @@ import sys
 import time
 from typing import Dict, List
 
-import hyperrec.pipeline  # noqa: F401  (Keras environment before TensorFlow)
+from hyperrec.pipeline import quiet  # Keras environment and quiet logs before TensorFlow
+
+quiet.native_logs()
 
 import numpy as np
 
 from hyperrec.components import config as config_lib
-from hyperrec.schemas import features
 from hyperrec.components.evaluation import component as ranking_evaluator
-from hyperrec.components.evaluation import gate, protocol, run
+from hyperrec.components.evaluation import baselines, gate, protocol, run
 from hyperrec.data import synthetic
-from hyperrec.data.synthetic import attributes, behaviour, catalogue
+from hyperrec.data.synthetic import oracle
+
+from bench_input_pipeline import run_ingest_and_transform  # the pipeline's ExampleGen..Transform
 from hyperrec.pipeline.runners import local as local_runner
+
+quiet.python_logs()
 
 
 def _latest(parent: str) -> str:
     return max(glob.glob(os.path.join(parent, "*")), key=lambda p: int(os.path.basename(p)))
 
 
-def oracle_rankings(task: protocol.Task, seed: int, scale_name: str, end_ts: int,
-                    depth: int) -> np.ndarray:
-    """The generator's expected engagement of each task user with each catalogue item over
-    the eval window [cutoff, end): sum over the window's days of P(item shown | available
-    items that day, the shop's popularity / random / new-arrival mix) x sigmoid(utility),
-    with the utility of the choice model at the user's usual device (context terms that
-    vary by session hour are left out; they average over a week). Ranked, best first."""
-    scale = synthetic.get_scale(scale_name)
-    shift = behaviour.draw_shift(seed, scale)
-    items = catalogue.build_catalogue(seed, scale, shift.batch_category)
-    users = {u.user_id: u for u in behaviour.build_users(seed, scale)}
-    table = behaviour.ItemTable(items)
-    model = behaviour.CHOICE_MODEL
-    position = {item.item_id: i for i, item in enumerate(items)}
-    columns = np.array([position[i] for i in task.catalogue.item_ids])
-    trendy = attributes.COLOUR_NAMES.index(shift.trendy_colour)
-    days = np.arange(task.cutoff, end_ts, features.SECONDS_PER_DAY) + features.SECONDS_PER_DAY // 2
-    exposure = np.zeros(len(items))
-    for t in days:
-        n = table.available(int(t))
-        weights = model.popularity_share * table.popularity[:n] / table.popularity[:n].sum()
-        weights = weights + model.random_share / n
-        new = table.first_seen[:n] >= t - model.new_arrival_days * features.SECONDS_PER_DAY
-        if new.any():
-            weights = weights + model.new_arrivals_share * new / new.sum()
-        exposure[:n] += weights / weights.sum()
-    exposure = exposure[columns]
-    colour, category = table.colour[columns], table.category[columns]
-    style, price_z, quality = table.style[columns], table.price_z[columns], table.quality[columns]
-    ranked = []
-    for user_id in task.users:
-        user = users[user_id]
-        utility = (model.base
-                   + model.colour_match * np.isin(colour, [attributes.COLOUR_NAMES.index(c)
-                                                           for c in user.fav_colours])
-                   + model.category_match * np.isin(category, [attributes.CATEGORIES.index(c)
-                                                               for c in user.fav_categories])
-                   + model.style_match * (style == attributes.STYLES.index(user.fav_style))
-                   - model.price * user.price_sensitivity * price_z
-                   * (1.0 + model.mobile_price_extra * (user.primary_device == "mobile"))
-                   + quality)
-        if user.follows_trend and task.cutoff >= shift.timestamp:
-            utility = utility + model.trend * (colour == trendy)
-        score = exposure / (1.0 + np.exp(-utility))
-        ranked.append(np.argsort(-score, kind="stable")[:depth + len(items)])
-    return np.array(ranked)
+ORACLE = "oracle"
+INFERRED_TASTES = "inferred_tastes"
+BOUND_METRIC = "recall@10"
+
+
+def bounds(result: Dict[str, object]) -> str:
+    """The ratios issue-style targets are stated in: each method against the oracle and the
+    best baseline, and its cold-item value against its warm-item value."""
+    overall = result["slices"]["overall"]["metrics"]
+    value = {name: overall[name][BOUND_METRIC]["value"] for name in overall}
+    best = max(baselines.BASELINES, key=lambda name: value.get(name, -1.0))
+    warm = result["slices"]["warm_items"]["metrics"]
+    cold = result["slices"]["cold_items"]["metrics"]
+    lines = [f"{BOUND_METRIC}: ratios (best baseline: {best} {value[best]:.4f})",
+             f"{'method':<18} {'value':>7} {'x oracle':>9} {'x best':>7} {'cold/warm':>10}"]
+    for name in value:
+        ratio_cold = (cold[name][BOUND_METRIC]["value"]
+                      / max(warm[name][BOUND_METRIC]["value"], 1e-12)) if cold else float("nan")
+        to_oracle = value[name] / value[ORACLE] if ORACLE in value else float("nan")
+        lines.append(f"{name:<18} {value[name]:7.4f} {to_oracle:9.2f} "
+                     f"{value[name] / value[best]:7.2f} {ratio_cold:10.2f}")
+    return "\n".join(lines)
 
 
 def _pipeline(experiment: str, data_root: str, workdir: str, overrides: List[str]):
@@ -118,6 +105,8 @@ def main(argv=None) -> None:
                         help="a pipeline workdir whose newest model is evaluated instead of "
                              "running the pipeline (its data: --data-root)")
     parser.add_argument("--data-root", default="", help="the data (default: WORKDIR/data)")
+    parser.add_argument("--no-model", action="store_true",
+                        help="no Trainer: baselines and the generator's references only")
     args = parser.parse_args(argv)
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -134,14 +123,21 @@ def main(argv=None) -> None:
                             "online-retail", os.path.abspath(args.rda), "--out", data_root],
                            check=True)
         experiment = "online_retail"
-    if args.from_run:
+    models: Dict[str, str] = {}
+    if args.no_model:
+        config = config_lib.load(experiment, args.overrides)
+        examples_artifact, _ = run_ingest_and_transform(config, data_root,
+                                                        os.path.join(workdir, "ingest"))
+        examples = examples_artifact.uri
+    elif args.from_run:
         config = config_lib.load(experiment, args.overrides)
         root = os.path.join(os.path.abspath(args.from_run), "pipeline")
         examples = _latest(os.path.join(root, "FileBasedExampleGen", "examples"))
-        model = os.path.join(_latest(os.path.join(root, "Trainer", "model")), "Format-Serving")
+        models[gate.CANDIDATE] = os.path.join(_latest(os.path.join(root, "Trainer", "model")),
+                                              "Format-Serving")
     else:
-        config, examples, model = _pipeline(experiment, data_root,
-                                            os.path.join(workdir, "run"), args.overrides)
+        config, examples, models[gate.CANDIDATE] = _pipeline(
+            experiment, data_root, os.path.join(workdir, "run"), args.overrides)
     start = time.monotonic()
     _, baseline_config = ranking_evaluator.settings(config.eval)
     task = protocol.load_task(examples, history_length=config.data.history_length,
@@ -151,9 +147,14 @@ def main(argv=None) -> None:
         with open(os.path.join(data_root, "ground_truth.json")) as f:
             truth = json.load(f)
         scale = synthetic.get_scale(truth["scale"])
-        extra["oracle"] = oracle_rankings(task, truth["seed"], truth["scale"], scale.end_ts,
-                                          depth)
-    result = run.evaluate(task, {gate.CANDIDATE: model},
+        window = (truth["seed"], truth["scale"], task.users, task.catalogue.item_ids,
+                  task.cutoff, scale.end_ts)
+        extra[ORACLE] = oracle.rank(oracle.oracle_scores(*window))
+        reference_start = time.monotonic()
+        extra[INFERRED_TASTES] = oracle.rank(oracle.inferred_taste_scores(*window))
+        print(f"inferred tastes of {len(task.users)} users: "
+              f"{time.monotonic() - reference_start:.0f}s", flush=True)
+    result = run.evaluate(task, models,
                           history_length=config.data.history_length,
                           ks=config.eval.ranking_ks, mrr_depth=depth,
                           baseline_config=baseline_config, extra_rankings=extra,
@@ -165,6 +166,8 @@ def main(argv=None) -> None:
     for name in protocol.SLICES:
         print()
         print(gate.table(result, name, reference="most_popular"))
+    print()
+    print(bounds(result))
     with open(os.path.join(workdir, "metrics.json"), "w") as f:
         json.dump(result, f, indent=1, sort_keys=True)
 

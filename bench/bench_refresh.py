@@ -21,13 +21,17 @@ import os
 import shutil
 import time
 
-import hyperrec.pipeline  # noqa: F401  (Keras environment before TensorFlow)
+from hyperrec.pipeline import quiet  # Keras environment and quiet logs before TensorFlow
+
+quiet.native_logs()
 
 from hyperrec.components import catalogue_refresh, pusher
 from hyperrec.components import config as config_lib
 from hyperrec.data import contract
 from hyperrec.data import synthetic
 from hyperrec.pipeline.runners import local as local_runner
+
+quiet.python_logs()
 
 
 def new_items_csv(data_root: str, count: int, path: str) -> int:

@@ -4,40 +4,26 @@ Every subcommand is a thin wrapper: the work lives in pipeline/, components/ and
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
-import warnings
 from typing import Sequence
 
-# A command-line user reads progress lines, not TensorFlow's C++ start-up chatter ("Unable to
-# register cuDNN factory" is logged at ERROR, so only level 3 hides it), gRPC/absl's
-# pre-InitializeLog lines or Google client libraries' Python-version notices. The C++ loggers
-# read these once, when TensorFlow loads, so they are set before anything can import it;
-# `hyperrec --verbose ...` keeps them all.
+from hyperrec.pipeline import quiet  # also TF_USE_LEGACY_KERAS, before TensorFlow loads
+
+# `hyperrec --verbose ...` keeps TensorFlow's and the libraries' own log lines.
 VERBOSE = "--verbose" in sys.argv[1:2]
 if not VERBOSE:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
-    # Beam's worker processes (multi_processing ingestion) inherit this, not the filter above.
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    quiet.native_logs()
 
 import click  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-import hyperrec.pipeline  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline.runners import commands as runner_commands  # noqa: E402
 
 if not VERBOSE:
-    # TensorFlow's deprecation notices from library code, and the WARN lines Beam's job
-    # service relays from each DirectRunner worker ("No semi_persistent_directory", ...).
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
-        logging.ERROR)
+    quiet.python_logs()
 
 EXPERIMENTS = runner_commands.EXPERIMENTS
 
