@@ -45,6 +45,37 @@ class TransformConfig:
     text_min_frequency: int = 1  # a token enters the text vocabulary from this count
 
 
+PRETRAINED_MODES = ("fine_tune", "frozen")
+
+
+class UnknownPretrainedMode(ValueError):
+    """model.pretrained.mode is not one of PRETRAINED_MODES."""
+
+
+@dataclasses.dataclass
+class PretrainedConfig:
+    """Pretrained image / text encoders the Trainer loads into the item tower
+    (components/model/pretraining.py; `hyperrec pretrain` writes them)."""
+
+    # A directory written by `hyperrec pretrain`: local path, gs:// (tf.io.gfile), or an
+    # http(s) URL of a .tar.gz / .zip of it (downloaded once into cache_dir). "" = none.
+    image: str = ""
+    text: str = ""
+    mode: str = "fine_tune"  # fine_tune | frozen (the encoders' variables do not train)
+    lr_multiplier: float = 0.1  # fine_tune: encoder learning rate / model learning rate
+    cache_dir: str = ""  # where URLs are downloaded; "" = Keras' cache (~/.keras)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Checked on every assignment: construction, from_dict and `--set` overrides.
+        if name == "mode" and value not in PRETRAINED_MODES:
+            raise UnknownPretrainedMode(
+                f"unknown model.pretrained.mode {value!r}; choose from {PRETRAINED_MODES}")
+        if name == "lr_multiplier" and not float(value) > 0:
+            raise ValueError(f"model.pretrained.lr_multiplier must be > 0, got {value!r} "
+                             "(mode=frozen keeps the encoders fixed)")
+        super().__setattr__(name, value)
+
+
 @dataclasses.dataclass
 class ModelConfig:
     """Sizes, objectives and optimisation of the two-tower model."""
@@ -111,6 +142,7 @@ class ModelConfig:
     tune: bool = False  # run the Tuner before the Trainer (components/tuner.py)
     tune_max_trials: int = 3  # keras-tuner RandomSearch trials
     tune_steps: int = 40  # train steps per trial (one epoch)
+    pretrained: PretrainedConfig = dataclasses.field(default_factory=PretrainedConfig)
 
 
 @dataclasses.dataclass

@@ -48,6 +48,7 @@ from hyperrec.components import training_progress
 from hyperrec.components import transform
 from hyperrec.components.model import item_content
 from hyperrec.components.model import popularity_prior, validation
+from hyperrec.components.model import pretraining
 from hyperrec.components.model.image_encoder import colour_signature, decode_png_batch
 from hyperrec.components.model.towers import VocabularySizes
 from hyperrec.components.model.two_tower import TwoTowerModel, build_two_tower_model
@@ -270,7 +271,23 @@ def build_model(model_config: config_lib.ModelConfig, data_config: config_lib.Da
         image_size=data_config.image_size, text_max_tokens=transform_config.text_max_tokens,
         num_oov_buckets=transform_config.num_oov_buckets, item_content=content,
         recent_counts=recent_counts)
+    loaded = pretraining.load_pretrained_encoders(
+        model.item_tower, model_config, data_config.image_size,
+        transform_config.text_max_tokens,
+        pretraining.decode_vocabulary(tft_output.vocabulary_by_name(transform.TEXT_VOCAB))
+        if model_config.pretrained.text else None, transform_config.num_oov_buckets)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate(model_config, total_steps)))
+    if loaded.layers:
+        logging.info("pretrained encoders (%s): %s", model_config.pretrained.mode,
+                     {kind: manifest.get("metrics") for kind, manifest in loaded.manifests.items()})
+        if model_config.pretrained.mode == "fine_tune":
+            # The same schedule, scaled: the encoders move lr_multiplier times as far.
+            encoder_config = dataclasses.replace(
+                model_config, learning_rate=model_config.learning_rate
+                * model_config.pretrained.lr_multiplier)
+            model.set_encoder_optimizer(
+                tf.keras.optimizers.Adam(learning_rate(encoder_config, total_steps)),
+                loaded.layers)
     return model
 
 

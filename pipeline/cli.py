@@ -160,6 +160,8 @@ def _register_subcommands() -> None:
     runner_commands.register(main)
     from hyperrec.pipeline import monitoring_cli
     monitoring_cli.register(main)
+    from hyperrec.pipeline.pretrain_cli import pretrain
+    main.add_command(pretrain)
 
 
 _register_subcommands()

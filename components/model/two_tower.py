@@ -56,6 +56,28 @@ class TwoTowerModel(tf.keras.Model):
         self.freshness = freshness  # None: items score the same at any age
         self.recent_popularity = recent_popularity  # None: nor by how popular lately
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        # Fine-tuned pretrained encoders (model/pretraining.py): their variables step with
+        # their own optimizer at a lower rate. A second optimizer, not scaled gradients:
+        # Adam's step is (nearly) invariant to the gradient's scale. Tracked as an attribute,
+        # so checkpoints (BackupAndRestore) hold its slots too.
+        self.encoder_optimizer: Optional[tf.keras.optimizers.Optimizer] = None
+        self._encoder_layers: Tuple[tf.keras.layers.Layer, ...] = ()
+
+    def set_encoder_optimizer(self, optimizer: tf.keras.optimizers.Optimizer,
+                              layers: Sequence[tf.keras.layers.Layer]) -> None:
+        """Trains the trainable variables of `layers` with `optimizer` instead of the
+        model's (call after compile)."""
+        self.encoder_optimizer = optimizer
+        self._encoder_layers = tuple(layers)
+
+    def _split_variables(self) -> Tuple[list, list]:
+        """(the model optimizer's variables, the encoder optimizer's variables)."""
+        variables = self.trainable_variables
+        if self.encoder_optimizer is None:
+            return variables, []
+        encoder = {v.ref() for layer in self._encoder_layers for v in layer.trainable_variables}
+        return ([v for v in variables if v.ref() not in encoder],
+                [v for v in variables if v.ref() in encoder])
 
     def call(self, inputs: Mapping[str, tf.Tensor],
              training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
@@ -109,8 +131,11 @@ class TwoTowerModel(tf.keras.Model):
             loss = self.compute_loss(data, training=True)
             # Regularisation losses are per model, not per row: each replica adds its share.
             total = loss + tf.add_n(self.losses) / replicas if self.losses else loss
-        gradients = tape.gradient(total, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        rest, encoders = self._split_variables()
+        gradients = tape.gradient(total, rest + encoders)
+        self.optimizer.apply_gradients(zip(gradients[:len(rest)], rest))
+        if encoders:
+            self.encoder_optimizer.apply_gradients(zip(gradients[len(rest):], encoders))
         self.loss_tracker.update_state(loss * replicas)  # the global value (see tasks)
         return {m.name: m.result() for m in self.metrics}
 
