@@ -10,8 +10,14 @@ coverage@10 and train seconds; the recall@10 of the variant / most-popular.
     python bench/bench_ablations.py --scale small --workdir /tmp/ablations-small
     python bench/bench_ablations.py --scale small --variants base,no_logq --epochs 4
     python bench/bench_ablations.py --experiment online_retail --data-root DIR --workdir W
+    python bench/bench_ablations.py --scale small --workdir W \
+        --variants base,pretrained_image_fine_tune,pretrained_text_fine_tune
 
 A variant is a set of ModelConfig overrides (VARIANTS); `--set model.x=y` applies to all.
+The pretrained_* variants (PRETRAINED_VARIANTS) train with pretrained item-tower encoders
+(components/model/pretraining.py): --pretrained-image / --pretrained-text, or pretrained once
+into WORKDIR/pretrained/ on ../shared/data (clothing photos, Online Retail texts). Rows also
+show recall@50 and recall@50 on cold items (first seen after the cutoff).
 """
 from __future__ import annotations
 
@@ -60,13 +66,57 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "lr_1e-3": {"learning_rate": 1e-3},
     "batch_256": {"batch_size": 256},
 }
+# name -> (pretrained encoders, mode): model.pretrained of the variant, with the encoders of
+# --pretrained-image / --pretrained-text (or pretrained once into WORKDIR/pretrained/).
+PRETRAINED_VARIANTS = {
+    "pretrained_image_fine_tune": (("image",), "fine_tune"),
+    "pretrained_image_frozen": (("image",), "frozen"),
+    "pretrained_text_fine_tune": (("text",), "fine_tune"),
+    "pretrained_text_frozen": (("text",), "frozen"),
+    "pretrained_both_fine_tune": (("image", "text"), "fine_tune"),
+}
+SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "shared", "data")
 
 
 def scores(ranked: np.ndarray, task: protocol.Task) -> Dict[str, float]:
-    values = metrics.per_user(ranked, task.targets, task.popularity, [K])
+    values = metrics.per_user(ranked, task.targets, task.popularity, [K, DEPTH])
+    cold_targets = task.slice_targets("cold_items")
+    with_cold = np.array([len(t) > 0 for t in cold_targets])
+    cold = (metrics.per_user(ranked[with_cold], [t for t in cold_targets if len(t)],
+                             task.popularity, [DEPTH])[f"recall@{DEPTH}"].mean()
+            if with_cold.any() else float("nan"))
     return {f"recall@{K}": float(values[f"recall@{K}"].mean()),
             f"ndcg@{K}": float(values[f"ndcg@{K}"].mean()),
-            f"coverage@{K}": metrics.coverage(ranked, K, len(task.catalogue.item_ids))}
+            f"coverage@{K}": metrics.coverage(ranked, K, len(task.catalogue.item_ids)),
+            f"recall@{DEPTH}": float(values[f"recall@{DEPTH}"].mean()),
+            f"cold_recall@{DEPTH}": float(cold)}
+
+
+def pretrained_encoders(args: argparse.Namespace, config: config_lib.HyperrecConfig,
+                        kinds: set) -> Dict[str, str]:
+    """kind -> directory of the pretrained encoder: --pretrained-* or pretrained once here
+    (the clothing photos / Online Retail texts of ../shared/data) with the experiment's
+    encoder sizes."""
+    from hyperrec.components.model import pretraining
+    from hyperrec.pipeline import pretrain_cli
+    found = {"image": args.pretrained_image, "text": args.pretrained_text}
+    for kind in sorted(kinds):
+        if found[kind]:
+            continue
+        found[kind] = os.path.join(args.workdir, "pretrained", kind)
+        if os.path.exists(os.path.join(found[kind], pretraining.MANIFEST)):
+            continue
+        if kind == "image":
+            manifest = pretraining.pretrain_image(args.photos, found[kind], config.model,
+                                                  config.data.image_size, report=print)
+        else:
+            texts, source = pretrain_cli.online_retail_texts(args.rda)
+            manifest = pretraining.pretrain_text(
+                texts, found[kind], config.model, config.transform.text_max_tokens,
+                config.transform.text_vocab_size, source=source, report=print)
+        print(f"pretrained {kind}: {manifest['metrics']}", flush=True)
+    return found
 
 
 def main(argv: List[str]) -> None:
@@ -77,9 +127,19 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data-root", default="")
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"of {', '.join([*VARIANTS, *PRETRAINED_VARIANTS])}")
     parser.add_argument("--set", action="append", default=[], help="section.field=value")
     parser.add_argument("--out", default="", help="JSON lines of the rows (appended)")
+    parser.add_argument("--pretrained-image", default="",
+                        help="pretrained image encoder of the pretrained_image_* variants")
+    parser.add_argument("--pretrained-text", default="",
+                        help="pretrained text encoder of the pretrained_text_* variants")
+    parser.add_argument("--photos", default=os.path.join(SHARED_DATA, "clothing_photos"),
+                        help="photo folder to pretrain the image encoder on (no --pretrained-image)")
+    parser.add_argument("--rda", default=os.path.join(SHARED_DATA, "online_retail",
+                                                      "onlineretail.rda"),
+                        help="Online Retail file to pretrain the text encoder on")
     args = parser.parse_args(argv)
 
     config = config_lib.load(args.experiment or args.scale, args.set)
@@ -105,22 +165,34 @@ def main(argv: List[str]) -> None:
     for name, ranking in ranked.items():
         rows.append({"variant": name, **scores(ranking, task), "train_s": 0.0})
     popular = rows[0][f"recall@{K}"]
-    header = (f"{'variant':<22} {'recall@10':>9} {'ndcg@10':>8} {'cov@10':>7} "
-              f"{'x most-pop':>10} {'train s':>8}")
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS and v not in PRETRAINED_VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}")
+    encoders = pretrained_encoders(args, config, {
+        kind for v in variants if v in PRETRAINED_VARIANTS for kind in PRETRAINED_VARIANTS[v][0]})
+    header = (f"{'variant':<26} {'recall@10':>9} {'ndcg@10':>8} {'cov@10':>7} "
+              f"{'recall@50':>9} {'cold r@50':>9} {'x most-pop':>10} {'train s':>8}")
     print(header, flush=True)
 
     def show(row: Dict[str, object]) -> None:
-        print(f"{row['variant']:<22} {row['recall@10']:9.4f} {row['ndcg@10']:8.4f} "
-              f"{row['coverage@10']:7.3f} {row['recall@10'] / max(popular, 1e-9):10.2f} "
-              f"{row['train_s']:8.1f}", flush=True)
+        print(f"{row['variant']:<26} {row['recall@10']:9.4f} {row['ndcg@10']:8.4f} "
+              f"{row['coverage@10']:7.3f} {row['recall@50']:9.4f} {row['cold_recall@50']:9.4f} "
+              f"{row['recall@10'] / max(popular, 1e-9):10.2f} {row['train_s']:8.1f}",
+              flush=True)
         if args.out:
             with open(args.out, "a") as f:
                 f.write(json.dumps({**row, "scale": args.experiment or args.scale}) + "\n")
 
     for row in rows:
         show(row)
-    for variant in [v for v in args.variants.split(",") if v]:
-        model = dataclasses.replace(config.model, **VARIANTS[variant])
+    for variant in variants:
+        if variant in PRETRAINED_VARIANTS:
+            kinds, mode = PRETRAINED_VARIANTS[variant]
+            model = dataclasses.replace(config.model, pretrained=dataclasses.replace(
+                config.model.pretrained, mode=mode, **{kind: encoders[kind] for kind in kinds}))
+        else:
+            model = dataclasses.replace(config.model, **VARIANTS[variant])
         custom = {"model": dataclasses.asdict(model), "data": dataclasses.asdict(config.data),
                   "transform": dataclasses.asdict(config.transform)}
         model_root = os.path.join(args.workdir, "variants", variant)
