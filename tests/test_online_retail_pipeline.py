@@ -29,7 +29,9 @@ def retail_run(shared_data, tmp_path_factory):
         str(shared_data / "online_retail" / "onlineretail.rda"), data_root,
         max_customers=100, seed=0)
     workdir = str(tmp_path_factory.mktemp("retail_run"))
-    paths = local_runner.run(config_lib.load("online_retail"), data_root, workdir)
+    # The plumbing on a 100-customer sample, not the experiment's training length.
+    paths = local_runner.run(config_lib.load("online_retail", ["model.epochs=3"]), data_root,
+                             workdir)
     return paths
 
 
