@@ -22,9 +22,11 @@ def test_a_model_that_loses_to_most_popular_is_not_pushed_and_the_reason_is_reco
         tmp_path, capfd):
     data_root = str(tmp_path / "data")
     datagen.generate("tiny", 7, data_root)
-    # One training step: an untrained model. TFMA's AUC gate is opened (min_auc 0) so that
-    # the ranking gate alone must refuse it; tiny's default gate has no must_beat.
-    config = config_lib.load("tiny", ["model.train_steps=1", "eval.min_auc=0"])
+    # One training step in one epoch, exported without a refit: an untrained model. TFMA's
+    # AUC gate is opened (min_auc 0) so that the ranking gate alone must refuse it; tiny's
+    # default gate has no must_beat.
+    config = config_lib.load("tiny", ["model.train_steps=1", "model.epochs=1",
+                                      "model.refit_full_train=false", "eval.min_auc=0"])
     config.eval.must_beat = ("most_popular",)
     paths = local_runner.run(config, data_root, str(tmp_path / "run"))
 
