@@ -8,6 +8,8 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
+import support  # noqa: E402
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -19,6 +21,27 @@ def shared_data() -> pathlib.Path:
         pytest.skip(f"real data not available: {SHARED_DATA} is absent (only in the team's "
                     "checkouts and CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> dict:
+    """tests/test_transform.py's synthetic splits and their Transform analysis (its default
+    data and transform configs), built once per session for every module that trains on
+    them and only reads them (the analysis is a minute of Beam on 2 cores).
+    write_examples writes the same rows on every call, so the analysis also fits a module's
+    own copy of the splits."""
+    def build(directory):
+        import test_transform as synthetic  # TensorFlow: only once a test needs it
+        examples, transform_dir = (os.path.join(directory, name)
+                                   for name in ("examples", "transform_output"))
+        synthetic.write_examples(examples)
+        os.makedirs(transform_dir)
+        synthetic.run_transform_analysis(examples, transform_dir, synthetic.raw_schema(),
+                                         synthetic.transform_custom_config())
+
+    directory = support.once_per_session(tmp_path_factory, "synthetic-data", build)
+    return {"examples": os.path.join(directory, "examples"),
+            "transform": os.path.join(directory, "transform_output")}
 
 
 # The modules that take longest (`--durations` of a whole run: their module fixtures run

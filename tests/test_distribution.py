@@ -8,12 +8,13 @@ examples and Transform analysis of tests/test_transform.py.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from typing import Dict, Optional
+from typing import Dict, Iterable, Optional
 
 import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -25,7 +26,6 @@ import tensorflow as tf
 from hyperrec.components import distribution
 
 import test_model
-import test_transform as synthetic
 
 # A run_fn training in a fresh process: argv[1] is a JSON spec with the data paths, where
 # the model goes, ModelConfig overrides and how many logical CPU devices to create.
@@ -51,14 +51,9 @@ NO_RANDOMNESS = {"dropout": 0.0, "id_dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Dict[str, str]:
-    """Synthetic splits + Transform analysis (shared with tests/test_model.py)."""
-    examples = str(tmp_path_factory.mktemp("examples"))
-    synthetic.write_examples(examples)
-    transform_dir = str(tmp_path_factory.mktemp("transform_output"))
-    synthetic.run_transform_analysis(examples, transform_dir, synthetic.raw_schema(),
-                                     synthetic.transform_custom_config())
-    return {"examples": examples, "transform": transform_dir}
+def data(synthetic_data) -> Dict[str, str]:
+    """Synthetic splits + Transform analysis, built once per session (tests/conftest.py)."""
+    return synthetic_data
 
 
 def start_training(data: Dict[str, str], model_root: str, model: Dict[str, object],
@@ -95,6 +90,19 @@ def finish(process: subprocess.Popen, run_dir: str, timeout: int = 300) -> str:
         log = f.read()
     assert returncode == 0, log[-5000:]
     return log
+
+
+@contextlib.contextmanager
+def stopped_on_failure(processes: Iterable[subprocess.Popen]):
+    """Kills (SIGKILL: a multi-worker training ignores SIGTERM) the trainings still running
+    when the block fails, say on a timeout, so that none keeps the cores busy afterwards."""
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 def train(data: Dict[str, str], model_root: str, model: Dict[str, object],
@@ -159,8 +167,9 @@ def trainings(data, tmp_path_factory) -> Dict[str, str]:
     processes = {name: start_training(data, str(root / name), {**SMALL_TRAINING, **model},
                                       logical_cpus=cpus)
                  for name, (model, cpus) in runs.items()}
-    for name, process in processes.items():
-        finish(process, str(root / name), timeout=400)
+    with stopped_on_failure(processes.values()):
+        for name, process in processes.items():
+            finish(process, str(root / name), timeout=400)
     return {name: str(root / name) for name in runs}
 
 
@@ -210,8 +219,9 @@ def test_multi_worker_training_completes_and_the_chief_exports(data, tmp_path):
         run_dir = f"{model_root}_worker{index}"
         workers.append((start_training(data, model_root, model, env={"TF_CONFIG": tf_config},
                                        run_dir=run_dir), run_dir))
-    for process, run_dir in workers:
-        finish(process, run_dir, timeout=400)
+    with stopped_on_failure([process for process, _ in workers]):
+        for process, run_dir in workers:
+            finish(process, run_dir, timeout=400)
 
     history = read_history(model_root)
     assert history["replicas"] == 2

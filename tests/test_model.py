@@ -149,14 +149,13 @@ def _tensor_spec(values: List, dtype: str, hex_bytes: bool = False) -> Dict[str,
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Synthetic splits -> Transform analysis -> run_fn; returns paths and rows."""
+def trained(tmp_path_factory, synthetic_data):
+    """Synthetic splits -> Transform analysis (the session's, tests/conftest.py) -> run_fn;
+    returns paths and rows."""
     examples_root = str(tmp_path_factory.mktemp("examples"))
     rows = synthetic.write_examples(examples_root)
-    transform_dir = str(tmp_path_factory.mktemp("transform_output"))
-    synthetic.run_transform_analysis(examples_root, transform_dir, synthetic.raw_schema(),
-                                     synthetic.transform_custom_config())
-    fn_args = make_fn_args(examples_root, transform_dir, str(tmp_path_factory.mktemp("model")))
+    fn_args = make_fn_args(examples_root, synthetic_data["transform"],
+                           str(tmp_path_factory.mktemp("model")))
     trainer.run_fn(fn_args)
     return {"fn_args": fn_args, "rows": rows}
 

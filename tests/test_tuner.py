@@ -77,13 +77,9 @@ def test_pipeline_adds_the_tuner_only_when_asked():
     assert trainer_inputs["hyperparameters"].producer_component_id == "Tuner"
 
 
-def test_tuner_component_searches_and_the_trainer_trains_the_best(tmp_path):
-    examples_root = str(tmp_path / "examples")
-    synthetic.write_examples(examples_root)
-    transform_dir = str(tmp_path / "transform_output")
-    os.makedirs(transform_dir)
-    synthetic.run_transform_analysis(examples_root, transform_dir, synthetic.raw_schema(),
-                                     synthetic.transform_custom_config())
+def test_tuner_component_searches_and_the_trainer_trains_the_best(tmp_path, synthetic_data):
+    # The session's synthetic splits and Transform analysis (tests/conftest.py), imported.
+    examples_root, transform_dir = synthetic_data["examples"], synthetic_data["transform"]
     model_config = dataclasses.replace(
         test_model.TEST_MODEL_CONFIG, tune=True, tune_max_trials=2, tune_steps=4,
         train_steps=6, epochs=1, early_stopping_patience=0)
