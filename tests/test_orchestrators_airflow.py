@@ -42,7 +42,7 @@ SEED = 7
 def mariadb(tmp_path_factory):
     missing = mariadb_server.missing_binaries()
     if missing:
-        pytest.fail(f"{', '.join(missing)} not found: `make mariadb` installs Debian's "
+        pytest.fail(f"{', '.join(missing)} not found: `make test-packages` installs Debian's "
                     "mariadb-server (the test setup does it where it is missing)")
     with mariadb_server.running(str(tmp_path_factory.mktemp("mariadb"))) as url:
         yield url
