@@ -136,7 +136,7 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--pretrained-text", default="",
                         help="pretrained text encoder of the pretrained_text_* variants")
     parser.add_argument("--photos", default=os.path.join(SHARED_DATA, "clothing_photos"),
-                        help="photo folder to pretrain the image encoder on (no --pretrained-image)")
+                        help="photos to pretrain the image encoder on (no --pretrained-image)")
     parser.add_argument("--rda", default=os.path.join(SHARED_DATA, "online_retail",
                                                       "onlineretail.rda"),
                         help="Online Retail file to pretrain the text encoder on")

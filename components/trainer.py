@@ -278,7 +278,8 @@ def build_model(model_config: config_lib.ModelConfig, data_config: config_lib.Da
         if model_config.pretrained.text else None, transform_config.num_oov_buckets)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate(model_config, total_steps)))
     if loaded.layers:
-        logging.info("pretrained encoders (%s): %s", model_config.pretrained.mode,
+        logging.info("pretrained encoders (%s; %d Transform tokens with a pretrained row): %s",
+                     model_config.pretrained.mode, loaded.tokens_copied,
                      {kind: manifest.get("metrics") for kind, manifest in loaded.manifests.items()})
         if model_config.pretrained.mode == "fine_tune":
             # The same schedule, scaled: the encoders move lr_multiplier times as far.
