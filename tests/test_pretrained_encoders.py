@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import http.server
 import os
+import shutil
 import socket
 import tarfile
 import threading
@@ -286,6 +287,78 @@ def test_an_http_archive_downloads_and_loads(image_dir, tmp_path):
     assert manifest["kind"] == pretraining.IMAGE
     for mine, theirs in zip(_values(encoder), _values(_saved(image_dir, pretraining.IMAGE))):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def _keras_models(image_dir, text_dir):
+    """Classifiers built around the pretrained encoders: Keras models holding one of them."""
+    image = _saved(image_dir, pretraining.IMAGE)
+    pixels = tf.keras.Input([IMAGE_SIZE, IMAGE_SIZE, 3])
+    image_model = tf.keras.Model(pixels, tf.keras.layers.Dense(3)(
+        image((pixels, tf.ones_like(pixels[:, 0, 0, 0])))))
+    text = _saved(text_dir, pretraining.TEXT)
+    tokens = tf.keras.Input([TRANSFORM_CONFIG.text_max_tokens], dtype=tf.int64)
+    pooled, _ = text(tokens)
+    text_model = tf.keras.Model(tokens, tf.keras.layers.Dense(3)(pooled))
+    return image, image_model, text, text_model
+
+
+def test_a_keras_model_holding_an_encoder_loads_too(image_dir, text_dir, tmp_path):
+    """.keras files for both encoders, a SavedModel for the image encoder."""
+    image, image_model, text, text_model = _keras_models(image_dir, text_dir)
+    image_model.save(str(tmp_path / "image_model"), save_format="tf")
+    image_model.save(str(tmp_path / "image.keras"))
+    for image_path in (str(tmp_path / "image_model"), str(tmp_path / "image.keras")):
+        target = ImageEncoder((8, 16), 16)
+        manifest = pretraining.load_image_encoder(target, image_path, MODEL_CONFIG, IMAGE_SIZE)
+        assert manifest["source"] == {"keras_model": image_path}
+        for mine, theirs in zip(_values(target), _values(image)):
+            np.testing.assert_array_equal(mine, theirs)
+
+    text_path = str(tmp_path / "text.keras")
+    text_model.save(text_path)
+    shutil.copy(os.path.join(text_dir, pretraining.VOCABULARY), tmp_path)  # beside the file
+    pretrained_vocabulary = pretraining.read_vocabulary(text_dir)
+    shared = pretrained_vocabulary[0]
+    target = TextEncoder(4, TRANSFORM_CONFIG.text_max_tokens, 16, 2, 1, 32, 0.1, name="text")
+    _, copied = pretraining.load_text_encoder(
+        target, text_path, MODEL_CONFIG, TRANSFORM_CONFIG.text_max_tokens,
+        ["zzunseenzz", shared], 1)
+    saved_rows = text.token_embedding.embeddings.numpy()
+    rows = target.token_embedding.embeddings.numpy()
+    assert copied == 1
+    np.testing.assert_array_equal(rows[2], saved_rows[1])
+    np.testing.assert_array_equal(rows[3], saved_rows[len(pretrained_vocabulary) + 1])  # OOV
+    for mine, theirs in zip(target.blocks[0].weights, text.blocks[0].weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_keras_models_without_one_encoder_or_a_vocabulary_are_named_errors(
+        image_dir, text_dir, tmp_path):
+    _, image_model, _, text_model = _keras_models(image_dir, text_dir)
+    plain = tf.keras.Sequential([tf.keras.Input([4]), tf.keras.layers.Dense(2)])
+    plain.save(str(tmp_path / "plain.keras"))
+    with pytest.raises(pretraining.InvalidPretrainedEncoder, match="0 ImageEncoder layers"):
+        pretraining.load_image_encoder(ImageEncoder((8, 16), 16), str(tmp_path / "plain.keras"),
+                                       MODEL_CONFIG, IMAGE_SIZE)
+    text_model.save(str(tmp_path / "text.keras"))  # no vocab.txt beside it
+    with pytest.raises(pretraining.InvalidPretrainedEncoder, match="needs its vocabulary"):
+        pretraining.load_text_encoder(TextEncoder(4, TRANSFORM_CONFIG.text_max_tokens, 16, 2, 1,
+                                                  32, 0.1), str(tmp_path / "text.keras"),
+                                      MODEL_CONFIG, TRANSFORM_CONFIG.text_max_tokens, ["a"], 1)
+    text_model.save(str(tmp_path / "text_model"), save_format="tf")
+    with pytest.raises(pretraining.InvalidPretrainedEncoder, match="not a SavedModel"):
+        pretraining.load_text_encoder(TextEncoder(4, TRANSFORM_CONFIG.text_max_tokens, 16, 2, 1,
+                                                  32, 0.1), str(tmp_path / "text_model"),
+                                      MODEL_CONFIG, TRANSFORM_CONFIG.text_max_tokens, ["a"], 1)
+    image_model.save(str(tmp_path / "image.keras"))
+    with pytest.raises(pretraining.ArchitectureMismatch, match="filters: saved"):
+        pretraining.load_image_encoder(ImageEncoder((4, 8), 16), str(tmp_path / "image.keras"),
+                                       dataclasses.replace(MODEL_CONFIG, cnn_filters=(4, 8)),
+                                       IMAGE_SIZE)
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    with pytest.raises(pretraining.InvalidPretrainedEncoder, match="does not load"):
+        pretraining.load_image_encoder(ImageEncoder((8, 16), 16),
+                                       str(tmp_path / "broken.keras"), MODEL_CONFIG, IMAGE_SIZE)
 
 
 # ---- training with pretrained encoders ------------------------------------------------------

@@ -21,6 +21,15 @@ Saved format (a directory; a URL points to a .tar.gz or .zip of it):
     vocab.txt       text only: one token a line; token id = line number + 1 (0 = padding),
                      then one out-of-vocabulary id and the [MASK] id
 
+A location may also be a Keras model: a `.keras` file or (image only) a Keras SavedModel
+directory (`saved_model.pb`), local, gs:// or an http(s) URL (a file, or a .tar.gz/.zip of
+the directory), holding exactly one of the project's `ImageEncoder` / `TextEncoder` layers
+(e.g. a classifier built around it). Its architecture is read from the layer; a text
+encoder's vocabulary is the `vocab.txt` beside the file, with the same id convention as
+above (the row after the last token is the OOV row). Text from a SavedModel is refused:
+tf_keras revives the MultiHeadAttention of a custom layer from a SavedModel with other
+weights than it saved (the revived encoder computes other outputs), a `.keras` file is exact.
+
 Loading (`load_pretrained_encoders`, called by the Trainer's build_model after the towers
 exist) checks the architecture field by field (a mismatch is `ArchitectureMismatch` naming
 the fields, never a partial load), restores the checkpoint into an encoder of the SAVED
@@ -41,6 +50,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -48,8 +58,8 @@ import tensorflow as tf
 
 from hyperrec.components import config as config_lib
 from hyperrec.components import transform
-from hyperrec.components.model.image_encoder import ImageEncoder
-from hyperrec.components.model.text_encoder import TextEncoder
+from hyperrec.components.model.image_encoder import ImageEncoder, ResidualSeparableBlock
+from hyperrec.components.model.text_encoder import TextEncoder, TransformerBlock
 
 FORMAT = "hyperrec-pretrained-encoder"
 FORMAT_VERSION = 1
@@ -58,6 +68,8 @@ WEIGHTS = "weights"  # checkpoint prefix inside the directory
 VOCABULARY = "vocab.txt"
 IMAGE, TEXT = "image", "text"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+KERAS_SUFFIXES = (".keras",)
+SAVED_MODEL = "saved_model.pb"
 MASK_RATE = 0.15
 
 
@@ -410,33 +422,92 @@ def pretrain_text(texts: Sequence[str], out_dir: str, model_config: config_lib.M
 
 
 # ---- locating and reading -------------------------------------------------------------------
+def is_keras_model(location: str) -> bool:
+    """A .keras/.h5 file or a SavedModel directory (rather than a `hyperrec pretrain` one)."""
+    return location.endswith(KERAS_SUFFIXES) or (
+        tf.io.gfile.exists(os.path.join(location, SAVED_MODEL))
+        and not tf.io.gfile.exists(os.path.join(location, MANIFEST)))
+
+
 def resolve(location: str, cache_dir: str = "") -> str:
-    """A local / gs:// directory with manifest.json for `location`; http(s) archives are
-    downloaded (once) and unpacked into cache_dir/hyperrec_pretrained/<url hash>."""
+    """A local / gs:// path for `location`: a directory with manifest.json, or a Keras model
+    (`is_keras_model`). http(s) files are downloaded (once) into
+    cache_dir/hyperrec_pretrained/<url hash>, archives unpacked there."""
     if location.startswith(("http://", "https://")):
         digest = hashlib.sha256(location.encode()).hexdigest()[:16]
         subdir = os.path.join("hyperrec_pretrained", digest)
         name = os.path.basename(location.split("?")[0]) or "encoder.tar.gz"
+        keras_file = name.endswith(KERAS_SUFFIXES)
         try:
-            archive = tf.keras.utils.get_file(name, origin=location, extract=True,
-                                              cache_dir=cache_dir or None, cache_subdir=subdir)
+            downloaded = tf.keras.utils.get_file(name, origin=location, extract=not keras_file,
+                                                 cache_dir=cache_dir or None,
+                                                 cache_subdir=subdir)
         except Exception as error:  # get_file raises a bare Exception for URL failures
             raise PretrainedEncoderDownloadError(
                 f"could not download pretrained encoder {location}: {error}") from error
-        directory = os.path.dirname(archive)
-        if not tf.io.gfile.exists(os.path.join(directory, MANIFEST)):
-            nested = [d for d in tf.io.gfile.glob(os.path.join(directory, "*", MANIFEST))]
-            if len(nested) != 1:
-                raise PretrainedEncoderDownloadError(
-                    f"{location} is not a .tar.gz/.zip of a pretrained encoder directory "
-                    f"(no {MANIFEST} inside)")
-            directory = os.path.dirname(nested[0])
-        return directory
+        if keras_file:
+            return downloaded
+        directory = os.path.dirname(downloaded)
+        for marker in (MANIFEST, SAVED_MODEL):
+            found = ([directory] if tf.io.gfile.exists(os.path.join(directory, marker)) else
+                     [os.path.dirname(p)
+                      for p in tf.io.gfile.glob(os.path.join(directory, "*", marker))])
+            if len(found) == 1:
+                return found[0]
+        raise PretrainedEncoderDownloadError(
+            f"{location} is not a .tar.gz/.zip of a pretrained encoder directory (no "
+            f"{MANIFEST} or {SAVED_MODEL} inside)")
+    if is_keras_model(location) and tf.io.gfile.exists(location):
+        return location
     if not tf.io.gfile.exists(os.path.join(location, MANIFEST)):
         raise PretrainedEncoderNotFound(
-            f"no pretrained encoder at {location!r} ({MANIFEST} not found; write one with "
-            "`hyperrec pretrain`)")
+            f"no pretrained encoder at {location!r} (neither {MANIFEST}, written by "
+            f"`hyperrec pretrain`, nor a Keras model: {'/'.join(KERAS_SUFFIXES)} or "
+            f"{SAVED_MODEL})")
     return location
+
+
+def _keras_encoder(path: str, kind: str) -> tf.keras.layers.Layer:
+    """The one ImageEncoder / TextEncoder layer of the Keras model at `path`."""
+    layer_class = ImageEncoder if kind == IMAGE else TextEncoder
+    try:
+        model = tf.keras.models.load_model(
+            path, compile=False,
+            custom_objects={cls.__name__: cls for cls in (ImageEncoder, ResidualSeparableBlock,
+                                                          TextEncoder, TransformerBlock)})
+    except Exception as error:  # Keras raises many types for an unreadable model
+        raise InvalidPretrainedEncoder(
+            f"{path} does not load as a Keras model: {error}") from error
+    found = {id(m): m for m in [model, *model.submodules] if isinstance(m, layer_class)}
+    if len(found) != 1:
+        raise InvalidPretrainedEncoder(
+            f"the Keras model at {path} has {len(found)} {layer_class.__name__} layers; a "
+            f"pretrained {kind} encoder needs exactly one")
+    return next(iter(found.values()))
+
+
+def _canonical(layer: tf.keras.layers.Layer, fresh: tf.keras.layers.Layer,
+               location: str) -> tf.keras.layers.Layer:
+    """`fresh` (built, same architecture) holding `layer`'s weights. Through a checkpoint,
+    which matches variables by the layers' attribute structure: a layer revived from a
+    SavedModel lists its weights in another order than one built by calling it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        tf.train.Checkpoint(encoder=layer).write(os.path.join(scratch, WEIGHTS))
+        try:
+            _restore(fresh, scratch)
+        except InvalidPretrainedEncoder as error:
+            raise InvalidPretrainedEncoder(f"{location}: {error}") from error
+    return fresh
+
+
+def _keras_vocabulary(path: str) -> List[str]:
+    """vocab.txt beside a .keras model file."""
+    folder = os.path.dirname(path)
+    if tf.io.gfile.exists(os.path.join(folder, VOCABULARY)):
+        return read_vocabulary(folder)
+    raise InvalidPretrainedEncoder(
+        f"a text encoder from the Keras model {path} needs its vocabulary: {VOCABULARY} "
+        f"beside it (one token a line, id = line + 1)")
 
 
 def read_manifest(directory: str, kind: str) -> Dict[str, Any]:
@@ -525,11 +596,21 @@ def load_image_encoder(encoder: ImageEncoder, location: str, model_config: confi
                        image_size: int, cache_dir: str = "") -> Dict[str, Any]:
     """Loads a pretrained image encoder into `encoder` (built here if it is not)."""
     directory = resolve(location, cache_dir)
-    manifest = read_manifest(directory, IMAGE)
     expected = image_architecture(model_config, image_size)
-    _check_architecture(IMAGE, location, manifest.get("architecture", {}), expected)
-    source = _image_encoder(expected)
-    _restore(source, directory)
+    if is_keras_model(directory):
+        layer = _keras_encoder(directory, IMAGE)
+        # The CNN's weights do not depend on the input size: a Keras model records none.
+        architecture = {**expected, "filters": list(layer.filters),
+                        "output_dim": layer.output_dim}
+        _check_architecture(IMAGE, location, architecture, expected)
+        source = _canonical(layer, _image_encoder(expected), location)
+        manifest = {"kind": IMAGE, "architecture": architecture,
+                    "source": {"keras_model": location}}
+    else:
+        manifest = read_manifest(directory, IMAGE)
+        _check_architecture(IMAGE, location, manifest.get("architecture", {}), expected)
+        source = _image_encoder(expected)
+        _restore(source, directory)
     if not encoder.built:
         build_encoder(encoder, image_size=image_size)
     _copy(source, encoder)
@@ -543,16 +624,37 @@ def load_text_encoder(encoder: TextEncoder, location: str, model_config: config_
     pretrained vocabulary to `vocabulary` (Transform's, ids = position + 1). Returns the
     manifest and how many of `vocabulary`'s tokens got a pretrained row."""
     directory = resolve(location, cache_dir)
-    manifest = read_manifest(directory, TEXT)
-    _check_architecture(TEXT, location, manifest.get("architecture", {}),
-                        text_architecture(model_config, max_tokens))
-    pretrained_vocabulary = read_vocabulary(directory)
-    if manifest.get("vocab_size") != len(pretrained_vocabulary) + 3:
-        raise InvalidPretrainedEncoder(f"{directory}: {VOCABULARY} has "
-                                       f"{len(pretrained_vocabulary)} tokens, the manifest "
-                                       f"says a table of {manifest.get('vocab_size')} rows")
-    source = _text_encoder(manifest["architecture"], manifest["vocab_size"])
-    _restore(source, directory)
+    expected = text_architecture(model_config, max_tokens)
+    if is_keras_model(directory):
+        if not directory.endswith(KERAS_SUFFIXES):
+            raise InvalidPretrainedEncoder(
+                f"{location}: a text encoder loads from a .keras file or a `hyperrec pretrain` "
+                f"directory, not a SavedModel (tf_keras does not revive its attention "
+                f"weights faithfully)")
+        layer = _keras_encoder(directory, TEXT)
+        architecture = {name: layer.get_config()[name] for name in expected}
+        _check_architecture(TEXT, location, architecture, expected)
+        pretrained_vocabulary = _keras_vocabulary(directory)
+        # Padding, the tokens, then (at least) the OOV row.
+        if layer.vocab_size < len(pretrained_vocabulary) + 2:
+            raise InvalidPretrainedEncoder(
+                f"{location}: its token table has {layer.vocab_size} rows, fewer than "
+                f"padding + {len(pretrained_vocabulary)} tokens + an OOV row")
+        source = _canonical(layer, _text_encoder(architecture, layer.vocab_size), location)
+        manifest = {"kind": TEXT, "architecture": architecture,
+                    "vocab_size": layer.vocab_size,
+                    "special_ids": {"padding": 0, "oov": len(pretrained_vocabulary) + 1},
+                    "source": {"keras_model": location}}
+    else:
+        manifest = read_manifest(directory, TEXT)
+        _check_architecture(TEXT, location, manifest.get("architecture", {}), expected)
+        pretrained_vocabulary = read_vocabulary(directory)
+        if manifest.get("vocab_size") != len(pretrained_vocabulary) + 3:
+            raise InvalidPretrainedEncoder(f"{directory}: {VOCABULARY} has "
+                                           f"{len(pretrained_vocabulary)} tokens, the manifest "
+                                           f"says a table of {manifest.get('vocab_size')} rows")
+        source = _text_encoder(manifest["architecture"], manifest["vocab_size"])
+        _restore(source, directory)
     if not encoder.built:
         build_encoder(encoder, max_tokens=max_tokens)
     if encoder.vocab_size != 1 + len(vocabulary) + num_oov_buckets:
