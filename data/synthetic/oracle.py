@@ -22,6 +22,7 @@ price sensitivity's uniform range x trend follower or not (158,976 hypotheses pe
 from __future__ import annotations
 
 import itertools
+import math
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -67,10 +68,6 @@ class _World:
                 weights = weights + model.new_arrivals_share * new / new.sum()
             exposure[:n] += weights / weights.sum()
         return exposure[self.columns]
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -149,9 +146,9 @@ class _Hypotheses:
         self.sensitivities = low + step * (np.arange(PRICE_GRID_POINTS) + 0.5)
         self.trend = np.array([0.0, 1.0])
         # A count is drawn uniformly, then a subset of that size uniformly.
-        colour_prior = np.array([1.0 / len(_COLOUR_COUNTS) / _n_subsets(n_colours, len(s))
+        colour_prior = np.array([1.0 / len(_COLOUR_COUNTS) / math.comb(n_colours, len(s))
                                  for s in self.colour_sets])
-        category_prior = np.array([1.0 / len(_CATEGORY_COUNTS) / _n_subsets(n_categories,
+        category_prior = np.array([1.0 / len(_CATEGORY_COUNTS) / math.comb(n_categories,
                                                                                len(s))
                                    for s in self.category_sets])
         trend_prior = np.array([1 - behaviour.TREND_ADOPTION, behaviour.TREND_ADOPTION])
@@ -179,10 +176,6 @@ class _Hypotheses:
         return (np.array([np.isin(colour, s) for s in self.colour_sets], np.float64),
                 np.array([np.isin(category, s) for s in self.category_sets], np.float64),
                 np.array([style == s for s in self.styles], np.float64))
-
-
-def _n_subsets(n: int, k: int) -> int:
-    return int(np.prod(range(n - k + 1, n + 1)) // np.prod(range(1, k + 1)))
 
 
 def _log_likelihood(world: _World, hypotheses: _Hypotheses,
@@ -256,7 +249,7 @@ def _click_probabilities(world: _World, hypotheses: _Hypotheses, tastes: Tuple,
                - model.price * sensitivity.astype(np.float64)[:, None]
                * (1.0 + model.mobile_price_extra * (device == "mobile")) * table.price_z[columns]
                + model.trend * hypotheses.trend[f][:, None] * trendy)
-    return _sigmoid(utility)
+    return behaviour._sigmoid(utility)
 
 
 def rank(scores: np.ndarray) -> np.ndarray:
