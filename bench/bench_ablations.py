@@ -13,7 +13,8 @@ coverage@10 and train seconds; the recall@10 of the variant / most-popular.
     python bench/bench_ablations.py --scale small --workdir W \
         --variants base,pretrained_image_fine_tune,pretrained_text_fine_tune
 
-A variant is a set of ModelConfig overrides (VARIANTS); `--set model.x=y` applies to all.
+A variant is a set of ModelConfig overrides (VARIANTS), or several joined by "+"
+(`batch_512+emb64`: both sets, later ones win); `--set model.x=y` applies to all.
 The pretrained_* variants (PRETRAINED_VARIANTS) train with pretrained item-tower encoders
 (components/model/pretraining.py): --pretrained-image / --pretrained-text, or pretrained once
 into WORKDIR/pretrained/ on ../shared/data (clothing photos, Online Retail texts). Rows also
@@ -24,21 +25,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
 from typing import Dict, List
 
-import hyperrec.pipeline  # noqa: F401  (Keras environment before TensorFlow)
+from hyperrec.pipeline import quiet  # Keras environment, quiet logs before TensorFlow
 
-import numpy as np
+quiet.native_logs()
 
-from bench_input_pipeline import run_ingest_and_transform  # the pipeline's ExampleGen..Transform
-from hyperrec.components import config as config_lib
-from hyperrec.components import trainer
-from hyperrec.components.evaluation import component as ranking_evaluator
-from hyperrec.components.evaluation import baselines, metrics, model_ranking, protocol
-from hyperrec.data import synthetic
+import numpy as np  # noqa: E402
+
+from bench_input_pipeline import run_ingest_and_transform  # noqa: E402  (ExampleGen..Transform)
+from hyperrec.components import config as config_lib  # noqa: E402
+from hyperrec.components import trainer  # noqa: E402
+from hyperrec.components.evaluation import component as ranking_evaluator  # noqa: E402
+from hyperrec.components.evaluation import (  # noqa: E402
+    baselines, metrics, model_ranking, protocol)
+from hyperrec.data import synthetic  # noqa: E402
+
+quiet.python_logs()
+# tf.Transform's "Tables initialized inside a tf.function" notices, once per variant.
+logging.getLogger("absl").setLevel(logging.ERROR)
 
 K = 10
 DEPTH = 50
@@ -65,6 +74,10 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "temp_0.2": {"temperature": 0.2},
     "lr_1e-3": {"learning_rate": 1e-3},
     "batch_256": {"batch_size": 256},
+    "batch_512": {"batch_size": 512},
+    "batch_1024": {"batch_size": 1024},
+    "id32": {"id_embedding_dim": 32},
+    "id64": {"id_embedding_dim": 64},
 }
 # name -> (pretrained encoders, mode): model.pretrained of the variant, with the encoders of
 # --pretrained-image / --pretrained-text (or pretrained once into WORKDIR/pretrained/).
@@ -77,6 +90,17 @@ PRETRAINED_VARIANTS = {
 }
 SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "shared", "data")
+
+
+def versus_best_baseline(ranked: np.ndarray, task: protocol.Task, best: str,
+                         best_ranking: np.ndarray) -> Dict[str, object]:
+    """The variant's recall@K minus the best baseline's with its paired 95 % bootstrap
+    interval over users: the ranking evaluator's own difference (metrics.evaluate)."""
+    difference = metrics.evaluate({"variant": ranked, best: best_ranking},
+                                  {"overall": task.targets}, task.popularity, ks=[K],
+                                  )["slices"]["overall"]["differences"][f"variant - {best}"]
+    return {"best_baseline": best, f"minus_best@{K}": difference[f"recall@{K}"]["value"],
+            f"minus_best@{K}_interval": difference[f"recall@{K}"]["interval"]}
 
 
 def scores(ranked: np.ndarray, task: protocol.Task) -> Dict[str, float]:
@@ -131,6 +155,8 @@ def main(argv: List[str]) -> None:
                         help=f"of {', '.join([*VARIANTS, *PRETRAINED_VARIANTS])}")
     parser.add_argument("--set", action="append", default=[], help="section.field=value")
     parser.add_argument("--out", default="", help="JSON lines of the rows (appended)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse WORKDIR's ExampleGen and Transform outputs if it has them")
     parser.add_argument("--pretrained-image", default="",
                         help="pretrained image encoder of the pretrained_image_* variants")
     parser.add_argument("--pretrained-text", default="",
@@ -151,7 +177,7 @@ def main(argv: List[str]) -> None:
     run_dir = os.path.join(args.workdir, "run")
     os.makedirs(run_dir, exist_ok=True)
     examples, transform_dir = run_ingest_and_transform(config, os.path.abspath(data_root),
-                                                       run_dir)
+                                                       run_dir, reuse=args.reuse)
     artifacts = {"examples": examples.uri, "transform": transform_dir}
     task = protocol.load_task(artifacts["examples"], history_length=config.data.history_length,
                               new_user_days=config.eval.new_user_days)
@@ -165,14 +191,18 @@ def main(argv: List[str]) -> None:
     for name, ranking in ranked.items():
         rows.append({"variant": name, **scores(ranking, task), "train_s": 0.0})
     popular = rows[0][f"recall@{K}"]
+    best = max(rows, key=lambda row: row[f"recall@{K}"])["variant"]
     variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS and v not in PRETRAINED_VARIANTS]
+    unknown = [v for v in variants if v not in PRETRAINED_VARIANTS
+               and any(part not in VARIANTS for part in v.split("+"))]
     if unknown:
         parser.error(f"unknown variants {unknown}")
     encoders = pretrained_encoders(args, config, {
         kind for v in variants if v in PRETRAINED_VARIANTS for kind in PRETRAINED_VARIANTS[v][0]})
     header = (f"{'variant':<26} {'recall@10':>9} {'ndcg@10':>8} {'cov@10':>7} "
               f"{'recall@50':>9} {'cold r@50':>9} {'x most-pop':>10} {'train s':>8}")
+    if args.set:
+        print(f"every variant with --set {' '.join(args.set)}", flush=True)
     print(header, flush=True)
 
     def show(row: Dict[str, object]) -> None:
@@ -182,7 +212,8 @@ def main(argv: List[str]) -> None:
               flush=True)
         if args.out:
             with open(args.out, "a") as f:
-                f.write(json.dumps({**row, "scale": args.experiment or args.scale}) + "\n")
+                f.write(json.dumps({**row, "scale": args.experiment or args.scale,
+                                    "set": args.set}) + "\n")
 
     for row in rows:
         show(row)
@@ -192,7 +223,10 @@ def main(argv: List[str]) -> None:
             model = dataclasses.replace(config.model, pretrained=dataclasses.replace(
                 config.model.pretrained, mode=mode, **{kind: encoders[kind] for kind in kinds}))
         else:
-            model = dataclasses.replace(config.model, **VARIANTS[variant])
+            overrides: Dict[str, object] = {}
+            for part in variant.split("+"):
+                overrides.update(VARIANTS[part])
+            model = dataclasses.replace(config.model, **overrides)
         custom = {"model": dataclasses.asdict(model), "data": dataclasses.asdict(config.data),
                   "transform": dataclasses.asdict(config.transform)}
         model_root = os.path.join(args.workdir, "variants", variant)
@@ -202,7 +236,12 @@ def main(argv: List[str]) -> None:
         seconds = time.monotonic() - start
         ranking = model_ranking.rank_with_model(
             os.path.join(model_root, "serving_model"), task, DEPTH, config.data.history_length)
-        show({"variant": variant, **scores(ranking, task), "train_s": seconds})
+        row = {"variant": variant, **scores(ranking, task), "train_s": seconds,
+               **versus_best_baseline(ranking, task, best, ranked[best])}
+        show(row)
+        low, high = row[f"minus_best@{K}_interval"]
+        print(f"  {variant} - {best}: recall@{K} {row[f'minus_best@{K}']:+.4f} "
+              f"[{low:+.4f}, {high:+.4f}]", flush=True)
 
 
 if __name__ == "__main__":

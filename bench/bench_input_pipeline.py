@@ -48,31 +48,45 @@ quiet.python_logs()
 
 
 def run_ingest_and_transform(config: config_lib.HyperrecConfig, data_root: str,
-                             workdir: str):
+                             workdir: str, reuse: bool = False, transform: bool = True):
     """ExampleGen -> ImportSchemaGen -> Transform, as the pipeline wires them; returns the
-    Examples artifact (as the Trainer receives it) and the TransformGraph's uri."""
-    example_gen = pipeline_def.example_gen_component(config, data_root)
-    schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=os.path.join(config_lib.project_root(), config.schema_file))
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        preprocessing_fn=pipeline_def.PREPROCESSING_FN,
-        splits_config=transform_pb2.SplitsConfig(analyze=[features.TRAIN_SPLIT]),
-        materialize=False,
-        custom_config={**dataclasses.asdict(config.transform),
-                       "data": dataclasses.asdict(config.data)})
+    Examples artifact (as the Trainer receives it) and the TransformGraph's uri (None with
+    transform=False: ExampleGen alone). `reuse` returns those of an earlier run in `workdir`
+    when it has them (benches that train many variants on one data set, e.g.
+    bench_ablations.py run in several processes)."""
     db = os.path.join(workdir, "metadata.sqlite")
+    if reuse and os.path.exists(db):
+        store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
+        if store.get_artifacts_by_type("TransformGraph" if transform else "Examples"):
+            print(f"reusing the ingestion of {workdir}", flush=True)
+            return _latest_outputs(store, transform)
+    components = [pipeline_def.example_gen_component(config, data_root)]
+    if transform:
+        schema_gen = tfx.components.ImportSchemaGen(
+            schema_file=os.path.join(config_lib.project_root(), config.schema_file))
+        components += [schema_gen, tfx.components.Transform(
+            examples=components[0].outputs["examples"], schema=schema_gen.outputs["schema"],
+            preprocessing_fn=pipeline_def.PREPROCESSING_FN,
+            splits_config=transform_pb2.SplitsConfig(analyze=[features.TRAIN_SPLIT]),
+            materialize=False,
+            custom_config={**dataclasses.asdict(config.transform),
+                           "data": dataclasses.asdict(config.data)})]
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="bench-input-pipeline", pipeline_root=os.path.join(workdir, "root"),
-        components=[example_gen, schema_gen, transform], enable_cache=False,
+        components=components, enable_cache=False,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
         beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
+    return _latest_outputs(
+        metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db)), transform)
+
+
+def _latest_outputs(store: metadata_store.MetadataStore, transform: bool):
     examples = standard_artifacts.Examples()
     examples.uri = store.get_artifacts_by_type("Examples")[-1].uri
     examples.split_names = json.dumps([features.TRAIN_SPLIT, features.EVAL_SPLIT,
                                        features.CATALOG_SPLIT])
-    return examples, store.get_artifacts_by_type("TransformGraph")[-1].uri
+    return examples, (store.get_artifacts_by_type("TransformGraph")[-1].uri if transform
+                      else None)
 
 
 class EpochTimer(tf.keras.callbacks.Callback):

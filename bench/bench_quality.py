@@ -126,8 +126,8 @@ def main(argv=None) -> None:
     models: Dict[str, str] = {}
     if args.no_model:
         config = config_lib.load(experiment, args.overrides)
-        examples_artifact, _ = run_ingest_and_transform(config, data_root,
-                                                        os.path.join(workdir, "ingest"))
+        examples_artifact, _ = run_ingest_and_transform(
+            config, data_root, os.path.join(workdir, "ingest"), transform=False)
         examples = examples_artifact.uri
     elif args.from_run:
         config = config_lib.load(experiment, args.overrides)
