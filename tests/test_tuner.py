@@ -50,17 +50,56 @@ def test_apply_hyperparameters_overrides_model_config_fields():
 def test_search_space_is_centred_on_the_config():
     hp = tuner_lib.search_space(config_lib.ModelConfig(embedding_dim=16, id_embedding_dim=8,
                                                        learning_rate=0.003))
-    assert hp.values == {"embedding_dim": 16, "id_embedding_dim": 8, "learning_rate": 0.003,
-                         "temperature": 0.1, "id_dropout": 0.0, "recent_popularity_days": 7}
+    assert hp.values == {"embedding_dim": 16, "id_embedding_dim": 8, "batch_size": 128,
+                         "learning_rate": 0.003, "temperature": 0.1, "id_dropout": 0.0,
+                         "recent_popularity_days": 7}
     names = {p.name for p in hp.space}
     assert names <= {f.name for f in dataclasses.fields(config_lib.ModelConfig)}
     space = {p.name: p for p in hp.space}
     assert (space["temperature"].min_value, space["temperature"].max_value) == (0.05, 0.2)
     assert list(space["id_dropout"].values) == [0.0, 0.1, 0.2]
     assert list(space["recent_popularity_days"].values) == [3, 7, 14]
+    assert list(space["batch_size"].values) == [64, 128, 256]
     # Without the recent-popularity term its window is not searched.
     assert "recent_popularity_days" not in tuner_lib.search_space(
         config_lib.ModelConfig(recent_popularity_counts=())).values
+
+
+def test_every_trial_trains_on_as_many_rows():
+    # 40 batches of 128 rows = 5,120 rows: 20 batches of 256, 80 of 64.
+    model_config = config_lib.ModelConfig(batch_size=128, tune_steps=40)
+    assert [tuner_lib.trial_steps(model_config, b) for b in (64, 128, 256)] == [80, 40, 20]
+    assert tuner_lib.trial_steps(config_lib.ModelConfig(batch_size=8, tune_steps=1), 16) == 1
+
+
+def test_a_trial_trains_on_batches_of_its_size():
+    # 4 batches of 4 rows configured: a trial with 8-row batches trains 2 steps.
+    model_config = config_lib.ModelConfig(batch_size=4, tune_steps=4)
+    hypermodel = tuner_lib.TwoTowerHyperModel(model_config, config_lib.DataConfig(),
+                                              config_lib.TransformConfig(), None, None)
+    seen = []
+
+    class BatchRecorder(tf.keras.layers.Layer):
+        def call(self, x):
+            if x.shape[0] is not None:  # not the symbolic call of build()
+                seen.append(int(x.shape[0]))
+            return x
+
+    def trial(batch_size: int) -> None:
+        hp = tuner_lib.search_space(model_config)
+        hp.values["batch_size"] = batch_size
+        model = tf.keras.Sequential([BatchRecorder(), tf.keras.layers.Dense(1)])
+        model.build((None, 2))
+        model.compile(loss="mse", run_eagerly=True)
+        rows = tf.data.Dataset.from_tensor_slices((tf.ones([64, 2]), tf.ones([64, 1])))
+        hypermodel.fit(hp, model, x=rows.batch(4).repeat(), epochs=1,
+                       steps_per_epoch=model_config.tune_steps, verbose=0)
+
+    trial(8)
+    assert seen == [8, 8]
+    seen.clear()
+    trial(4)
+    assert seen == [4, 4, 4, 4]
 
 
 def test_pipeline_adds_the_tuner_only_when_asked():
@@ -116,8 +155,8 @@ def test_tuner_component_searches_and_the_trainer_trains_the_best(tmp_path, synt
     best_dir = _only_artifact_dir(root, "Tuner", "best_hyperparameters")
     with open(os.path.join(best_dir, "best_hyperparameters.txt")) as f:
         best = json.load(f)["values"]
-    assert set(best) == {"embedding_dim", "id_embedding_dim", "learning_rate", "temperature",
-                         "id_dropout"} | ({"recent_popularity_days"}
+    assert set(best) == {"embedding_dim", "id_embedding_dim", "batch_size", "learning_rate",
+                         "temperature", "id_dropout"} | ({"recent_popularity_days"}
                                           if model_config.recent_popularity_counts else set())
     with open(os.path.join(_only_artifact_dir(root, "Tuner", "tuner_results"),
                            "tuner_results.json")) as f:
