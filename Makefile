@@ -19,8 +19,33 @@ EXPERIMENT ?= default
 # uv installs the lock: the same packages as pip (pip freeze of both venvs differs by uv
 # only), in less than half pip's time from an empty cache. pip stays in the venv.
 UV_VERSION := 0.13.9
+# uv reads no pip.conf and no PIP_* variables: a machine whose packages come from a mirror,
+# a wheel folder or a private CA would install pip and uv from there and then have uv go to
+# PyPI. `make uv-flags` prints pip's effective settings (PIP_* over the `install` section
+# over `global`, as pip ranks them) as uv flags; with several indexes, uv picks the best
+# match across them as pip does (uv's default stops at the first index holding a name).
+define UV_FLAGS_FROM_PIP
+import ast, shlex, subprocess, sys
+listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], check=True,
+                         capture_output=True, text=True).stdout
+rank = {"global": 0, "install": 1, ":env:": 2}
+settings = {}
+for line in listing.splitlines():
+    key, _, value = line.partition("=")
+    section, _, name = key.rpartition(".")
+    if section in rank and rank[section] >= settings.get(name, (-1, ""))[0]:
+        settings[name] = (rank[section], ast.literal_eval(value))
+flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
+         "find-links": "--find-links", "cert": "--cert", "constraint": "--constraints"}
+args = [arg for name, flag in flags.items() if name in settings
+        for value in settings[name][1].split() for arg in (flag, value)]
+if "extra-index-url" in settings:
+    args += ["--index-strategy", "unsafe-best-match"]
+print(shlex.join(args))
+endef
+export UV_FLAGS_FROM_PIP
 
-.PHONY: demo test install lock clean test-packages
+.PHONY: demo test install lock clean test-packages uv-flags
 
 install: $(STAMP)
 
@@ -30,9 +55,13 @@ $(STAMP): requirements.lock setup.py
 	test -x $(PYTHON) || $(PY310) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade "pip==24.2" "setuptools==69.5.1" "wheel==0.44.0" \
 	  "uv==$(UV_VERSION)"
-	$(VENV)/bin/uv pip install --quiet --python $(PYTHON) --compile-bytecode -r requirements.lock
+	$(VENV)/bin/uv pip install --quiet --python $(PYTHON) --compile-bytecode \
+	  $$($(PYTHON) -c "$$UV_FLAGS_FROM_PIP") -r requirements.lock
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+uv-flags:
+	@$(or $(wildcard $(PYTHON)),$(PY310)) -c "$$UV_FLAGS_FROM_PIP"
 
 demo: $(STAMP)
 	$(VENV)/bin/hyperrec demo --experiment $(EXPERIMENT)
