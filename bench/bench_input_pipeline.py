@@ -55,11 +55,28 @@ def run_ingest_and_transform(config: config_lib.HyperrecConfig, data_root: str,
     when it has them (benches that train many variants on one data set, e.g.
     bench_ablations.py run in several processes)."""
     db = os.path.join(workdir, "metadata.sqlite")
+    # What the outputs depend on: a reuse with other data or settings (history length,
+    # vocabulary, ...) would train on examples that do not match the config.
+    inputs = {"data_root": data_root, "data": dataclasses.asdict(config.data),
+              "transform": dataclasses.asdict(config.transform)}
+    inputs_file = os.path.join(workdir, "ingest_inputs.json")
     if reuse and os.path.exists(db):
         store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
         if store.get_artifacts_by_type("TransformGraph" if transform else "Examples"):
+            if not os.path.exists(inputs_file):
+                raise SystemExit(f"--reuse: {workdir} does not say what it was ingested with "
+                                 f"(no {inputs_file}); use another workdir")
+            with open(inputs_file) as f:
+                earlier = json.load(f)
+            if earlier != json.loads(json.dumps(inputs)):
+                changed = sorted(key for key in inputs if inputs[key] != earlier.get(key))
+                raise SystemExit(f"--reuse: {workdir} was ingested with other {changed} "
+                                 f"({inputs_file}); use another workdir")
             print(f"reusing the ingestion of {workdir}", flush=True)
             return _latest_outputs(store, transform)
+    os.makedirs(workdir, exist_ok=True)
+    with open(inputs_file, "w") as f:
+        json.dump(inputs, f, indent=1, sort_keys=True)
     components = [pipeline_def.example_gen_component(config, data_root)]
     if transform:
         schema_gen = tfx.components.ImportSchemaGen(
