@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,6 +31,7 @@ import click  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from ml_metadata.metadata_store import metadata_store  # noqa: E402
+from ml_metadata.proto import metadata_store_pb2  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
@@ -46,37 +48,23 @@ from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
 
 quiet.python_logs()
 
+PIPELINE_RUN_CONTEXT = "pipeline_run"  # the context type LocalDagRunner records a run as
+
 
 def run_ingest_and_transform(config: config_lib.HyperrecConfig, data_root: str,
                              workdir: str, reuse: bool = False, transform: bool = True):
     """ExampleGen -> ImportSchemaGen -> Transform, as the pipeline wires them; returns the
     Examples artifact (as the Trainer receives it) and the TransformGraph's uri (None with
-    transform=False: ExampleGen alone). `reuse` returns those of an earlier run in `workdir`
-    when it has them (benches that train many variants on one data set, e.g.
-    bench_ablations.py run in several processes)."""
+    transform=False: ExampleGen alone).
+
+    `reuse` turns on TFX's execution cache in `workdir`'s metadata (benches that train many
+    variants on one data set, e.g. bench_ablations.py run in several processes): a component
+    whose inputs, data files (ExampleGen's span fingerprint) and settings match an earlier
+    execution reuses its outputs, anything else runs again. The outputs returned are this
+    run's own, cached or new.
+    """
     db = os.path.join(workdir, "metadata.sqlite")
-    # What the outputs depend on: a reuse with other data or settings (history length,
-    # vocabulary, ...) would train on examples that do not match the config.
-    inputs = {"data_root": data_root, "data": dataclasses.asdict(config.data),
-              "transform": dataclasses.asdict(config.transform)}
-    inputs_file = os.path.join(workdir, "ingest_inputs.json")
-    if reuse and os.path.exists(db):
-        store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
-        if store.get_artifacts_by_type("TransformGraph" if transform else "Examples"):
-            if not os.path.exists(inputs_file):
-                raise SystemExit(f"--reuse: {workdir} does not say what it was ingested with "
-                                 f"(no {inputs_file}); use another workdir")
-            with open(inputs_file) as f:
-                earlier = json.load(f)
-            if earlier != json.loads(json.dumps(inputs)):
-                changed = sorted(key for key in inputs if inputs[key] != earlier.get(key))
-                raise SystemExit(f"--reuse: {workdir} was ingested with other {changed} "
-                                 f"({inputs_file}); use another workdir")
-            print(f"reusing the ingestion of {workdir}", flush=True)
-            return _latest_outputs(store, transform)
     os.makedirs(workdir, exist_ok=True)
-    with open(inputs_file, "w") as f:
-        json.dump(inputs, f, indent=1, sort_keys=True)
     components = [pipeline_def.example_gen_component(config, data_root)]
     if transform:
         schema_gen = tfx.components.ImportSchemaGen(
@@ -88,22 +76,48 @@ def run_ingest_and_transform(config: config_lib.HyperrecConfig, data_root: str,
             materialize=False,
             custom_config={**dataclasses.asdict(config.transform),
                            "data": dataclasses.asdict(config.data)})]
+    started = time.time()
     tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
         pipeline_name="bench-input-pipeline", pipeline_root=os.path.join(workdir, "root"),
-        components=components, enable_cache=False,
+        components=components, enable_cache=reuse,
         metadata_connection_config=metadata.sqlite_metadata_connection_config(db),
         beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
-    return _latest_outputs(
-        metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db)), transform)
-
-
-def _latest_outputs(store: metadata_store.MetadataStore, transform: bool):
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(db))
+    outputs, cached = run_outputs(store)
+    reused = [name for name in ("Examples", "TransformGraph") if name in cached]
+    if reused:
+        print(f"reused the cached {' and '.join(reused)} of {workdir} "
+              f"({time.time() - started:.0f} s)", flush=True)
     examples = standard_artifacts.Examples()
-    examples.uri = store.get_artifacts_by_type("Examples")[-1].uri
+    examples.uri = outputs["Examples"].uri
     examples.split_names = json.dumps([features.TRAIN_SPLIT, features.EVAL_SPLIT,
                                        features.CATALOG_SPLIT])
-    return examples, (store.get_artifacts_by_type("TransformGraph")[-1].uri if transform
-                      else None)
+    return examples, (outputs["TransformGraph"].uri if transform else None)
+
+
+def run_outputs(store: metadata_store.MetadataStore) -> Tuple[Dict[str, Any], List[str]]:
+    """({artifact type: artifact} output by the newest pipeline run in `store`, the types
+    among them that came from TFX's cache). A cached execution is recorded in the run with
+    OUTPUT events to the artifacts it reused, so both kinds are found the same way."""
+    runs = store.get_contexts_by_type(PIPELINE_RUN_CONTEXT)
+    if not runs:
+        raise RuntimeError("no pipeline run recorded in the metadata store")
+    run = max(runs, key=lambda context: (context.create_time_since_epoch, context.id))
+    executions = store.get_executions_by_context(run.id)
+    cached_ids = {e.id for e in executions
+                  if e.last_known_state == metadata_store_pb2.Execution.CACHED}
+    events = [event for event in store.get_events_by_execution_ids([e.id for e in executions])
+              if event.type == metadata_store_pb2.Event.OUTPUT]
+    type_names = {t.id: t.name for t in store.get_artifact_types()}
+    artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    outputs: Dict[str, Any] = {}
+    cached: List[str] = []
+    for event in events:
+        type_name = type_names[artifacts[event.artifact_id].type_id]
+        outputs[type_name] = artifacts[event.artifact_id]
+        if event.execution_id in cached_ids:
+            cached.append(type_name)
+    return outputs, cached
 
 
 class EpochTimer(tf.keras.callbacks.Callback):
