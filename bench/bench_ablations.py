@@ -78,6 +78,10 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "batch_1024": {"batch_size": 1024},
     "id32": {"id_embedding_dim": 32},
     "id64": {"id_embedding_dim": 64},
+    "mixed_negatives_64": {"sampled_negatives": 64},
+    "mixed_negatives_256": {"sampled_negatives": 256},
+    "pool_mean": {"history_pooling": "mean"},
+    "pool_recency": {"history_pooling": "recency"},
 }
 # name -> (pretrained encoders, mode): model.pretrained of the variant, with the encoders of
 # --pretrained-image / --pretrained-text (or pretrained once into WORKDIR/pretrained/).
@@ -156,7 +160,8 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--set", action="append", default=[], help="section.field=value")
     parser.add_argument("--out", default="", help="JSON lines of the rows (appended)")
     parser.add_argument("--reuse", action="store_true",
-                        help="reuse WORKDIR's ExampleGen and Transform outputs if it has them")
+                        help="reuse WORKDIR's ExampleGen and Transform outputs where data and "
+                        "settings match (TFX's execution cache); other settings run them again")
     parser.add_argument("--pretrained-image", default="",
                         help="pretrained image encoder of the pretrained_image_* variants")
     parser.add_argument("--pretrained-text", default="",

@@ -46,6 +46,7 @@ class TransformConfig:
 
 
 PRETRAINED_MODES = ("fine_tune", "frozen")
+HISTORY_POOLINGS = ("attention", "mean", "recency")  # model/towers.py: QueryTower
 
 
 class UnknownPretrainedMode(ValueError):
@@ -105,6 +106,11 @@ class ModelConfig:
     id_dropout: float = 0.0  # share of training rows whose user/item id is masked (cold start)
     new_item_days: float = 14.0  # items younger at the event train id-less (cold start)
     retrieval_negatives: str = "positives"  # positives | batch (impressions' items join)
+    # Catalogue items drawn uniformly per batch that join the in-batch candidates as
+    # negatives (mixed negative sampling; model/retrieval.py); 0 = in-batch only.
+    sampled_negatives: int = 0
+    # How the query tower pools the recent items: attention | mean | recency (model/towers.py).
+    history_pooling: str = "attention"
     fusion_units: int = 0  # hidden units of the towers' fusion MLPs; 0 = 2 * embedding_dim
     # Towers = fusion_weight * unit fusion-MLP output + unit shared content vector (history
     # content for queries): a small weight keeps "like your recent items" dominant.
@@ -143,6 +149,15 @@ class ModelConfig:
     tune_max_trials: int = 3  # keras-tuner RandomSearch trials
     tune_steps: int = 40  # train steps per trial (one epoch)
     pretrained: PretrainedConfig = dataclasses.field(default_factory=PretrainedConfig)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Checked on every assignment, as PretrainedConfig's: a bad value fails at load.
+        if name == "history_pooling" and value not in HISTORY_POOLINGS:
+            raise ValueError(f"unknown model.history_pooling {value!r}; "
+                             f"choose from {HISTORY_POOLINGS}")
+        if name == "sampled_negatives" and not int(value) >= 0:
+            raise ValueError(f"model.sampled_negatives must be >= 0, got {value!r}")
+        super().__setattr__(name, value)
 
 
 @dataclasses.dataclass

@@ -20,6 +20,8 @@ Training habits:
   (by default the ranking metric val_recall@10, computed with the evaluation protocol);
   then, with `refit_full_train`, a fresh model trains on the WHOLE train split (the most
   recent days matter most to a recommender) for the selected number of epochs;
+- mixed negatives (ModelConfig.sampled_negatives): each training batch is zipped with a
+  batch of catalogue items drawn uniformly (`build_sampled_negatives`);
 - TensorBoard logs, warmup + cosine learning rate;
 - hyperparameters from the Tuner (fn_args.hyperparameters) override ModelConfig fields.
 """
@@ -51,7 +53,8 @@ from hyperrec.components.model import popularity_prior, validation
 from hyperrec.components.model import pretraining
 from hyperrec.components.model.image_encoder import colour_signature, decode_png_batch
 from hyperrec.components.model.towers import VocabularySizes
-from hyperrec.components.model.two_tower import TwoTowerModel, build_two_tower_model
+from hyperrec.components.model.two_tower import (FIRST_SEEN_DAYS, SAMPLED_NEGATIVE_PREFIX,
+                                                  TwoTowerModel, build_two_tower_model)
 from hyperrec.components import config as config_lib
 
 _CATALOG_BATCH_SIZE = 256
@@ -172,6 +175,59 @@ def build_catalog_batches(file_patterns: List[str], data_accessor: tfx.component
         catalog_schema(tft_output.raw_metadata.schema))
 
 
+def build_sampled_negatives(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
+                            tft_output: tft.TFTransformOutput, count: int,
+                            seed: int) -> Tuple[tf.data.Dataset, int]:
+    """(endless batches of `count` catalogue items drawn uniformly, the number of items
+    they are drawn from) for mixed negatives (model/retrieval.py).
+
+    The pool is the catalogue as training knew it: items first seen after the train cutoff
+    (COLD_START, the eval period's new items) are left out. Each pass over the pool is a
+    fresh permutation (the pool fits the shuffle buffer), so draws are uniform. Batches hold
+    the item tower's transformed features under SAMPLED_NEGATIVE_PREFIX, plus the items'
+    first-seen days.
+    """
+    schema = _schema_of(tft_output.raw_metadata.schema,
+                        features.ITEM_FEATURES + (features.COLD_START,))
+    pool = data_accessor.tf_dataset_factory(
+        file_patterns, tfxio.TensorFlowDatasetOptions(
+            batch_size=_CATALOG_BATCH_SIZE, shuffle=False, num_epochs=1,
+            sloppy_ordering=False), schema).unbatch()
+
+    @tf.autograph.experimental.do_not_convert
+    def known_at_training(item: Dict[str, Any]) -> tf.Tensor:
+        return tf.equal(tf.reshape(item[features.COLD_START], []), 0)
+
+    pool = pool.filter(known_at_training)
+    size = int(pool.reduce(0, lambda n, _: n + 1))
+    if size == 0:
+        raise ValueError("sampled negatives: the catalogue has no item known at training")
+    tft_layer = tft_output.transform_features_layer()
+
+    @tf.autograph.experimental.do_not_convert
+    def transformed(items: Dict[str, Any]) -> Dict[str, Any]:
+        outputs = tft_layer({name: items[name] for name in transform.ITEM_INPUTS})
+        days = (tf.cast(tf.reshape(items[features.FIRST_SEEN], [-1]), tf.float32)
+                / float(features.SECONDS_PER_DAY))
+        return {SAMPLED_NEGATIVE_PREFIX + name: value
+                for name, value in {**outputs, FIRST_SEEN_DAYS: days}.items()}
+
+    batches = (pool.cache().shuffle(size, seed=seed, reshuffle_each_iteration=True).repeat()
+               .batch(count, drop_remainder=True)
+               .map(transformed, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    return batches, size
+
+
+def with_sampled_negatives(dataset: tf.data.Dataset,
+                           negatives: Optional[tf.data.Dataset]) -> tf.data.Dataset:
+    """Each training batch with a batch of sampled negatives beside its rows (None: as is)."""
+    if negatives is None:
+        return dataset
+    merged = tf.data.Dataset.zip((dataset, negatives)).map(
+        lambda rows, sampled: {**rows, **sampled})
+    return _distribute_options(merged.prefetch(tf.data.AUTOTUNE))
+
+
 def count_examples(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
                    tft_output: tft.TFTransformOutput) -> int:
     """Examples in the files, parsing one small feature only."""
@@ -259,18 +315,20 @@ def build_model(model_config: config_lib.ModelConfig, data_config: config_lib.Da
                 tft_output: tft.TFTransformOutput,
                 total_steps: Optional[int] = None,
                 content: Optional[item_content.ItemContent] = None,
-                recent_counts: Optional[Tuple[int, np.ndarray]] = None) -> TwoTowerModel:
+                recent_counts: Optional[Tuple[int, np.ndarray]] = None,
+                catalogue_size: int = 0) -> TwoTowerModel:
     """A compiled two-tower model sized by the transform output (call it in the strategy's
     scope). total_steps: the training length the learning-rate schedule spans; content:
     `catalog_content` for the history items (None: history by id only); recent_counts:
-    `recent_count_table` (None: no recent-popularity term)."""
+    `recent_count_table` (None: no recent-popularity term); catalogue_size: the pool of
+    `build_sampled_negatives` (with model_config.sampled_negatives)."""
     model = build_two_tower_model(
         model_config, vocabulary_sizes(tft_output, transform_config),
         item_log_q=transform.item_log_sampling_probability(
             tft_output, transform_config, model_config.retrieval_negatives),
         image_size=data_config.image_size, text_max_tokens=transform_config.text_max_tokens,
         num_oov_buckets=transform_config.num_oov_buckets, item_content=content,
-        recent_counts=recent_counts)
+        recent_counts=recent_counts, catalogue_size=catalogue_size)
     loaded = pretraining.load_pretrained_encoders(
         model.item_tower, model_config, data_config.image_size,
         transform_config.text_max_tokens,
@@ -504,11 +562,19 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     content = catalog_content(
         build_catalog_batches(catalog_patterns, fn_args.data_accessor, tft_output),
         tft_output, transform_config, data_config)
+    negatives, catalogue_size = None, 0
+    if model_config.sampled_negatives:
+        negatives, catalogue_size = build_sampled_negatives(
+            catalog_patterns, fn_args.data_accessor, tft_output,
+            model_config.sampled_negatives, model_config.seed)
+        logging.info("mixed negatives: %d per batch, uniform over %d catalogue items",
+                     model_config.sampled_negatives, catalogue_size)
     with strategy.scope():
         model = build_model(model_config, data_config, transform_config, tft_output,
-                            plan.total_steps, content, recent_counts)
+                            plan.total_steps, content, recent_counts, catalogue_size)
     history = model.fit(
-        train_dataset, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
+        with_sampled_negatives(train_dataset, negatives), epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
         validation_data=validation_dataset,
         validation_steps=plan.eval_steps if validation_dataset is not None else None,
         callbacks=training_callbacks(model_config, fn_args.model_run_dir, callbacks,
@@ -527,11 +593,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         seed_everything(model_config)
         with strategy.scope():
             model = build_model(model_config, data_config, transform_config, tft_output,
-                                full.total_steps, content, recent_counts)
+                                full.total_steps, content, recent_counts, catalogue_size)
         refit = model.fit(
-            build_dataset(fn_args.train_files, fn_args.data_accessor, tft_output,
-                          model_config.batch_size, shuffle=True, seed=model_config.seed,
-                          num_epochs=None),
+            with_sampled_negatives(build_dataset(
+                fn_args.train_files, fn_args.data_accessor, tft_output,
+                model_config.batch_size, shuffle=True, seed=model_config.seed,
+                num_epochs=None), negatives),
             epochs=epochs, steps_per_epoch=full.steps_per_epoch,
             callbacks=training_callbacks(model_config, fn_args.model_run_dir, phase="refit",
                                          early_stopping=False), verbose=2)

@@ -76,8 +76,12 @@ class TwoTowerHyperModel(kt.HyperModel):
     def __init__(self, model_config: config_lib.ModelConfig, data_config: config_lib.DataConfig,
                  transform_config: config_lib.TransformConfig,
                  tft_output: tft.TFTransformOutput, content: Optional[Tuple[Any, Any]],
-                 events: Optional[validation.protocol.Events] = None) -> None:
+                 events: Optional[validation.protocol.Events] = None,
+                 sampled_negatives: Optional[Tuple[tf.data.Dataset, int]] = None) -> None:
         super().__init__(name="two_tower")
+        # trainer.build_sampled_negatives' (batches, pool size), joined to each trial's
+        # batches after they are cut to the trial's batch size; None: in-batch negatives.
+        self.sampled_negatives = sampled_negatives
         self.model_config = model_config
         self.data_config = data_config
         self.transform_config = transform_config
@@ -105,7 +109,9 @@ class TwoTowerHyperModel(kt.HyperModel):
                                    total_steps=trial_steps(self.model_config,
                                                            model_config.batch_size),
                                    content=self.content,
-                                   recent_counts=self.recent_counts(model_config))
+                                   recent_counts=self.recent_counts(model_config),
+                                   catalogue_size=(self.sampled_negatives[1]
+                                                   if self.sampled_negatives else 0))
 
     def fit(self, hp: kt.HyperParameters, model: tf.keras.Model, *args: Any,
             **kwargs: Any) -> Any:
@@ -115,6 +121,8 @@ class TwoTowerHyperModel(kt.HyperModel):
         if batch_size != self.model_config.batch_size:
             kwargs["x"] = kwargs["x"].unbatch().batch(batch_size)
             kwargs["steps_per_epoch"] = trial_steps(self.model_config, batch_size)
+        if self.sampled_negatives is not None:
+            kwargs["x"] = trainer.with_sampled_negatives(kwargs["x"], self.sampled_negatives[0])
         return model.fit(*args, **kwargs)
 
 
@@ -150,9 +158,13 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         callbacks.append(trainer.ranking_validation(model_config, data_config, fn_args,
                                                     tft_output, events, split))
         objective = kt.Objective(f"val_{model_config.validation_metric}", direction="max")
+    sampled_negatives = (trainer.build_sampled_negatives(
+        trainer.catalog_file_patterns(fn_args.train_files), fn_args.data_accessor, tft_output,
+        model_config.sampled_negatives, model_config.seed)
+        if model_config.sampled_negatives else None)
     tuner = kt.RandomSearch(
         TwoTowerHyperModel(model_config, data_config, transform_config, tft_output, content,
-                           events),
+                           events, sampled_negatives),
         objective=objective,
         max_trials=model_config.tune_max_trials, hyperparameters=search_space(model_config),
         seed=model_config.seed, distribution_strategy=strategy,

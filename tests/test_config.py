@@ -33,6 +33,8 @@ def test_overrides_set_nested_and_top_level_fields_with_their_types():
     ("modl.epochs=3", "unknown config section 'modl'"),
     ("model.epochs", "not of the form path=value"),
     ("model.epochs=three", "invalid literal"),
+    ("model.history_pooling=max", "unknown model.history_pooling 'max'; choose from"),
+    ("model.sampled_negatives=-4", "model.sampled_negatives must be >= 0"),
 ])
 def test_a_wrong_override_is_an_error_not_a_no_op(override, message):
     with pytest.raises(ValueError, match=message):

@@ -203,6 +203,18 @@ def test_same_seed_gives_identical_weights_in_fresh_processes(trainings):
                                       err_msg=name)
 
 
+def test_mirrored_training_splits_the_sampled_negatives_over_the_replicas(data, tmp_path):
+    """Mixed negatives under MirroredStrategy: the joined dataset distributes (rows and
+    samples split over the replicas) and training runs to the export."""
+    model_root = str(tmp_path / "mirrored_mixed")
+    finish(start_training(data, model_root, {**SMALL_TRAINING, "strategy": "mirrored",
+                                             "sampled_negatives": 8}, logical_cpus=2),
+           model_root)
+    history = read_history(model_root)
+    assert history["replicas"] == 2
+    assert np.all(np.isfinite(history["metrics"]["retrieval_loss"]))
+
+
 # ---- MultiWorkerMirroredStrategy: two worker processes on localhost ---------------------------
 def test_multi_worker_training_completes_and_the_chief_exports(data, tmp_path):
     ports = [portpicker.pick_unused_port() for _ in range(2)]

@@ -412,6 +412,102 @@ def test_retrieval_masks_repeated_items_and_guards_no_positives():
     assert no_positive.numpy() == 0.0
 
 
+def test_retrieval_with_uniform_samples_matches_hand_computation():
+    """Two positives (items 1, 2) and three uniform samples from a catalogue of 4 items
+    (items 3, 1, 0): each candidate's logit loses log(B * Q(item) + M / N) with B = 2, M = 3,
+    N = 4; the sample that is row 0's own item (1) is no negative of row 0."""
+    log_q = np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32))
+    task = RetrievalTask(temperature=0.5, item_log_q=log_q, catalogue_size=4)
+    queries = tf.math.l2_normalize(tf.constant([[1.0, 0.0], [0.0, 1.0]]), axis=1)
+    items = tf.math.l2_normalize(tf.constant([[1.0, 0.2], [0.3, 1.0]]), axis=1)
+    sampled_items = tf.math.l2_normalize(tf.constant([[1.0, 1.0], [-1.0, 0.5], [0.2, -1.0]]),
+                                         axis=1)
+    sampled_bias = np.array([0.3, -0.2, 0.0], np.float32)
+    loss = task(queries, items, tf.constant([1, 2], tf.int64), tf.constant([1, 1]),
+                sampled={"embedding": sampled_items, "ids": tf.constant([3, 1, 0], tf.int64),
+                         "bias": tf.constant(sampled_bias),
+                         "first_seen_days": tf.zeros([3])}).numpy()
+
+    expected_count = 2 * np.exp(log_q) + 3 / 4
+    candidates = np.concatenate([items.numpy(), sampled_items.numpy()])
+    ids = np.array([1, 2, 3, 1, 0])
+    logits = (queries.numpy() @ candidates.T / 0.5 + np.r_[0, 0, sampled_bias][None, :]
+              - np.log(expected_count[ids])[None, :])
+    available = np.array([[True, True, True, False, True], [True] * 5])
+    expected = np.mean([np.log(np.exp(logits[r][available[r]]).sum()) - logits[r, r]
+                        for r in range(2)])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="catalogue_size"):
+        RetrievalTask(temperature=0.5, item_log_q=log_q)(
+            queries, items, tf.constant([1, 2], tf.int64), tf.constant([1, 1]),
+            sampled={"embedding": sampled_items, "ids": tf.constant([3, 1, 0], tf.int64),
+                     "bias": tf.constant(sampled_bias), "first_seen_days": tf.zeros([3])})
+
+
+def test_retrieval_masks_uniform_samples_not_yet_in_the_shop():
+    """With the freshness term, a sample first seen after the query's day is masked like an
+    unreleased in-batch item."""
+    freshness = FreshnessBias([2])
+    task = RetrievalTask(temperature=1.0, item_vocab_size=4, catalogue_size=4)
+    queries = tf.math.l2_normalize(tf.constant([[1.0, 0.0]]), axis=1)
+    items = tf.math.l2_normalize(tf.constant([[1.0, 0.2]]), axis=1)
+    sampled = {"embedding": tf.math.l2_normalize(tf.constant([[0.0, 1.0], [1.0, 1.0]]), axis=1),
+               "ids": tf.constant([2, 3], tf.int64), "bias": tf.zeros([2]),
+               "first_seen_days": tf.constant([5.0, 30.0])}
+    loss = task(queries, items, tf.constant([1], tf.int64), tf.constant([1]),
+                freshness=freshness, query_days=tf.constant([10.0]),
+                item_first_seen_days=tf.constant([1.0]), sampled=sampled).numpy()
+    # log Q is uniform (zeros) and the freshness logits are 0: plain cosines, item 3 masked.
+    logits = queries.numpy() @ np.concatenate([items.numpy(), sampled["embedding"].numpy()]).T
+    expected = np.log(np.exp(logits[0, :2]).sum()) - logits[0, 0]
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_history_weights_mean_and_recency():
+    """Right-padded histories, most recent last: [a, b, c, 0] and [d, OOV, 0, 0]."""
+    from hyperrec.components.model.towers import history_weights
+    ids = tf.constant([[5, 6, 7, 0], [5, 9, 0, 0], [0, 0, 0, 0]])
+    known = tf.constant([[True, True, True, False], [True, False, False, False],
+                         [False] * 4])
+    np.testing.assert_allclose(history_weights(ids, known).numpy(),
+                               [[1 / 3, 1 / 3, 1 / 3, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
+    decay = np.log(2.0)  # each step back halves the weight
+    recency = history_weights(ids, known, tf.constant(decay, tf.float32)).numpy()
+    np.testing.assert_allclose(recency[0], np.array([1, 2, 4, 0]) / 7, rtol=1e-6)
+    # The OOV item is the most recent (rank 0) and weighs nothing; item 5 has rank 1.
+    np.testing.assert_allclose(recency[1], [1, 0, 0, 0], rtol=1e-6)
+    np.testing.assert_allclose(recency[2], 0.0)
+
+
+def test_query_tower_pools_history_by_attention_mean_or_recency():
+    from hyperrec.components.model.towers import ItemTower, QueryTower
+    item_tower = ItemTower(embedding_dim=8, id_embedding_dim=4, item_vocab_size=10,
+                           category_vocab_size=5, text_vocab_size=20, text_max_tokens=6,
+                           image_size=8, cnn_filters=(4, 8), text_embedding_dim=8, text_heads=2,
+                           text_layers=1, text_ff_dim=8, dropout=0.0)
+    inputs = {features.USER_ID_XF: tf.constant([[1], [2]]),
+              features.DEVICE_XF: tf.constant([[1], [1]]),
+              features.HOUR_XF: tf.constant([[3], [4]]),
+              features.DAY_OF_WEEK_XF: tf.constant([[0], [6]]),
+              features.HISTORY_XF: tf.constant([[1, 2, 3], [4, 0, 0]])}
+    towers = {mode: QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7,
+                               device_vocab_size=3,
+                               item_id_embedding=item_tower.item_id_embedding, dropout=0.0,
+                               history_pooling=mode)
+              for mode in ("attention", "mean", "recency")}
+    assert towers["attention"].history_attention is not None
+    assert towers["mean"].history_attention is None and towers["mean"].recency_decay_raw is None
+    for tower in towers.values():
+        embedding = tower(inputs).numpy()
+        np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, rtol=1e-5)
+    assert [w.name for w in towers["recency"].trainable_weights if "recency" in w.name]
+    assert not [w.name for w in towers["mean"].weights if "attention" in w.name]
+    with pytest.raises(ValueError, match="history_pooling"):
+        QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
+                   item_id_embedding=item_tower.item_id_embedding, dropout=0.0,
+                   history_pooling="max")
+
+
 def test_freshness_buckets_ages_and_counts_negative_ages_as_new():
     freshness = FreshnessBias([1, 7])
     freshness.bucket_logits.assign([2.0, 1.0, -1.0])  # < 1 day, 1..7 days, >= 7 days
@@ -486,8 +582,12 @@ def test_layer_configs_round_trip():
         item_tower,
         QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
                    item_id_embedding=item_tower.item_id_embedding, dropout=0.1),
+        QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
+                   item_id_embedding=item_tower.item_id_embedding, dropout=0.1,
+                   history_pooling="recency"),
         ImageEncoder((4, 8), 16), RankingTask([16], 0.1), HistoryAttention(4),
         RetrievalTask(0.1, item_vocab_size=10), FreshnessBias([1, 7, 30]),
+        RetrievalTask(0.1, item_vocab_size=10, catalogue_size=40),
     ]
     for layer in layers:
         config = layer.get_config()

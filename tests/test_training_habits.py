@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from hyperrec.components import trainer
+from hyperrec.schemas import features
 from hyperrec.components import transform
 from hyperrec.components.model.retrieval import RetrievalTask
 from hyperrec.components import config as config_lib
@@ -242,3 +243,94 @@ def test_retrieval_adds_recent_popularity_before_each_querys_day():
     logits = queries.numpy() @ items.numpy().T + np.array([[2.0, -1.0], [-1.0, 0.5]])
     expected = np.mean([np.log(np.exp(logits[r]).sum()) - logits[r, r] for r in range(2)])
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+# ---- mixed negatives and history pooling ---------------------------------------------------------
+def _catalogue_rows(examples_root: str) -> list:
+    """(is_cold_start, first-seen days) of every raw catalogue example."""
+    rows = []
+    pattern = os.path.join(examples_root, "Split-catalog", "*")
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        compression = "GZIP" if path.endswith(".gz") else ""
+        for record in tf.data.TFRecordDataset(path, compression_type=compression):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            rows.append((feature["is_cold_start"].int64_list.value[0],
+                         feature["item_first_seen"].int64_list.value[0] / 86_400))
+    return rows
+
+
+def test_sampled_negatives_are_uniform_over_the_catalogue_known_at_training(data, tmp_path):  # noqa: F811
+    """Two passes' worth of draws hold every known catalogue item exactly twice (each pass
+    is a permutation) and no item first seen after the train cutoff; the same seed draws
+    the same sequence."""
+    fn_args = test_model.make_fn_args(data["examples"], data["transform"], str(tmp_path))
+    tft_output = tft.TFTransformOutput(data["transform"])
+    patterns = trainer.catalog_file_patterns(fn_args.train_files)
+    rows = _catalogue_rows(data["examples"])
+    known_days = sorted(days for cold, days in rows if not cold)
+    cold_days = [days for cold, days in rows if cold]
+    assert cold_days and known_days  # the fixture has both kinds
+
+    def draws(seed: int) -> dict:
+        batches, size = trainer.build_sampled_negatives(patterns, fn_args.data_accessor,
+                                                        tft_output, 7, seed)
+        assert size == len(known_days)
+        first = next(iter(batches))
+        assert all(name.startswith("sampled_negative/") for name in first)
+        assert first["sampled_negative/first_seen_days"].shape == [7]
+        items = list(batches.unbatch().take(2 * size).as_numpy_iterator())
+        return {name: np.stack([item[name] for item in items]) for name in items[0]}
+
+    drawn = draws(seed=1)
+    days = drawn["sampled_negative/first_seen_days"]
+    # float32 days since the epoch (as the model reads them): two-minute resolution
+    np.testing.assert_array_equal(np.sort(days), np.sort(np.float32(known_days * 2)))
+    assert days.max() < min(cold_days)
+    np.testing.assert_array_equal(draws(seed=1)["sampled_negative/item_id_xf"],
+                                  drawn["sampled_negative/item_id_xf"])
+
+
+def test_sampled_negatives_lose_their_ids_when_new_at_the_time_they_are_seen(data, tmp_path):  # noqa: F811
+    """In training each sample is seen at a row's time; one new then (younger than
+    new_item_days) is embedded without its id, as the rows of new items are."""
+    fn_args = test_model.make_fn_args(data["examples"], data["transform"], str(tmp_path))
+    tft_output = tft.TFTransformOutput(data["transform"])
+    batches, size = trainer.build_sampled_negatives(
+        trainer.catalog_file_patterns(fn_args.train_files), fn_args.data_accessor,
+        tft_output, 4, seed=1)
+    model_config = dataclasses.replace(test_model.TEST_MODEL_CONFIG, dropout=0.0,
+                                       id_dropout=0.0, sampled_negatives=4, new_item_days=14.0)
+    model = trainer.build_model(model_config, synthetic.TEST_DATA_CONFIG,
+                                synthetic.TEST_TRANSFORM_CONFIG, tft_output,
+                                catalogue_size=size)
+    sampled = dict(next(iter(batches)))
+    sampled["sampled_negative/first_seen_days"] = tf.constant([99.0, 10.0, 99.5, 50.0])
+    rows = {features.EVENT_DAY_XF: tf.constant([100.0, 100.0]), **sampled}
+    embedded = model.sampled_negatives(rows, training=True)["embedding"].numpy()
+
+    items = {name[len("sampled_negative/"):]: value for name, value in sampled.items()}
+    as_new = model.item_tower.encode({**items, features.ITEM_AGE_XF: tf.fill([4], 1.0)},
+                                     training=True)["embedding"].numpy()
+    as_old = model.item_tower.encode({**items, features.ITEM_AGE_XF: tf.fill([4], 90.0)},
+                                     training=True)["embedding"].numpy()
+    np.testing.assert_allclose(embedded[[0, 2]], as_new[[0, 2]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(embedded[[1, 3]], as_old[[1, 3]], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(as_new, as_old)  # the id mattered for these items
+
+
+def test_training_with_mixed_negatives_and_recency_pooling(data, tmp_path):  # noqa: F811
+    """run_fn trains and exports with uniform catalogue negatives and recency-weighted
+    history pooling; the recency decay is a trained weight of the export."""
+    model_root = str(tmp_path / "model")
+    finish(start_training(data, model_root, {
+        "train_steps": 8, "epochs": 2, "batch_size": 32, "early_stopping_patience": 0,
+        "refit_full_train": False, "validation_metric": "", "sampled_negatives": 16,
+        "history_pooling": "recency"}), model_root, timeout=900)
+    history = read_history(model_root)
+    assert np.all(np.isfinite(history["metrics"]["retrieval_loss"]))
+    checkpoint = tf.train.load_checkpoint(
+        os.path.join(model_root, "serving_model", "variables", "variables"))
+    decay = [name for name in checkpoint.get_variable_to_shape_map()
+             if "recency_decay" in name and name.endswith("VARIABLE_VALUE")]
+    assert len(decay) == 1
+    assert checkpoint.get_tensor(decay[0]) != 0.0  # initialised at 0, moved by training

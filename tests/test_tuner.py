@@ -102,6 +102,33 @@ def test_a_trial_trains_on_batches_of_its_size():
     assert seen == [4, 4, 4, 4]
 
 
+def test_sampled_negatives_join_each_trial_batch_after_it_is_cut_to_size():
+    # Rows are re-cut to the trial's batch size first, then each batch gets its own batch
+    # of sampled negatives (cutting the joined batches would mix the two).
+    model_config = config_lib.ModelConfig(batch_size=4, tune_steps=4, sampled_negatives=3)
+    negatives = tf.data.Dataset.from_tensors(
+        {"sampled_negative/item_id_xf": tf.constant([7, 8, 9])}).repeat()
+    hypermodel = tuner_lib.TwoTowerHyperModel(model_config, config_lib.DataConfig(),
+                                              config_lib.TransformConfig(), None, None,
+                                              sampled_negatives=(negatives, 10))
+    seen = []
+
+    class Recorder(tf.keras.Model):
+        def train_step(self, data):
+            seen.append((int(tf.shape(data["x"])[0]),
+                         data["sampled_negative/item_id_xf"].numpy().tolist()))
+            return {}
+
+    hp = tuner_lib.search_space(model_config)
+    hp.values["batch_size"] = 8
+    model = Recorder()
+    model.compile(run_eagerly=True)
+    rows = tf.data.Dataset.from_tensor_slices({"x": tf.ones([64, 2])})
+    hypermodel.fit(hp, model, x=rows.batch(4).repeat(), epochs=1,
+                   steps_per_epoch=model_config.tune_steps, verbose=0)
+    assert seen == [(8, [7, 8, 9]), (8, [7, 8, 9])]
+
+
 def test_pipeline_adds_the_tuner_only_when_asked():
     def nodes(tune: bool):
         config = config_lib.load("tiny", [f"model.tune={tune}"])

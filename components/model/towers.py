@@ -18,9 +18,9 @@ item. `use_content=False` leaves the id alone (the id-only baseline).
 Both towers also share a content space (model/item_content.py): the item embedding is a
 weighted fusion-MLP output plus the item's content vector (category, words, colour), the
 query embedding a weighted fusion-MLP output plus the mean content vector of the user's
-recent items. The query tower attends over the user's recent items, each represented by its
-id (the item tower's table, shared: history and candidate ids index one vocabulary) and its
-content vector.
+recent items. The query tower pools the user's recent items (attention, mean or
+recency-weighted: `history_pooling`), each represented by its id (the item tower's table,
+shared: history and candidate ids index one vocabulary) and its content vector.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from hyperrec.components import transform
+from hyperrec.components.config import HISTORY_POOLINGS
 from hyperrec.schemas import features
 from hyperrec.components.model.image_encoder import ImageEncoder, colour_signature, decode_png_batch
 from hyperrec.components.model.item_content import ContentVector, ItemContentTable
@@ -237,6 +238,23 @@ class HistoryAttention(tf.keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+def history_weights(history_ids: tf.Tensor, known: tf.Tensor,
+                    recency_decay: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """[batch, history] pooling weights summing to 1 over the known items (0 for a row
+    without any): uniform, or with `recency_decay` d proportional to exp(-d * rank), rank 0
+    for the most recent item. History is right-padded with the most recent item last, so
+    an item's rank is (real items - 1 - its position); OOV items keep their place in the
+    order but weigh nothing."""
+    mask = tf.cast(known, tf.float32)
+    weights = mask
+    if recency_decay is not None:
+        length = tf.reduce_sum(tf.cast(history_ids > 0, tf.int32), axis=1, keepdims=True)
+        rank = tf.cast(length - 1 - tf.range(tf.shape(history_ids)[1])[tf.newaxis, :],
+                       tf.float32)
+        weights = mask * tf.exp(-recency_decay * tf.maximum(rank, 0.0))
+    return tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=1, keepdims=True))
+
+
 class QueryTower(_Tower):
     """Transformed query features -> L2-normalised query embedding [batch, embedding_dim].
 
@@ -248,6 +266,11 @@ class QueryTower(_Tower):
     training) gets the learned "missing user" vector, which `id_dropout` trains on a random
     share of rows, and out-of-vocabulary history items (new items clicked since training)
     are left out of the attention like padding.
+
+    `history_pooling` says how the recent items become one vector: "attention" (queried by
+    the user's context; the content anchor is their mean), "mean", or "recency" (weights
+    decaying with each step back in time at a learned rate, for both the fusion input and
+    the content anchor: the last items say most about the current intent).
     """
 
     def __init__(self, embedding_dim: int, id_embedding_dim: int, user_vocab_size: int,
@@ -256,8 +279,12 @@ class QueryTower(_Tower):
                  fusion_units: Optional[int] = None,
                  item_content: Optional[ItemContentTable] = None,
                  content_vector: Optional[ContentVector] = None, fusion_weight: float = 1.0,
-                 **kwargs: Any) -> None:
+                 history_pooling: str = "attention", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if history_pooling not in HISTORY_POOLINGS:
+            raise ValueError(f"history_pooling must be one of {HISTORY_POOLINGS}, "
+                             f"got {history_pooling!r}")
+        self.history_pooling = history_pooling
         self.embedding_dim = embedding_dim
         self.id_embedding_dim = id_embedding_dim
         self.user_vocab_size = user_vocab_size
@@ -280,7 +307,13 @@ class QueryTower(_Tower):
             HOURS_PER_DAY, id_embedding_dim, name="hour_embedding")
         self.day_embedding = tf.keras.layers.Embedding(
             DAYS_PER_WEEK, id_embedding_dim, name="day_of_week_embedding")
-        self.history_attention = HistoryAttention(id_embedding_dim, name="history_attention")
+        self.history_attention = (HistoryAttention(id_embedding_dim, name="history_attention")
+                                  if history_pooling == "attention" else None)
+        # softplus(raw) is the decay per step back; raw 0.0 -> 0.69: the item before the
+        # last weighs half as much as the last at initialisation.
+        self.recency_decay_raw = (self.add_weight(name="recency_decay", shape=[],
+                                                  initializer="zeros")
+                                  if history_pooling == "recency" else None)
         self.fusion = _fusion_mlp(self.fusion_units, embedding_dim, dropout, "query_fusion")
         # Created here, not in build(): encode() is called directly, not through __call__.
         self.missing_user = self.add_weight(
@@ -322,16 +355,23 @@ class QueryTower(_Tower):
         history_ids = inputs[features.HISTORY_XF]
         known = self._known(history_ids, self.item_id_embedding.input_dim)
         items, content = self.history_items(history_ids)
-        history, has_history = self.history_attention(context, items, known)
+        if self.history_attention is not None:
+            history, has_history = self.history_attention(context, items, known)
+            weights = history_weights(history_ids, known)  # the content anchor: the mean
+        else:
+            weights = history_weights(
+                history_ids, known, None if self.recency_decay_raw is None
+                else tf.nn.softplus(self.recency_decay_raw))
+            history = tf.reduce_sum(weights[:, :, tf.newaxis] * items, axis=1)
+            has_history = tf.reduce_max(tf.cast(known, tf.float32), axis=1)
         fusion = tf.math.l2_normalize(self.fusion(
             tf.concat([context, history, has_history[:, tf.newaxis]], axis=1),
             training=training), axis=1)
         embedding = fusion
         if content is not None:
             # Anchor the query at the content of the recent items (model/item_content.py).
-            weights = tf.cast(known, tf.float32)[:, :, tf.newaxis]
             embedding = tf.math.l2_normalize(self.fusion_weight * fusion + tf.math.l2_normalize(
-                tf.reduce_sum(content * weights, axis=1), axis=1), axis=1)
+                tf.reduce_sum(content * weights[:, :, tf.newaxis], axis=1), axis=1), axis=1)
         return {"embedding": embedding, "fusion": fusion}
 
     def get_config(self) -> Dict[str, Any]:
@@ -343,6 +383,7 @@ class QueryTower(_Tower):
                 "device_vocab_size": self.device_vocab_size, "dropout": self.dropout,
                 "id_dropout": self.id_dropout, "num_oov_buckets": self.num_oov_buckets,
                 "fusion_units": self.fusion_units, "fusion_weight": self.fusion_weight,
+                "history_pooling": self.history_pooling,
                 **{name: tf.keras.layers.serialize(layer) if layer is not None else None
                    for name, layer in self._shared_layers().items()}}
 

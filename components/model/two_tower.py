@@ -3,7 +3,10 @@
 Contract: `compute_loss(batch, training)` = retrieval_weight * retrieval loss +
 ranking_weight * ranking loss, over a batch of TRANSFORMED features (the Trainer's dataset
 applies the TFT layer). `train_step` / `test_step` call it, so `fit` / `evaluate` need no
-compiled loss; metrics live on the task layers and Keras collects them. `call` returns the
+compiled loss; metrics live on the task layers and Keras collects them. A training batch
+may carry uniformly sampled catalogue items beside its rows (SAMPLED_NEGATIVE_PREFIX
+features, added by the Trainer's dataset): the item tower embeds them too and retrieval
+uses them as extra negatives. `call` returns the
 tower embeddings and the ranking score (what export wraps into signatures).
 
 Distribution: under a multi-replica strategy `compute_loss` is this replica's SHARE of the
@@ -35,6 +38,12 @@ def retrieval_signals(query: Mapping[str, tf.Tensor],
     stops here, so the ranking loss uses what retrieval learned without reshaping it."""
     cosine = tf.reduce_sum(query["embedding"] * item["embedding"], axis=1)
     return tf.stop_gradient(tf.stack([cosine, item["bias"]], axis=1))
+
+
+# Batch features of the uniformly sampled catalogue items (mixed negatives) are the item
+# tower's transformed features under this prefix, plus FIRST_SEEN_DAYS (days since the epoch).
+SAMPLED_NEGATIVE_PREFIX = "sampled_negative/"
+FIRST_SEEN_DAYS = "first_seen_days"
 
 
 class TwoTowerModel(tf.keras.Model):
@@ -112,7 +121,7 @@ class TwoTowerModel(tf.keras.Model):
                     event_day - tf.reshape(batch[features.ITEM_AGE_XF], [-1])))
             loss += self.retrieval_weight * self.retrieval(
                 query["embedding"], item["embedding"], batch[features.ITEM_ID_XF], labels,
-                item["bias"], **time_terms)
+                item["bias"], sampled=self.sampled_negatives(batch, training), **time_terms)
         if self.ranking_weight:
             # Ranking reads the fusion outputs: the retrieval embeddings are anchored at
             # shared content, which serves retrieval, not click propensity.
@@ -120,6 +129,28 @@ class TwoTowerModel(tf.keras.Model):
                 query["fusion"], item["fusion"], labels, training=training,
                 retrieval_signals=self.ranking_signals(query, item))
         return loss
+
+    def sampled_negatives(self, batch: Mapping[str, tf.Tensor],
+                          training: Optional[bool]) -> Optional[Dict[str, tf.Tensor]]:
+        """The item tower's view of the batch's uniformly sampled catalogue items (the
+        SAMPLED_NEGATIVE_PREFIX features the Trainer's dataset adds), None without them."""
+        sampled = {name[len(SAMPLED_NEGATIVE_PREFIX):]: value for name, value in batch.items()
+                   if name.startswith(SAMPLED_NEGATIVE_PREFIX)}
+        if not sampled:
+            return None
+        first_seen = tf.reshape(sampled[FIRST_SEEN_DAYS], [-1])
+        if training and features.EVENT_DAY_XF in batch:
+            # Each sample is seen at the time of a random row of the batch, so the item tower
+            # masks its id when it was new then, as it masks the rows of new items: otherwise
+            # the id-less path (what cold items get at serving) would meet positives (new
+            # items) but hardly any uniform negatives, and cold items would rank first.
+            days = tf.reshape(batch[features.EVENT_DAY_XF], [-1])
+            at = tf.random.uniform(tf.shape(first_seen), 0, tf.size(days), dtype=tf.int32)
+            sampled[features.ITEM_AGE_XF] = tf.gather(days, at) - first_seen
+        item = self.item_tower.encode(sampled, training=training)
+        return {"embedding": item["embedding"], "bias": item["bias"],
+                "ids": tf.reshape(sampled[features.ITEM_ID_XF], [-1]),
+                "first_seen_days": first_seen}
 
     # Autograph is off for the steps: the model has no tensor-dependent Python control flow,
     # and autograph would otherwise transpile all of tf_keras (a package it does not
@@ -178,7 +209,7 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                           num_oov_buckets: int = 1,
                           item_content: Optional[ItemContent] = None,
                           recent_counts: Optional[Tuple[int, np.ndarray]] = None,
-                          ) -> TwoTowerModel:
+                          catalogue_size: int = 0) -> TwoTowerModel:
     """The model for a config: the seam the Trainer and the Tuner build through.
 
     Args:
@@ -195,7 +226,11 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
       recent_counts: (first day, [item table rows, days] counts) of
         model/popularity_prior.daily_window_counts, for the recent-popularity term (used when
         model_config.recent_popularity_counts is set).
+      catalogue_size: the items the sampled negatives are drawn from (needed when
+        model_config.sampled_negatives > 0).
     """
+    if model_config.sampled_negatives and catalogue_size <= 0:
+        raise ValueError("model.sampled_negatives needs the catalogue_size they come from")
     fusion_units = model_config.fusion_units or None
     item_tower = ItemTower(
         embedding_dim=model_config.embedding_dim,
@@ -224,11 +259,13 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
         fusion_units=fusion_units, item_content=content_table,
         content_vector=item_tower.content_vector if content_table else None,
         fusion_weight=model_config.fusion_weight,
-        name="query_tower")
+        history_pooling=model_config.history_pooling, name="query_tower")
     retrieval = RetrievalTask(model_config.temperature, item_log_q=item_log_q,
                               item_vocab_size=vocabulary_sizes.item,
                               negatives=model_config.retrieval_negatives,
-                              log_q_weight=model_config.log_q_weight, name="retrieval")
+                              log_q_weight=model_config.log_q_weight,
+                              catalogue_size=catalogue_size if model_config.sampled_negatives
+                              else 0, name="retrieval")
     ranking = RankingTask(model_config.ranking_hidden_units or [2 * model_config.embedding_dim],
                           model_config.dropout, name="ranking")
     recent_popularity = None
