@@ -207,9 +207,10 @@ def test_mirrored_training_splits_the_sampled_negatives_over_the_replicas(data, 
     """Mixed negatives under MirroredStrategy: the joined dataset distributes (rows and
     samples split over the replicas) and training runs to the export."""
     model_root = str(tmp_path / "mirrored_mixed")
-    finish(start_training(data, model_root, {**SMALL_TRAINING, "strategy": "mirrored",
-                                             "sampled_negatives": 8}, logical_cpus=2),
-           model_root)
+    finish(start_training(data, model_root, {
+        **NO_RANDOMNESS, "train_steps": 4, "epochs": 1, "batch_size": 32,
+        "validation_days": 0.0, "strategy": "mirrored", "sampled_negatives": 8},
+        logical_cpus=2), model_root)
     history = read_history(model_root)
     assert history["replicas"] == 2
     assert np.all(np.isfinite(history["metrics"]["retrieval_loss"]))
