@@ -115,8 +115,9 @@ def _schema_of(raw_schema: schema_pb2.Schema, names: Tuple[str, ...]) -> schema_
 
 
 def catalog_schema(raw_schema: schema_pb2.Schema) -> schema_pb2.Schema:
-    """The raw schema restricted to item features: catalogue examples carry no query side."""
-    return _schema_of(raw_schema, features.ITEM_FEATURES)
+    """The raw schema restricted to what catalogue examples carry: item features and the
+    cold-start flag, no query side."""
+    return _schema_of(raw_schema, features.ITEM_FEATURES + (features.COLD_START,))
 
 
 def _distribute_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -167,7 +168,7 @@ def build_dataset(file_patterns: List[str], data_accessor: tfx.components.DataAc
 
 def build_catalog_batches(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
                           tft_output: tft.TFTransformOutput) -> tf.data.Dataset:
-    """RAW catalogue examples (item features only), in file order, read once."""
+    """RAW catalogue examples (catalog_schema), in file order, read once."""
     return data_accessor.tf_dataset_factory(
         file_patterns,
         tfxio.TensorFlowDatasetOptions(batch_size=_CATALOG_BATCH_SIZE, shuffle=False,
@@ -187,12 +188,7 @@ def build_sampled_negatives(file_patterns: List[str], data_accessor: tfx.compone
     the item tower's transformed features under SAMPLED_NEGATIVE_PREFIX, plus the items'
     first-seen days.
     """
-    schema = _schema_of(tft_output.raw_metadata.schema,
-                        features.ITEM_FEATURES + (features.COLD_START,))
-    pool = data_accessor.tf_dataset_factory(
-        file_patterns, tfxio.TensorFlowDatasetOptions(
-            batch_size=_CATALOG_BATCH_SIZE, shuffle=False, num_epochs=1,
-            sloppy_ordering=False), schema).unbatch()
+    pool = build_catalog_batches(file_patterns, data_accessor, tft_output).unbatch()
 
     @tf.autograph.experimental.do_not_convert
     def known_at_training(item: Dict[str, Any]) -> tf.Tensor:
