@@ -8,7 +8,7 @@ The baselines are ranked once on the same task. One row per variant: recall@10, 
 coverage@10 and train seconds; the recall@10 of the variant / most-popular.
 
     python bench/bench_ablations.py --scale small --workdir /tmp/ablations-small
-    python bench/bench_ablations.py --scale small --variants base,no_logq --epochs 4
+    python bench/bench_ablations.py --scale small --variants base,no_logq --set model.epochs=4
     python bench/bench_ablations.py --experiment online_retail --data-root DIR --workdir W
     python bench/bench_ablations.py --scale small --workdir W \
         --variants base,pretrained_image_fine_tune,pretrained_text_fine_tune
@@ -19,6 +19,12 @@ The pretrained_* variants (PRETRAINED_VARIANTS) train with pretrained item-tower
 (components/model/pretraining.py): --pretrained-image / --pretrained-text, or pretrained once
 into WORKDIR/pretrained/ on ../shared/data (clothing photos, Online Retail texts). Rows also
 show recall@50 and recall@50 on cold items (first seen after the cutoff).
+
+Every user is queried at the cutoff, so every query has the same hour and day of week;
+`--query-times cutoff,first_eval_event` also ranks each model with each user queried at
+their first eval event (their next visit), the protocol in which time-of-day context can
+matter: those rows are named `<variant>@first_eval_event`. `--rank-existing` ranks the
+models a previous run left in WORKDIR/variants/ instead of training them again.
 """
 from __future__ import annotations
 
@@ -82,6 +88,7 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "mixed_negatives_256": {"sampled_negatives": 256},
     "pool_mean": {"history_pooling": "mean"},
     "pool_recency": {"history_pooling": "recency"},
+    "no_time_of_day": {"use_time_of_day": False},
 }
 # name -> (pretrained encoders, mode): model.pretrained of the variant, with the encoders of
 # --pretrained-image / --pretrained-text (or pretrained once into WORKDIR/pretrained/).
@@ -96,15 +103,22 @@ SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "shared", "data")
 
 
+def paired_difference(ranked: np.ndarray, task: protocol.Task,
+                      other_ranking: np.ndarray) -> Dict[str, object]:
+    """recall@K of `ranked` minus `other_ranking`'s with its paired 95 % bootstrap interval
+    over users: the ranking evaluator's own difference (metrics.evaluate)."""
+    difference = metrics.evaluate({"variant": ranked, "other": other_ranking},
+                                  {"overall": task.targets}, task.popularity, ks=[K],
+                                  )["slices"]["overall"]["differences"]["variant - other"]
+    return difference[f"recall@{K}"]
+
+
 def versus_best_baseline(ranked: np.ndarray, task: protocol.Task, best: str,
                          best_ranking: np.ndarray) -> Dict[str, object]:
-    """The variant's recall@K minus the best baseline's with its paired 95 % bootstrap
-    interval over users: the ranking evaluator's own difference (metrics.evaluate)."""
-    difference = metrics.evaluate({"variant": ranked, best: best_ranking},
-                                  {"overall": task.targets}, task.popularity, ks=[K],
-                                  )["slices"]["overall"]["differences"][f"variant - {best}"]
-    return {"best_baseline": best, f"minus_best@{K}": difference[f"recall@{K}"]["value"],
-            f"minus_best@{K}_interval": difference[f"recall@{K}"]["interval"]}
+    """The variant's recall@K minus the best baseline's, with its paired interval."""
+    difference = paired_difference(ranked, task, best_ranking)
+    return {"best_baseline": best, f"minus_best@{K}": difference["value"],
+            f"minus_best@{K}_interval": difference["interval"]}
 
 
 def scores(ranked: np.ndarray, task: protocol.Task) -> Dict[str, float]:
@@ -159,6 +173,12 @@ def main(argv: List[str]) -> None:
                         help=f"of {', '.join([*VARIANTS, *PRETRAINED_VARIANTS])}")
     parser.add_argument("--set", action="append", default=[], help="section.field=value")
     parser.add_argument("--out", default="", help="JSON lines of the rows (appended)")
+    parser.add_argument("--query-times", default="cutoff",
+                        help=f"comma-separated, of {', '.join(protocol.QUERY_TIMES)}: when "
+                        "each user is queried (the model rows; baselines ignore the time)")
+    parser.add_argument("--rank-existing", action="store_true",
+                        help="rank WORKDIR/variants/<variant>/serving_model where it exists "
+                        "instead of training the variant (train s is then 0)")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse WORKDIR's ExampleGen and Transform outputs where data and "
                         "settings match (TFX's execution cache); other settings run them again")
@@ -202,16 +222,19 @@ def main(argv: List[str]) -> None:
                and any(part not in VARIANTS for part in v.split("+"))]
     if unknown:
         parser.error(f"unknown variants {unknown}")
+    query_times = [q for q in args.query_times.split(",") if q]
+    if not query_times or any(q not in protocol.QUERY_TIMES for q in query_times):
+        parser.error(f"--query-times: choose from {', '.join(protocol.QUERY_TIMES)}")
     encoders = pretrained_encoders(args, config, {
         kind for v in variants if v in PRETRAINED_VARIANTS for kind in PRETRAINED_VARIANTS[v][0]})
-    header = (f"{'variant':<26} {'recall@10':>9} {'ndcg@10':>8} {'cov@10':>7} "
+    header = (f"{'variant':<32} {'recall@10':>9} {'ndcg@10':>8} {'cov@10':>7} "
               f"{'recall@50':>9} {'cold r@50':>9} {'x most-pop':>10} {'train s':>8}")
     if args.set:
         print(f"every variant with --set {' '.join(args.set)}", flush=True)
     print(header, flush=True)
 
     def show(row: Dict[str, object]) -> None:
-        print(f"{row['variant']:<26} {row['recall@10']:9.4f} {row['ndcg@10']:8.4f} "
+        print(f"{row['variant']:<32} {row['recall@10']:9.4f} {row['ndcg@10']:8.4f} "
               f"{row['coverage@10']:7.3f} {row['recall@50']:9.4f} {row['cold_recall@50']:9.4f} "
               f"{row['recall@10'] / max(popular, 1e-9):10.2f} {row['train_s']:8.1f}",
               flush=True)
@@ -222,6 +245,7 @@ def main(argv: List[str]) -> None:
 
     for row in rows:
         show(row)
+    model_rankings: Dict[str, np.ndarray] = {}  # row name -> ranking, for "- base"
     for variant in variants:
         if variant in PRETRAINED_VARIANTS:
             kinds, mode = PRETRAINED_VARIANTS[variant]
@@ -235,18 +259,32 @@ def main(argv: List[str]) -> None:
         custom = {"model": dataclasses.asdict(model), "data": dataclasses.asdict(config.data),
                   "transform": dataclasses.asdict(config.transform)}
         model_root = os.path.join(args.workdir, "variants", variant)
-        start = time.monotonic()
-        trainer.run_fn(trainer.fn_args_for(artifacts["examples"], artifacts["transform"],
-                                           model_root, custom))
-        seconds = time.monotonic() - start
-        ranking = model_ranking.rank_with_model(
-            os.path.join(model_root, "serving_model"), task, DEPTH, config.data.history_length)
-        row = {"variant": variant, **scores(ranking, task), "train_s": seconds,
-               **versus_best_baseline(ranking, task, best, ranked[best])}
-        show(row)
-        low, high = row[f"minus_best@{K}_interval"]
-        print(f"  {variant} - {best}: recall@{K} {row[f'minus_best@{K}']:+.4f} "
-              f"[{low:+.4f}, {high:+.4f}]", flush=True)
+        serving_model = os.path.join(model_root, "serving_model")
+        seconds = 0.0
+        if not (args.rank_existing and os.path.isdir(serving_model)):
+            start = time.monotonic()
+            trainer.run_fn(trainer.fn_args_for(artifacts["examples"], artifacts["transform"],
+                                               model_root, custom))
+            seconds = time.monotonic() - start
+        for query_time in query_times:
+            ranking = model_ranking.rank_with_model(serving_model, task, DEPTH,
+                                                    config.data.history_length,
+                                                    query_time=query_time)
+            name = variant if query_time == "cutoff" else f"{variant}@{query_time}"
+            row = {"variant": name, **scores(ranking, task), "train_s": seconds,
+                   **versus_best_baseline(ranking, task, best, ranked[best])}
+            base = "base" if query_time == "cutoff" else f"base@{query_time}"
+            model_rankings[name] = ranking
+            if variant != "base" and base in model_rankings:
+                versus_base = paired_difference(ranking, task, model_rankings[base])
+                row.update({f"minus_base@{K}": versus_base["value"],
+                            f"minus_base@{K}_interval": versus_base["interval"]})
+            show(row)
+            for other, key in ((best, "minus_best"), (base, "minus_base")):
+                if f"{key}@{K}" in row:
+                    low, high = row[f"{key}@{K}_interval"]
+                    print(f"  {name} - {other}: recall@{K} {row[f'{key}@{K}']:+.4f} "
+                          f"[{low:+.4f}, {high:+.4f}]", flush=True)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ class ModelConfig:
     sampled_negatives: int = 0
     # How the query tower pools the recent items: attention | mean | recency (model/towers.py).
     history_pooling: str = "attention"
+    use_time_of_day: bool = True  # the request's hour and day of week in the query context
     fusion_units: int = 0  # hidden units of the towers' fusion MLPs; 0 = 2 * embedding_dim
     # Towers = fusion_weight * unit fusion-MLP output + unit shared content vector (history
     # content for queries): a small weight keeps "like your recent items" dominant.

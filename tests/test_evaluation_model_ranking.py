@@ -5,6 +5,7 @@ from __future__ import annotations
 import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from hyperrec.schemas import features
@@ -75,3 +76,21 @@ def test_the_excluding_signature_is_used_when_the_model_has_it(tmp_path):
         model_ranking.RECOMMEND_EXCLUDING: module.recommend_excluding})
     ranked = model_ranking.rank_with_model(str(tmp_path), _task(), depth=3, history_length=1)
     np.testing.assert_array_equal(ranked, [[5, 4, 3], [5, 4, 3]])  # reverse order: f, e, d
+
+
+def test_queries_carry_the_cutoff_or_each_users_first_eval_event_time():
+    task = _task()
+    task.first_eval_times = np.array([130, 105], np.int64)
+    sent = []
+
+    def recommend(request):
+        sent.append(request[features.TIMESTAMP].numpy().tolist())
+        return {features.ITEM_IDS: tf.constant([["d", "e"], ["a", "b"]])}
+
+    for query_time in ("cutoff", "first_eval_event"):
+        ranked = model_ranking.rank_task(recommend, task, depth=2, query_time=query_time)
+        np.testing.assert_array_equal(ranked, [[3, 4], [0, 1]])
+    assert sent == [[100, 100], [130, 105]]
+    task.first_eval_times = None  # a task built by hand without them
+    with pytest.raises(ValueError, match="no eval event times"):
+        model_ranking.rank_task(recommend, task, depth=2, query_time="first_eval_event")

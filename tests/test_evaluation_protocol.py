@@ -67,6 +67,18 @@ def test_new_users_and_default_cutoff():
     assert [t.tolist() for t in task.slice_targets("returning_users")] == [[3], []]
 
 
+def test_query_times_are_the_cutoff_or_each_users_first_eval_event():
+    eval_events = _events([("u1", "d", 102, "impression"), ("u2", "c", 101.5, "click"),
+                           ("u1", "d", 103, "click"), ("u2", "d", 104, "purchase")])
+    task = protocol.build_task(TRAIN, eval_events, CATALOGUE, history_length=5, new_user_days=7)
+    assert task.users == ["u1", "u2"]
+    assert task.query_timestamps().tolist() == [int(101.5 * DAY)] * 2  # the cutoff
+    # u1's first eval event is an impression (a visit), before their first eval positive.
+    assert task.query_timestamps("first_eval_event").tolist() == [102 * DAY, int(101.5 * DAY)]
+    with pytest.raises(ValueError, match="unknown query time 'noon'"):
+        task.query_timestamps("noon")
+
+
 def test_empty_eval_split_is_an_error():
     with pytest.raises(ValueError, match="eval split is empty"):
         protocol.build_task(TRAIN, EVAL.subset(np.zeros(len(EVAL), bool)), CATALOGUE,

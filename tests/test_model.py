@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
@@ -479,12 +479,19 @@ def test_history_weights_mean_and_recency():
     np.testing.assert_allclose(recency[2], 0.0)
 
 
+def _small_item_tower(**overrides: Any):
+    """An 8-d item tower over a 10-item vocabulary: the id table the query towers share."""
+    from hyperrec.components.model.towers import ItemTower
+    return ItemTower(**{**dict(embedding_dim=8, id_embedding_dim=4, item_vocab_size=10,
+                               category_vocab_size=5, text_vocab_size=20, text_max_tokens=6,
+                               image_size=8, cnn_filters=(4, 8), text_embedding_dim=8,
+                               text_heads=2, text_layers=1, text_ff_dim=8, dropout=0.0),
+                        **overrides})
+
+
 def test_query_tower_pools_history_by_attention_mean_or_recency():
-    from hyperrec.components.model.towers import ItemTower, QueryTower
-    item_tower = ItemTower(embedding_dim=8, id_embedding_dim=4, item_vocab_size=10,
-                           category_vocab_size=5, text_vocab_size=20, text_max_tokens=6,
-                           image_size=8, cnn_filters=(4, 8), text_embedding_dim=8, text_heads=2,
-                           text_layers=1, text_ff_dim=8, dropout=0.0)
+    from hyperrec.components.model.towers import QueryTower
+    item_tower = _small_item_tower()
     inputs = {features.USER_ID_XF: tf.constant([[1], [2]]),
               features.DEVICE_XF: tf.constant([[1], [1]]),
               features.HOUR_XF: tf.constant([[3], [4]]),
@@ -506,6 +513,33 @@ def test_query_tower_pools_history_by_attention_mean_or_recency():
         QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
                    item_id_embedding=item_tower.item_id_embedding, dropout=0.0,
                    history_pooling="max")
+
+
+def test_query_tower_time_of_day_switch():
+    """With use_time_of_day the request's hour and day of week move the query embedding;
+    without it the tower has no hour/day tables and the same user, device and history give
+    the same embedding at any hour and day."""
+    from hyperrec.components.model.towers import QueryTower
+    item_tower = _small_item_tower()
+    base = {features.USER_ID_XF: tf.constant([[1], [1]]),
+            features.DEVICE_XF: tf.constant([[1], [1]]),
+            features.HISTORY_XF: tf.constant([[1, 2, 3], [1, 2, 3]])}
+    # Row 0 and row 1 differ only in the hour and the day of week.
+    inputs = {**base, features.HOUR_XF: tf.constant([[3], [20]]),
+              features.DAY_OF_WEEK_XF: tf.constant([[0], [5]])}
+    for use_time_of_day in (True, False):
+        tower = QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7,
+                           device_vocab_size=3, item_id_embedding=item_tower.item_id_embedding,
+                           dropout=0.0, use_time_of_day=use_time_of_day)
+        embedding = tower(inputs).numpy()
+        time_tables = [w.name for w in tower.weights
+                       if "hour_embedding" in w.name or "day_of_week_embedding" in w.name]
+        if use_time_of_day:
+            assert len(time_tables) == 2
+            assert not np.allclose(embedding[0], embedding[1], atol=1e-4)
+        else:
+            assert time_tables == []
+            np.testing.assert_allclose(embedding[0], embedding[1], rtol=1e-6)
 
 
 def test_freshness_buckets_ages_and_counts_negative_ages_as_new():
@@ -573,18 +607,15 @@ def test_history_attention_ignores_padding_and_survives_empty_history():
 def test_layer_configs_round_trip():
     from hyperrec.components.model.image_encoder import ImageEncoder
     from hyperrec.components.model.ranking import RankingTask
-    from hyperrec.components.model.towers import ItemTower, QueryTower
-    item_tower = ItemTower(embedding_dim=8, id_embedding_dim=4, item_vocab_size=10,
-                           category_vocab_size=5, text_vocab_size=20, text_max_tokens=6,
-                           image_size=8, cnn_filters=(4, 8), text_embedding_dim=8, text_heads=2,
-                           text_layers=1, text_ff_dim=8, dropout=0.1, use_item_id=False)
+    from hyperrec.components.model.towers import QueryTower
+    item_tower = _small_item_tower(dropout=0.1, use_item_id=False)
     layers = [
         item_tower,
         QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
                    item_id_embedding=item_tower.item_id_embedding, dropout=0.1),
         QueryTower(embedding_dim=8, id_embedding_dim=4, user_vocab_size=7, device_vocab_size=3,
                    item_id_embedding=item_tower.item_id_embedding, dropout=0.1,
-                   history_pooling="recency"),
+                   history_pooling="recency", use_time_of_day=False),
         ImageEncoder((4, 8), 16), RankingTask([16], 0.1), HistoryAttention(4),
         RetrievalTask(0.1, item_vocab_size=10), FreshnessBias([1, 7, 30]),
         RetrievalTask(0.1, item_vocab_size=10, catalogue_size=40),

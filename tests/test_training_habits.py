@@ -318,14 +318,16 @@ def test_sampled_negatives_lose_their_ids_when_new_at_the_time_they_are_seen(dat
     assert not np.allclose(as_new, as_old)  # the id mattered for these items
 
 
-def test_training_with_mixed_negatives_and_recency_pooling(data, tmp_path):  # noqa: F811
-    """run_fn trains and exports with uniform catalogue negatives and recency-weighted
-    history pooling; the recency decay is a trained weight of the export."""
+def test_training_with_mixed_negatives_recency_pooling_no_time_of_day(
+        data, tmp_path):  # noqa: F811
+    """run_fn trains and exports with uniform catalogue negatives, recency-weighted history
+    pooling and no hour / day-of-week context; the recency decay is a trained weight of the
+    export, and the export has no hour or day tables."""
     model_root = str(tmp_path / "model")
     finish(start_training(data, model_root, {
         "train_steps": 8, "epochs": 2, "batch_size": 32, "early_stopping_patience": 0,
         "refit_full_train": False, "validation_metric": "", "sampled_negatives": 16,
-        "history_pooling": "recency"}), model_root, timeout=900)
+        "history_pooling": "recency", "use_time_of_day": False}), model_root, timeout=900)
     history = read_history(model_root)
     assert np.all(np.isfinite(history["metrics"]["retrieval_loss"]))
     checkpoint = tf.train.load_checkpoint(
@@ -334,3 +336,12 @@ def test_training_with_mixed_negatives_and_recency_pooling(data, tmp_path):  # n
              if "recency_decay" in name and name.endswith("VARIABLE_VALUE")]
     assert len(decay) == 1
     assert checkpoint.get_tensor(decay[0]) != 0.0  # initialised at 0, moved by training
+    # Keras saves sub-layer variables by index, so the query tower's tables are told apart
+    # by shape: [rows, id_embedding_dim] (the missing-user vector's width).
+    shapes = checkpoint.get_variable_to_shape_map()
+    query = {name: shape for name, shape in shapes.items()
+             if name.startswith("model/query_tower/")}
+    id_dim = query["model/query_tower/missing_user/.ATTRIBUTES/VARIABLE_VALUE"][0]
+    table_rows = sorted(shape[0] for shape in query.values()
+                        if len(shape) == 2 and shape[1] == id_dim)
+    assert len(table_rows) == 2  # user and device; no hour or day-of-week table

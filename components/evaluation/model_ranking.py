@@ -1,7 +1,8 @@
 """Ranks the task's users with an exported SavedModel's `recommend` signature.
 
 The query is what serving would send at the cutoff: user id, the last `history_length`
-engaged train items, the device of the user's last train event, timestamp = cutoff. The
+engaged train items, the device of the user's last train event, timestamp = cutoff (or
+each user's first eval event: protocol.QUERY_TIMES). The
 user's WHOLE train history must be excluded: when the model has `recommend_excluding` (or
 `recommend` has an `exclude_item_ids` input) it receives it; either way k is raised by the
 number of excluded items and the result is filtered here, so the protocol holds with or
@@ -32,9 +33,11 @@ def _padded(rows: List[List[str]], width: Optional[int] = None) -> np.ndarray:
 
 def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
               task: protocol.Task, depth: int, *, history_width: Optional[int] = None,
-              k_covers_exclusions: bool = False, batch_size: int = 256) -> np.ndarray:
+              k_covers_exclusions: bool = False, batch_size: int = 256,
+              query_time: str = "cutoff") -> np.ndarray:
     """[users, depth] catalogue indices (-1 where it ran out) from `recommend`, called with
-    one request dict per batch: the serving query at the cutoff plus `exclude_item_ids`.
+    one request dict per batch: the serving query at `query_time` (protocol.QUERY_TIMES;
+    the cutoff by default) plus `exclude_item_ids`.
     `history_width` pads/cuts the history (None: the batch's longest); with
     `k_covers_exclusions` k is raised by the most exclusions in the batch, so `depth` items
     are left after the exclusions are filtered here (for a `recommend` that may not drop
@@ -43,6 +46,7 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
 
     index = task.catalogue.index()
     ids = task.catalogue.item_ids
+    timestamps = task.query_timestamps(query_time)
     ranked: List[List[int]] = []
     for start in range(0, len(task.users), batch_size):
         end = min(start + batch_size, len(task.users))
@@ -53,7 +57,7 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
             features.HISTORY: tf.constant(_padded(task.history[start:end], history_width),
                                           tf.string),
             features.DEVICE: tf.constant(task.devices[start:end], tf.string),
-            features.TIMESTAMP: tf.constant([task.cutoff] * (end - start), tf.int64),
+            features.TIMESTAMP: tf.constant(timestamps[start:end], tf.int64),
             features.K: tf.constant([k] * (end - start), tf.int32),
             EXCLUDE_ITEM_IDS: tf.constant(_padded(excluded), tf.string)})
         for row in outputs[features.ITEM_IDS].numpy():
@@ -62,7 +66,7 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
 
 
 def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_length: int,
-                    batch_size: int = 256) -> np.ndarray:
+                    batch_size: int = 256, query_time: str = "cutoff") -> np.ndarray:
     """[users, depth] catalogue indices ranked by the model (-1 where it ran out)."""
     import tensorflow as tf
 
@@ -74,4 +78,4 @@ def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_len
         return signature(**{name: value for name, value in request.items() if name in inputs})
 
     return rank_task(recommend, task, depth, history_width=history_length,
-                     k_covers_exclusions=True, batch_size=batch_size)
+                     k_covers_exclusions=True, batch_size=batch_size, query_time=query_time)

@@ -10,6 +10,10 @@
   slice when they have a target in it, and only those targets count) and returning vs new
   users (new: the user's first train event is less than `new_user_days` before the cutoff;
   every evaluated user has train positives, so "new" means a short train history).
+- Query time: every user is queried at the cutoff (QUERY_TIMES[0]), so the request's hour
+  and day of week are the same for all users. "first_eval_event" queries each user at the
+  time of their first eval event of any kind (their next visit, which serving would see as
+  the request's timestamp; the history is still train-only, as it was at that moment).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from hyperrec.schemas import features
 from hyperrec.components.example_gen import history as history_lib
 
 SLICES = ("overall", "warm_items", "cold_items", "returning_users", "new_users")
+QUERY_TIMES = ("cutoff", "first_eval_event")
 
 
 @dataclasses.dataclass
@@ -67,6 +72,17 @@ class Task:
     new_user: np.ndarray  # bool [U]
     popularity: np.ndarray  # float [C]: share of train users who engaged with the item
     train: Events  # the train split (baselines fit on its positives)
+    first_eval_times: Optional[np.ndarray] = None  # int64 [U]: each user's first eval event
+
+    def query_timestamps(self, query_time: str = "cutoff") -> np.ndarray:
+        """int64 [U]: when each user's query is made (see QUERY_TIMES)."""
+        if query_time == "cutoff":
+            return np.full(len(self.users), self.cutoff, np.int64)
+        if query_time == "first_eval_event":
+            if self.first_eval_times is None:
+                raise ValueError("this task has no eval event times (build_task sets them)")
+            return np.asarray(self.first_eval_times, np.int64)
+        raise ValueError(f"unknown query time {query_time!r}; choose from {QUERY_TIMES}")
 
     def slice_targets(self, name: str) -> List[np.ndarray]:
         """Per user, that slice's targets (empty: the user is not in the slice)."""
@@ -165,6 +181,9 @@ def build_task(train: Events, eval_events: Events, catalogue: Catalogue, *,
             by_user.setdefault(user, []).append((ts, item, event, None))
 
     users = sorted(eval_targets)
+    first_eval: Dict[str, int] = {}
+    for user, ts in zip(eval_events.users, eval_events.timestamps):
+        first_eval[user] = min(first_eval.get(user, int(ts)), int(ts))
     new_before = cutoff - new_user_days * features.SECONDS_PER_DAY
     n_train_users = max(1, len(train_items))
     popularity = np.zeros(len(catalogue.item_ids))
@@ -179,7 +198,8 @@ def build_task(train: Events, eval_events: Events, catalogue: Catalogue, *,
         devices=[last_device[u][1] or features.UNKNOWN for u in users],
         targets=[np.array(sorted(index[i] for i in eval_targets[u]), np.int64) for u in users],
         new_user=np.array([first_seen[u] >= new_before for u in users], bool),
-        popularity=popularity, train=train)
+        popularity=popularity, train=train,
+        first_eval_times=np.array([first_eval[u] for u in users], np.int64))
 
 
 def load_task(examples_uri: str, *, history_length: int, new_user_days: float) -> Task:

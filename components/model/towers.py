@@ -29,7 +29,6 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from hyperrec.components import transform
 from hyperrec.components.config import HISTORY_POOLINGS
 from hyperrec.schemas import features
 from hyperrec.components.model.image_encoder import ImageEncoder, colour_signature, decode_png_batch
@@ -271,6 +270,10 @@ class QueryTower(_Tower):
     the user's context; the content anchor is their mean), "mean", or "recency" (weights
     decaying with each step back in time at a learned rate, for both the fusion input and
     the content anchor: the last items say most about the current intent).
+
+    `use_time_of_day` adds the request's hour and day of week to the user's context (the
+    fusion input and the attention's query); False leaves them out (the ablation of time
+    features; the inputs are still accepted and ignored).
     """
 
     def __init__(self, embedding_dim: int, id_embedding_dim: int, user_vocab_size: int,
@@ -279,12 +282,14 @@ class QueryTower(_Tower):
                  fusion_units: Optional[int] = None,
                  item_content: Optional[ItemContentTable] = None,
                  content_vector: Optional[ContentVector] = None, fusion_weight: float = 1.0,
-                 history_pooling: str = "attention", **kwargs: Any) -> None:
+                 history_pooling: str = "attention", use_time_of_day: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if history_pooling not in HISTORY_POOLINGS:
             raise ValueError(f"history_pooling must be one of {HISTORY_POOLINGS}, "
                              f"got {history_pooling!r}")
         self.history_pooling = history_pooling
+        self.use_time_of_day = use_time_of_day
         self.embedding_dim = embedding_dim
         self.id_embedding_dim = id_embedding_dim
         self.user_vocab_size = user_vocab_size
@@ -303,10 +308,12 @@ class QueryTower(_Tower):
             user_vocab_size, id_embedding_dim, name="user_embedding")
         self.device_embedding = tf.keras.layers.Embedding(
             device_vocab_size, id_embedding_dim, name="device_embedding")
-        self.hour_embedding = tf.keras.layers.Embedding(
+        self.hour_embedding = (tf.keras.layers.Embedding(
             HOURS_PER_DAY, id_embedding_dim, name="hour_embedding")
-        self.day_embedding = tf.keras.layers.Embedding(
+            if use_time_of_day else None)
+        self.day_embedding = (tf.keras.layers.Embedding(
             DAYS_PER_WEEK, id_embedding_dim, name="day_of_week_embedding")
+            if use_time_of_day else None)
         self.history_attention = (HistoryAttention(id_embedding_dim, name="history_attention")
                                   if history_pooling == "attention" else None)
         # softplus(raw) is the decay per step back; raw 0.0 -> 0.69: the item before the
@@ -346,12 +353,11 @@ class QueryTower(_Tower):
                 user_known, tf.random.uniform(tf.shape(user_ids)) >= self.id_dropout)
         user_mask = tf.cast(user_known, tf.float32)[:, tf.newaxis]
         user = self.user_embedding(user_ids) * user_mask + (1.0 - user_mask) * self.missing_user
-        context = tf.concat([
-            user, user_mask,
-            self.device_embedding(ids(features.DEVICE_XF)),
-            self.hour_embedding(ids(features.HOUR_XF)),
-            self.day_embedding(ids(features.DAY_OF_WEEK_XF)),
-        ], axis=1)
+        context = [user, user_mask, self.device_embedding(ids(features.DEVICE_XF))]
+        if self.use_time_of_day:
+            context += [self.hour_embedding(ids(features.HOUR_XF)),
+                        self.day_embedding(ids(features.DAY_OF_WEEK_XF))]
+        context = tf.concat(context, axis=1)
         history_ids = inputs[features.HISTORY_XF]
         known = self._known(history_ids, self.item_id_embedding.input_dim)
         items, content = self.history_items(history_ids)
@@ -384,6 +390,7 @@ class QueryTower(_Tower):
                 "id_dropout": self.id_dropout, "num_oov_buckets": self.num_oov_buckets,
                 "fusion_units": self.fusion_units, "fusion_weight": self.fusion_weight,
                 "history_pooling": self.history_pooling,
+                "use_time_of_day": self.use_time_of_day,
                 **{name: tf.keras.layers.serialize(layer) if layer is not None else None
                    for name, layer in self._shared_layers().items()}}
 

@@ -259,7 +259,8 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
         fusion_units=fusion_units, item_content=content_table,
         content_vector=item_tower.content_vector if content_table else None,
         fusion_weight=model_config.fusion_weight,
-        history_pooling=model_config.history_pooling, name="query_tower")
+        history_pooling=model_config.history_pooling,
+        use_time_of_day=model_config.use_time_of_day, name="query_tower")
     retrieval = RetrievalTask(model_config.temperature, item_log_q=item_log_q,
                               item_vocab_size=vocabulary_sizes.item,
                               negatives=model_config.retrieval_negatives,
