@@ -265,8 +265,7 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                               item_vocab_size=vocabulary_sizes.item,
                               negatives=model_config.retrieval_negatives,
                               log_q_weight=model_config.log_q_weight,
-                              catalogue_size=catalogue_size if model_config.sampled_negatives
-                              else 0, name="retrieval")
+                              catalogue_size=catalogue_size, name="retrieval")
     ranking = RankingTask(model_config.ranking_hidden_units or [2 * model_config.embedding_dim],
                           model_config.dropout, name="ranking")
     recent_popularity = None
