@@ -78,10 +78,15 @@ class ItemTower(_Tower):
                  use_item_id: bool = True, use_content: bool = True, id_dropout: float = 0.0,
                  num_oov_buckets: int = 1, fusion_units: Optional[int] = None,
                  content_residual: bool = False, new_item_days: float = 0.0,
-                 fusion_weight: float = 1.0, **kwargs: Any) -> None:
+                 fusion_weight: float = 1.0, bias_reads_id: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.embedding_dim = embedding_dim
         self.id_embedding_dim = id_embedding_dim
+        # False: the retrieval bias reads the content alone, so an item's popularity can only
+        # enter the score through the time terms (recent popularity, freshness): an id
+        # memorises the train period's popularity, which is not what is in demand now.
+        self.bias_reads_id = bias_reads_id or not use_content
         self.item_vocab_size = item_vocab_size
         self.category_vocab_size = category_vocab_size
         self.text_vocab_size = text_vocab_size
@@ -175,6 +180,7 @@ class ItemTower(_Tower):
         content anchoring), "bias": the retrieval bias [batch]}."""
         parts, colours = (self.content_parts(inputs, training) if self.use_content
                           else ([], None))
+        content_input = list(parts)  # before the id parts join
         if self.use_item_id:
             item_ids = tf.reshape(inputs[features.ITEM_ID_XF], [-1])
             id_mask = self.id_mask(item_ids, training,
@@ -190,7 +196,9 @@ class ItemTower(_Tower):
                                           inputs[features.TITLE_TOKENS_XF], colours)
             embedding = tf.math.l2_normalize(self.fusion_weight * fusion + content, axis=1)
         return {"embedding": embedding, "fusion": fusion,
-                "bias": tf.squeeze(self.bias_layer(fused_input), 1)}
+                "bias": tf.squeeze(self.bias_layer(
+                    fused_input if self.bias_reads_id else tf.concat(content_input, axis=1)),
+                    1)}
 
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "embedding_dim": self.embedding_dim,
@@ -206,7 +214,8 @@ class ItemTower(_Tower):
                 "use_item_id": self.use_item_id, "use_content": self.use_content,
                 "id_dropout": self.id_dropout, "num_oov_buckets": self.num_oov_buckets,
                 "fusion_units": self.fusion_units, "content_residual": self.content_residual,
-                "new_item_days": self.new_item_days, "fusion_weight": self.fusion_weight}
+                "new_item_days": self.new_item_days, "fusion_weight": self.fusion_weight,
+                "bias_reads_id": self.bias_reads_id}
 
 
 class HistoryAttention(tf.keras.layers.Layer):

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from hyperrec.schemas import features
+from hyperrec.components.model.affinity import AffinityTask
 from hyperrec.components.model.freshness import FreshnessBias
 from hyperrec.components.model.popularity_prior import RecentPopularity
 from hyperrec.components.model.item_content import ItemContent, ItemContentTable
@@ -53,7 +54,9 @@ class TwoTowerModel(tf.keras.Model):
                  retrieval: RetrievalTask, ranking: RankingTask, retrieval_weight: float,
                  ranking_weight: float, ranking_uses_retrieval: bool = True,
                  freshness: Optional[FreshnessBias] = None,
-                 recent_popularity: Optional[RecentPopularity] = None, **kwargs: Any) -> None:
+                 recent_popularity: Optional[RecentPopularity] = None,
+                 affinity: Optional[AffinityTask] = None, affinity_weight: float = 0.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item_tower = item_tower
         self.query_tower = query_tower
@@ -64,6 +67,9 @@ class TwoTowerModel(tf.keras.Model):
         self.ranking_uses_retrieval = ranking_uses_retrieval
         self.freshness = freshness  # None: items score the same at any age
         self.recent_popularity = recent_popularity  # None: nor by how popular lately
+        # The engaged-vs-shown loss on the retrieval cosine (model/affinity.py).
+        self.affinity = affinity
+        self.affinity_weight = affinity_weight if affinity is not None else 0.0
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         # Fine-tuned pretrained encoders (model/pretraining.py): their variables step with
         # their own optimizer at a lower rate. A second optimizer, not scaled gradients:
@@ -122,6 +128,9 @@ class TwoTowerModel(tf.keras.Model):
             loss += self.retrieval_weight * self.retrieval(
                 query["embedding"], item["embedding"], batch[features.ITEM_ID_XF], labels,
                 item["bias"], sampled=self.sampled_negatives(batch, training), **time_terms)
+        if self.affinity_weight:
+            loss += self.affinity_weight * self.affinity(
+                query["embedding"], item["embedding"], item["fusion"], labels)
         if self.ranking_weight:
             # Ranking reads the fusion outputs: the retrieval embeddings are anchored at
             # shared content, which serves retrieval, not click propensity.
@@ -188,6 +197,9 @@ class TwoTowerModel(tf.keras.Model):
                               else tf.keras.layers.serialize(self.freshness)),
                 "recent_popularity": (None if self.recent_popularity is None
                                       else tf.keras.layers.serialize(self.recent_popularity)),
+                "affinity": (None if self.affinity is None
+                             else tf.keras.layers.serialize(self.affinity)),
+                "affinity_weight": self.affinity_weight,
                 "name": self.name}
 
     @classmethod
@@ -195,7 +207,7 @@ class TwoTowerModel(tf.keras.Model):
                     custom_objects: Optional[Dict[str, Any]] = None) -> "TwoTowerModel":
         config = dict(config)
         for key in ("item_tower", "query_tower", "retrieval", "ranking", "freshness",
-                    "recent_popularity"):
+                    "recent_popularity", "affinity"):
             if config.get(key) is not None:
                 config[key] = tf.keras.layers.deserialize(config[key],
                                                           custom_objects=custom_objects)
@@ -245,7 +257,7 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
         id_dropout=model_config.id_dropout, num_oov_buckets=num_oov_buckets,
         fusion_units=fusion_units, content_residual=item_content is not None,
         new_item_days=model_config.new_item_days, fusion_weight=model_config.fusion_weight,
-        name="item_tower")
+        bias_reads_id=model_config.item_bias_reads_id, name="item_tower")
     content_table = None
     if item_tower.content_vector is not None:
         content_table = ItemContentTable(vocabulary_sizes.item, text_max_tokens, *item_content,
@@ -281,4 +293,7 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                          ranking_uses_retrieval=model_config.ranking_uses_retrieval,
                          freshness=(FreshnessBias(model_config.freshness_days, name="freshness")
                                     if model_config.freshness_days else None),
-                         recent_popularity=recent_popularity, name="two_tower")
+                         recent_popularity=recent_popularity,
+                         affinity=(AffinityTask(model_config.temperature, name="affinity")
+                                   if model_config.affinity_weight else None),
+                         affinity_weight=model_config.affinity_weight, name="two_tower")

@@ -20,6 +20,10 @@ import tensorflow as tf
 
 from hyperrec.schemas import features
 from hyperrec.components.evaluation import metrics, model_ranking, protocol
+from hyperrec.components.model import diagnostics
+
+# Users whose full score rows measure how personal the scores are (diagnostics.py).
+DIAGNOSTIC_USERS = 200
 
 
 def split_time(train_timestamps: np.ndarray, validation_days: float) -> int:
@@ -90,11 +94,26 @@ class RankingValidation(tf.keras.callbacks.Callback):
         return float(metrics.per_user(ranked, self.task.targets, self.task.popularity,
                                       [self.depth])[self.metric].mean())
 
+    def personalisation(self) -> Dict[str, float]:
+        """How personal the current scores are and how spread the catalogue embeddings
+        (diagnostics.py), so a collapse shows in the training logs, not after a push."""
+        users = slice(0, DIAGNOSTIC_USERS)
+        scores = diagnostics.served_scores(
+            self._recommend, self.task.users[users], self.task.history[users],
+            self.task.devices[users], self.task.query_timestamps()[users],
+            self.task.catalogue.item_ids)
+        spread = diagnostics.embedding_spread(self._module.catalog_embeddings.numpy())
+        return {"user_variance_share": diagnostics.user_variance_share(scores),
+                "item_mean_cosine": spread["mean_pairwise_cosine"],
+                "item_effective_rank": spread["effective_rank"]}
+
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._sync_module()
         value = self._value()
         if logs is not None:
             logs[f"val_{self.metric}"] = value
+            logs.update({f"val_{name}": value
+                         for name, value in self.personalisation().items()})
 
 
 def metrics_depth(metric: str) -> int:

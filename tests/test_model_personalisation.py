@@ -1,0 +1,84 @@
+"""The affinity task (model/affinity.py) and the personalisation diagnostics
+(model/diagnostics.py), with hand-computed expectations."""
+from __future__ import annotations
+
+import math
+
+import hyperrec.components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hyperrec.components.model import diagnostics
+from hyperrec.components.model.affinity import AffinityTask
+from hyperrec.schemas import features
+
+
+def test_embedding_spread_of_identical_and_orthogonal_rows():
+    same = diagnostics.embedding_spread(np.tile([[3.0, 4.0]], (5, 1)))
+    assert same["mean_pairwise_cosine"] == pytest.approx(1.0)
+    assert same["effective_rank"] == pytest.approx(1.0)
+    spread = diagnostics.embedding_spread(np.eye(4) * 2.0)
+    assert spread["mean_pairwise_cosine"] == pytest.approx(0.0)
+    assert spread["effective_rank"] == pytest.approx(4.0)
+    # Two directions, 3 rows on one and 1 on the other: pairs (3 choose 2) = 3 of cos 1
+    # out of 6 -> 0.5; singular values sqrt(3), 1 -> p = (0.634, 0.366).
+    mixed = diagnostics.embedding_spread(np.array([[1, 0], [1, 0], [1, 0], [0, 1.0]]))
+    assert mixed["mean_pairwise_cosine"] == pytest.approx(0.5)
+    p = np.array([math.sqrt(3), 1.0]) / (math.sqrt(3) + 1)
+    assert mixed["effective_rank"] == pytest.approx(math.exp(-(p * np.log(p)).sum()))
+
+
+def test_user_variance_share_is_zero_for_one_shared_ordering_and_one_for_opposite_tastes():
+    shared = np.array([[3.0, 1.0, 0.0], [5.0, 3.0, 2.0]])  # same ordering, offset per user
+    assert diagnostics.user_variance_share(shared) == pytest.approx(0.0)
+    opposite = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert diagnostics.user_variance_share(opposite) == pytest.approx(1.0)
+    # Centred rows [1, -1] and [0, 0]: shared part [0.5, -0.5], residuals +-0.5:
+    # 0.25 / 0.5.
+    half = np.array([[2.0, 0.0], [1.0, 1.0]])
+    assert diagnostics.user_variance_share(half) == pytest.approx(0.5)
+    # Excluded items (NaN) are left out, not read as scores.
+    with_gap = np.array([[1.0, 0.0, np.nan], [0.0, 1.0, 7.0]])
+    assert np.isfinite(diagnostics.user_variance_share(with_gap))
+
+
+def test_score_decomposition_by_hand():
+    dot = np.array([[1.0, -1.0], [-1.0, 1.0]])
+    bias = np.array([0.5, -0.5])
+    result = diagnostics.score_decomposition(dot, {"bias": bias})
+    assert result["terms"]["dot"]["variance_over_items"] == pytest.approx(1.0)
+    assert result["terms"]["bias"]["variance_over_items"] == pytest.approx(0.25)
+    assert result["dot_variance_over_users"] == pytest.approx(1.0)
+    # Totals [[1.5, -1.5], [-0.5, 0.5]]: centred the same; shared part [0.5, -0.5];
+    # residuals +-1 -> 1 / 1.25.
+    assert result["user_variance_share"] == pytest.approx(0.8)
+
+
+def test_served_scores_put_each_score_in_its_item_column_and_nan_where_excluded():
+    items = np.array(["a", "b", "c"], dtype=object)
+
+    def recommend(request):  # a served ranking: "c" first, "a" excluded (history)
+        rows = int(request[features.USER_ID].shape[0])
+        return {features.ITEM_IDS: tf.constant([[b"c", b"b", b""]] * rows),
+                features.SCORES: tf.constant([[2.0, 1.0, -1e9]] * rows)}
+
+    scores = diagnostics.served_scores(recommend, ["u1", "u2"], [["a"], []], ["d", "d"],
+                                       [0, 0], items)
+    np.testing.assert_array_equal(np.isnan(scores), [[True, False, False]] * 2)
+    np.testing.assert_allclose(scores[:, 1:], [[1.0, 2.0]] * 2)
+
+
+def test_affinity_loss_is_the_binary_cross_entropy_of_cosine_over_temperature():
+    task = AffinityTask(temperature=0.5)
+    query = tf.constant([[1.0, 0.0], [1.0, 0.0]])
+    items = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    fusion = tf.zeros([2, 3])
+    loss = task(query, items, fusion, tf.constant([1, 0]))
+    # The item bias reads a zero fusion: logits are cosine / 0.5 = [2, 0] plus the Dense bias
+    # (initialised to 0).
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(0.0))) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(task.loss_tracker.result()) == pytest.approx(expected, rel=1e-5)
+    assert task.get_config()["temperature"] == 0.5
