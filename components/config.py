@@ -92,6 +92,12 @@ class ModelConfig:
     temperature: float = 0.1  # in-batch softmax logits are cosine / temperature
     retrieval_weight: float = 1.0
     ranking_weight: float = 1.0
+    # The engaged-vs-shown loss on the retrieval cosine (model/affinity.py): what makes the
+    # served score depend on the user; 0 = off.
+    affinity_weight: float = 0.0
+    # The item's retrieval bias reads its id too (False: content only, so popularity enters
+    # the score through the recent-popularity and freshness terms; model/towers.py).
+    item_bias_reads_id: bool = True
     learning_rate: float = 3e-3
     batch_size: int = 128
     epochs: int = 4
