@@ -47,6 +47,7 @@ class TransformConfig:
 
 PRETRAINED_MODES = ("fine_tune", "frozen")
 HISTORY_POOLINGS = ("attention", "mean", "recency")  # model/towers.py: QueryTower
+RECENT_POPULARITY_EVENTS = ("engaged", "shown")  # what model/popularity_prior.py counts
 
 
 class UnknownPretrainedMode(ValueError):
@@ -131,6 +132,9 @@ class ModelConfig:
     # (() = no term).
     recent_popularity_days: int = 7
     recent_popularity_counts: tuple = (1, 2, 3, 5, 9, 17, 33, 65, 129)
+    # What the recent-popularity term counts: "engaged" events or every "shown" row (the
+    # item's recent exposure).
+    recent_popularity_events: str = "engaged"
     # Age buckets (days) of the learned freshness term of the retrieval score
     # (model/freshness.py); () = no freshness term.
     freshness_days: tuple = (1, 2, 3, 5, 7, 10, 14, 21, 28, 42, 60, 90)
@@ -162,6 +166,9 @@ class ModelConfig:
         if name == "history_pooling" and value not in HISTORY_POOLINGS:
             raise ValueError(f"unknown model.history_pooling {value!r}; "
                              f"choose from {HISTORY_POOLINGS}")
+        if name == "recent_popularity_events" and value not in RECENT_POPULARITY_EVENTS:
+            raise ValueError(f"unknown model.recent_popularity_events {value!r}; "
+                             f"choose from {RECENT_POPULARITY_EVENTS}")
         if name == "sampled_negatives" and not int(value) >= 0:
             raise ValueError(f"model.sampled_negatives must be >= 0, got {value!r}")
         super().__setattr__(name, value)

@@ -492,7 +492,11 @@ def recent_count_table(model_config: config_lib.ModelConfig, tft_output: tft.TFT
     days = events.timestamps // features.SECONDS_PER_DAY
     first_day, last_day = int(days.min()), int(days.max())
     table = popularity_prior.daily_window_counts(
-        events.users, events.items, events.timestamps, events.labels, item_index,
+        events.users, events.items, events.timestamps,
+        # "shown" counts every impression: how much the shop exposes the item lately, the
+        # P(shown) factor beside the affinity task's P(engaged | shown) (model/affinity.py).
+        (events.labels if model_config.recent_popularity_events == "engaged"
+         else np.ones_like(events.labels)), item_index,
         transform.vocabulary_table_size(tft_output, transform.ITEM_VOCAB, transform_config),
         first_day, last_day - first_day + 2, model_config.recent_popularity_days)
     return first_day, table
