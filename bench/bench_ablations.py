@@ -9,6 +9,7 @@ coverage@10 and train seconds; the recall@10 of the variant / most-popular.
 
     python bench/bench_ablations.py --scale small --workdir /tmp/ablations-small
     python bench/bench_ablations.py --scale small --variants base,no_logq --set model.epochs=4
+    python bench/bench_ablations.py --scale small --workdir W --variants base --seeds 42,43,44
     python bench/bench_ablations.py --experiment online_retail --data-root DIR --workdir W
     python bench/bench_ablations.py --scale small --workdir W \
         --variants base,pretrained_image_fine_tune,pretrained_text_fine_tune
@@ -167,6 +168,9 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--experiment", default="")
     parser.add_argument("--scale", default="small", help="synthetic scale (no --data-root)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default="",
+                        help="comma-separated model.seed values: each variant trains once per "
+                        "seed (rows <variant>@seed<s>), then mean, min and max over the seeds")
     parser.add_argument("--data-root", default="")
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--variants", default=",".join(VARIANTS),
@@ -246,7 +250,10 @@ def main(argv: List[str]) -> None:
     for row in rows:
         show(row)
     model_rankings: Dict[str, np.ndarray] = {}  # row name -> ranking, for "- base"
-    for variant in variants:
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed]
+    seeded_rows: Dict[str, List[Dict[str, object]]] = {}  # row name without @seed -> rows
+    for variant, seed in [(v, s) for v in variants for s in seeds or [None]]:
+        suffix = "" if seed is None else f"@seed{seed}"
         if variant in PRETRAINED_VARIANTS:
             kinds, mode = PRETRAINED_VARIANTS[variant]
             model = dataclasses.replace(config.model, pretrained=dataclasses.replace(
@@ -256,9 +263,11 @@ def main(argv: List[str]) -> None:
             for part in variant.split("+"):
                 overrides.update(VARIANTS[part])
             model = dataclasses.replace(config.model, **overrides)
+        if seed is not None:
+            model = dataclasses.replace(model, seed=seed)
         custom = {"model": dataclasses.asdict(model), "data": dataclasses.asdict(config.data),
                   "transform": dataclasses.asdict(config.transform)}
-        model_root = os.path.join(args.workdir, "variants", variant)
+        model_root = os.path.join(args.workdir, "variants", variant + suffix)
         serving_model = os.path.join(model_root, "serving_model")
         seconds = 0.0
         if not (args.rank_existing and os.path.isdir(serving_model)):
@@ -270,21 +279,40 @@ def main(argv: List[str]) -> None:
             ranking = model_ranking.rank_with_model(serving_model, task, DEPTH,
                                                     config.data.history_length,
                                                     query_time=query_time)
-            name = variant if query_time == "cutoff" else f"{variant}@{query_time}"
+            unseeded = variant if query_time == "cutoff" else f"{variant}@{query_time}"
+            name = unseeded + suffix
             row = {"variant": name, **scores(ranking, task), "train_s": seconds,
                    **versus_best_baseline(ranking, task, best, ranked[best])}
-            base = "base" if query_time == "cutoff" else f"base@{query_time}"
+            base = ("base" if query_time == "cutoff" else f"base@{query_time}") + suffix
             model_rankings[name] = ranking
             if variant != "base" and base in model_rankings:
                 versus_base = paired_difference(ranking, task, model_rankings[base])
                 row.update({f"minus_base@{K}": versus_base["value"],
                             f"minus_base@{K}_interval": versus_base["interval"]})
+            seeded_rows.setdefault(unseeded, []).append(row)
             show(row)
             for other, key in ((best, "minus_best"), (base, "minus_base")):
                 if f"{key}@{K}" in row:
                     low, high = row[f"{key}@{K}_interval"]
                     print(f"  {name} - {other}: recall@{K} {row[f'{key}@{K}']:+.4f} "
                           f"[{low:+.4f}, {high:+.4f}]", flush=True)
+
+    if seeds:
+        print_seed_spread(seeded_rows, seeds)
+
+
+def print_seed_spread(rows_by_variant: Dict[str, List[Dict[str, object]]],
+                      seeds: List[int]) -> None:
+    """Mean, min and max over the model seeds of each variant's recall@10 and NDCG@10: the
+    noise that a difference between variants, or the gate's margin, has to exceed."""
+    print(f"\nover model seeds {','.join(map(str, seeds))}: mean [min, max]", flush=True)
+    print(f"{'variant':<32} {'recall@10':>24} {'ndcg@10':>24}", flush=True)
+    for variant, rows in rows_by_variant.items():
+        cells = []
+        for metric in (f"recall@{K}", f"ndcg@{K}"):
+            values = np.array([row[metric] for row in rows])
+            cells.append(f"{values.mean():.4f} [{values.min():.4f}, {values.max():.4f}]")
+        print(f"{variant:<32} {cells[0]:>24} {cells[1]:>24}", flush=True)
 
 
 if __name__ == "__main__":

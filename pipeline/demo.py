@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 
 from rich.console import Console
-from rich.table import Table
 
 from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components.example_gen import history as history_lib
 from hyperrec.pipeline.runners import local as local_runner
+from hyperrec.pipeline import demo_report
 from hyperrec.pipeline import pipeline as pipeline_def
 from hyperrec.components.config import HyperrecConfig
 from hyperrec.serving import saved_model
@@ -122,27 +121,10 @@ def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) 
 
     user, past, device, ts = pick_demo_user(data_root, config.data.history_length)
     recs = saved_model.recommend(model_dir, user, past, device, ts, k=10)
-    with open(os.path.join(data_root, "ground_truth.json"), encoding="utf-8") as f:
-        truth = json.load(f)
-    items = truth.get("items", {})
-    prefs = truth.get("users", {}).get(user, {})
-    taste = {k: prefs.get(k) for k in ("fav_colours", "fav_categories", "fav_style")}
-    console.print(f"user [bold]{user}[/] on {device}; latent taste (ground truth): {taste}")
-    console.print(f"recent history: {', '.join(past) or '(none)'}")
-    table = Table(title=f"top-10 for {user} from the pushed SavedModel (version {version})")
-    for column in ("rank", "item", "score", "category", "colour", "style", "first seen",
-                   "matches the user's taste"):
-        table.add_column(column)
-    for rank, (item_id, score) in enumerate(recs, 1):
-        attrs = items.get(item_id, {})
-        matches = [name for name, hit in (
-            ("colour", attrs.get("colour") in prefs.get("fav_colours", ())),
-            ("category", attrs.get("category") in prefs.get("fav_categories", ())),
-            ("style", attrs.get("style") == prefs.get("fav_style"))) if hit]
-        table.add_row(str(rank), item_id, f"{score:.3f}", str(attrs.get("category", "")),
-                      str(attrs.get("colour", "")), str(attrs.get("style", "")),
-                      str(attrs.get("first_seen", ""))[:10], ", ".join(matches))
-    console.print(table)
+    truth = demo_report.read_ground_truth(data_root)
+    demo_report.print_user_report(console, user, device, past, recs, version,
+                                  demo_report.read_items(data_root, truth),
+                                  demo_report.user_taste(truth, user))
 
     over_rest, over_grpc = serve_and_recommend(paths.serving_dir, user, past, device, ts, 10,
                                                console)
