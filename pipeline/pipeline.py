@@ -223,7 +223,7 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         tfma_blessing=evaluator.outputs["blessing"],
         config=ranking_evaluator_lib.executor_config(
             dataclasses.asdict(config.eval), config.data.history_length,
-            code_fingerprint(ranking_evaluator_lib.__name__)),
+            code_fingerprint(ranking_evaluator_lib.__name__), data_root),
     ).with_id(RANKING_EVALUATOR_ID)
     pusher = tfx.components.Pusher(
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor),

@@ -47,6 +47,12 @@ def test_a_model_that_loses_to_most_popular_is_not_pushed_and_the_reason_is_reco
     mine, popular = (overall[m]["recall@10"]["value"] for m in ("hyperrec", "most_popular"))
     assert mine <= popular
     assert reason == f"recall@10 {mine:.4f} <= most_popular {popular:.4f}"
+    # Synthetic data: the pipeline hands the ground truth over, so taste match is measured.
+    personal = result["personalisation"]
+    assert personal["has_truth"] and personal["own_last_10"]["taste_category@10"] is not None
+    assert {"taste_colour@10", "jaccard_distance@10", "overlap_recent_popular@10"} <= set(
+        personal["methods"]["hyperrec"])
+    assert len(personal["sample_users"]) == 3
     assert result["decision"] == {
         "blessed": False, "reason": reason, "tfma_blessed": True,
         "gate": {"metric": "recall@10", "must_beat": ["most_popular"], "max_regression": 0.0,

@@ -9,6 +9,7 @@ import os
 import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import numpy as np
 import pytest
+import tensorflow as tf
 from click.testing import CliRunner
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -16,20 +17,40 @@ from rich.console import Console
 from tfx.orchestration import metadata
 
 import browser
-from hyperrec.components.evaluation import gate, metrics, report
+from hyperrec.components.evaluation import gate, metrics, personalisation, protocol, report
+from hyperrec.schemas import features
 from hyperrec.pipeline import cli
 from hyperrec.pipeline.runners import local as local_runner
 
 CATALOGUE = 100
 
 
-def _result(winner: str, loser: str, with_blessed: bool = False):
+def _task():
+    """The two users of _result as protocol.Task holds them (what the personalisation block
+    reads): user u0 engaged with items 3 and 4 in train, u1 with item 6."""
+    return protocol.Task(
+        catalogue=protocol.Catalogue(np.array([f"i{n}" for n in range(CATALOGUE)], object),
+                                     np.zeros(CATALOGUE, bool)),
+        cutoff=0, users=["u0", "u1"], excluded=[np.array([3, 4]), np.array([6])],
+        history=[["i3", "i4"], ["i6"]], devices=["web", "web"],
+        targets=[np.array([0]), np.array([1])], new_user=np.array([False, True]),
+        popularity=np.full(CATALOGUE, 0.01),
+        train=protocol.Events(
+            users=np.array(["u0", "u0", "u1"], object), items=np.array(["i3", "i4", "i6"],
+                                                                       object),
+            timestamps=np.array([1, 2, 1]), events=np.array(["click"] * 3, object),
+            labels=np.ones(3, np.int64), devices=np.array(["web"] * 3, object)))
+
+
+def _result(winner: str, loser: str, with_blessed: bool = False, extra_rankings=None,
+            truth=None):
     """metrics.json as the RankingEvaluator writes it, for two users and two methods.
 
     User 0 (returning) has target item 0, user 1 (new) target item 1. The winner ranks item
     0 first for user 0 and item 1 second for user 1: recall@10 = 1, MRR = (1 + 1/2) / 2 =
     0.75. The loser ranks items 7, 8 for both: no hit, every metric but coverage 0.
     `with_blessed`: the last blessed model ranks as the winner does (difference 0).
+    `extra_rankings` are more methods; `truth` a ground truth for the taste match.
     """
     depth = 50
     winner_ranks = np.full((2, depth), -1)
@@ -44,8 +65,10 @@ def _result(winner: str, loser: str, with_blessed: bool = False):
     rankings = {winner: winner_ranks, loser: loser_ranks}
     if with_blessed:
         rankings[gate.BLESSED] = winner_ranks
+    rankings.update(extra_rankings or {})
     result = metrics.evaluate(rankings, slices,
                               np.full(CATALOGUE, 0.01), n_resamples=200, seed=0)
+    result["personalisation"] = personalisation.summarise(rankings, _task(), truth)
     blessed, reason = gate.decide(result, gate.Gate())
     result["decision"] = {"blessed": blessed, "reason": reason, "tfma_blessed": None,
                           "gate": {"metric": "recall@10", "must_beat": ["most_popular"],
@@ -96,10 +119,32 @@ class _Store:
                                  reuse_context_if_already_exist=True)
 
 
+def _catalogue_examples(directory) -> str:
+    """An ExampleGen examples folder whose catalogue split holds items i0..i9 as ExampleGen
+    writes them (GZIP TFRecords), each with an 8x8 PNG except i4 (no image)."""
+    split = os.path.join(str(directory), f"Split-{features.CATALOG_SPLIT}")
+    os.makedirs(split)
+    with tf.io.TFRecordWriter(os.path.join(split, "data_tfrecord-00000-of-00001.gz"),
+                              options="GZIP") as writer:
+        for n in range(10):
+            png = (b"" if n == 4 else
+                   tf.io.encode_png(np.full((8, 8, 3), 25 * n, np.uint8)).numpy())
+            values = {features.ITEM_ID: f"i{n}".encode(), features.TITLE: f"item {n}".encode(),
+                      features.CATEGORY: b"clothes", features.IMAGE: png}
+            writer.write(tf.train.Example(features=tf.train.Features(feature={
+                name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+                for name, value in values.items()})).SerializeToString())
+    return str(directory)
+
+
 def _ranked_run(tmp_path, winner="hyperrec", loser="most_popular",
-                with_blessed=True) -> _Store:
+                with_blessed=True, extra_rankings=None, truth=None,
+                catalogue=False) -> _Store:
     store = _Store(tmp_path)
-    result = _result(winner, loser, with_blessed)
+    result = _result(winner, loser, with_blessed, extra_rankings, truth)
+    if catalogue:
+        store.output("FileBasedExampleGen", "Examples",
+                     uri=_catalogue_examples(tmp_path / "examples"))
     store.output("RankingEvaluator", report.RANKING,
                  {"metrics.json": json.dumps(result, sort_keys=True)}, blessed=int(result["decision"]["blessed"]),
                  reason=result["decision"]["reason"])
@@ -139,6 +184,61 @@ def test_report_shows_the_gate_ranking_slices_and_training_and_marks_the_rest_no
                             "training curves") if f'alt="{alt}"' in document] == [
         "recall@k and ndcg@k curves", "recall@10 by slice", "training curves"]
     assert document.count("<img ") == 3
+    # Personalisation without ground truth or recent-popular: list difference only. hyperrec
+    # lists {0, 5} and {5, 1}: Jaccard distance 1 - 1/3, coverage 3 of 100 items.
+    assert ("<th>method</th><th>jaccard_distance@10</th><th>coverage@10</th></tr></thead>"
+            "<tbody><tr><td>hyperrec</td><td>0.667</td><td>0.030</td></tr>") in document
+    assert "<tr><td>most_popular</td><td>0.000</td><td>0.020</td></tr>" in document
+    assert "(no ExampleGen catalogue in this run: no images)" in document
+    assert "<h4>user u0 (train history: 2 distinct items)</h4>" in document
+
+
+TRUTH = {"users": {"u0": {"fav_categories": ["dress"], "fav_colours": ["red", "blue"],
+                          "fav_style": "casual"},
+                   "u1": {"fav_categories": ["hat"], "fav_colours": ["green"],
+                          "fav_style": "formal"}},
+         "items": {f"i{n}": dict(zip(("category", "colour", "style"), traits)) for n, traits in
+                   {0: ("dress", "red", "casual"), 1: ("hat", "green", "casual"),
+                    3: ("dress", "blue", "formal"), 4: ("top", "red", "casual"),
+                    5: ("hat", "blue", "formal"), 6: ("hat", "green", "casual"),
+                    7: ("bag", "red", "formal"), 8: ("bag", "green", "formal")}.items()}}
+
+
+def _personal_run(tmp_path) -> _Store:
+    """A run whose evaluation has recent-popular (u0: items 0, 7; u1: 7, 8), the ground
+    truth and ExampleGen's catalogue with images."""
+    recent = np.full((2, 50), -1)
+    recent[:, :2] = [[0, 7], [7, 8]]
+    return _ranked_run(tmp_path, extra_rankings={"recent_popular": recent}, truth=TRUTH,
+                       catalogue=True)
+
+
+def test_personalisation_shows_taste_list_difference_and_sample_users_with_images(tmp_path):
+    document = report.build(_personal_run(tmp_path).store)
+    assert "Personalisation (top-10 lists)" not in report.sections_not_run(document)
+    assert ("<th>method</th><th>taste_category@10</th><th>taste_colour@10</th>"
+            "<th>taste_style@10</th><th>jaccard_distance@10</th><th>coverage@10</th>"
+            "<th>overlap_recent_popular@10</th>") in document
+    # hyperrec: u0 gets i0 (dress red casual), i5 (hat blue formal): 1/2, 1, 1/2; u1 gets
+    # i5, i1 (hat green casual): 1, 1/2, 1/2. Overlap with recent-popular: 1/2 and 0.
+    assert ("<tr><td>hyperrec</td><td>0.750</td><td>0.750</td><td>0.500</td><td>0.667</td>"
+            "<td>0.030</td><td>0.250</td></tr>") in document
+    # most-popular lists i7, i8 for both: u0 0, 1/2, 0; u1 0, 1/2, 1; overlap 1/2 and 1.
+    assert ("<tr><td>most_popular</td><td>0.000</td><td>0.500</td><td>0.500</td>"
+            "<td>0.000</td><td>0.020</td><td>0.750</td></tr>") in document
+    # Their own past, most recent first: u0 i4 (top red casual), i3 (dress blue formal);
+    # u1 i6 (hat green casual).
+    assert ("<tr><td>own_last_10 (their past, not a recommender)</td><td>0.750</td>"
+            "<td>1.000</td><td>0.250</td><td>-</td><td>-</td><td>-</td></tr>") in document
+    assert ("<p>Hidden favourites (ground truth): categories dress; colours red, blue; style "
+            "casual.</p>") in document
+    assert "<b>hyperrec&#x27;s top-2</b>" in document
+    card = document.split('alt="item i0"', 1)[1].split("</div>", 1)[0]
+    assert ("<b>i0</b><br>item 0<br>dress, red, casual<br><span class=\"fav\">favourite "
+            "category, colour, style</span>") in card
+    # u0: history i3, i4 (no image) + list i0, i5; u1: history i6 + list i5, i1.
+    assert document.count('alt="item ') == 6
+    assert document.count('<div class="noimg">no image</div>') == 1
 
 
 def test_a_candidate_that_loses_to_most_popular_shows_not_blessed_and_why(tmp_path):
@@ -214,12 +314,12 @@ def test_a_report_failure_after_a_run_prints_one_clear_line(tmp_path):
 
 
 def test_report_opens_in_headless_chromium_with_every_plot_decoded(tmp_path):
-    store = _ranked_run(tmp_path / "run")
+    store = _personal_run(tmp_path / "run")
     path = report.write(store.store, str(tmp_path / "report.html"),
                         lineage_text="served version 1 at /tmp/x <- Pusher")
     check = browser.check_page(path, tmp_path / "report_unit.png")
     assert check.title == "hyperrec run report"
-    assert len(check.images) == 3
+    assert len(check.images) == 3 + 6  # the plots and the sample users' item images
     assert all(i["complete"] and i["naturalWidth"] > 0 for i in check.images), check.images
     assert check.errors == []
     assert check.screenshot.stat().st_size > 10_000

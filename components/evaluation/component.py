@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.components.util import model_utils
@@ -31,6 +32,7 @@ from tfx.utils import io_utils, path_utils
 
 from hyperrec.components import config as config_lib
 from hyperrec.components.evaluation import baselines, gate, protocol, run
+from hyperrec.data import contract
 
 EXAMPLES = "examples"
 MODEL = "model"
@@ -51,11 +53,22 @@ class RankingEvaluation(types.Artifact):
 
 
 def executor_config(eval_config: Dict[str, Any], history_length: int,
-                    code_fingerprint: str = "") -> str:
+                    code_fingerprint: str = "", data_root: str = "") -> str:
     """The component's `config` property: the EvalConfig section as a dict, the history
-    length the model's queries use, and the code digest (so a code change is not cached)."""
+    length the model's queries use, the code digest (so a code change is not cached) and
+    the data root, where synthetic data keeps the generator's ground truth (taste match)."""
     return json.dumps({"eval": eval_config, "history_length": history_length,
-                       "code_fingerprint": code_fingerprint}, sort_keys=True)
+                       "code_fingerprint": code_fingerprint, "data_root": data_root},
+                      sort_keys=True)
+
+
+def read_ground_truth(data_root: str) -> Optional[Dict[str, Any]]:
+    """The synthetic generator's ground_truth.json under `data_root`; None for other data
+    (imported logs have no hidden tastes) or no data root."""
+    path = os.path.join(data_root, contract.GROUND_TRUTH_FILE) if data_root else ""
+    if not path or not fileio.exists(path):
+        return None
+    return json.loads(io_utils.read_string_file(path))
 
 
 class RankingEvaluatorSpec(types.ComponentSpec):
@@ -112,7 +125,9 @@ class Executor(base_executor.BaseExecutor):
         result = run.evaluate(
             task, model_dirs, history_length=config["history_length"],
             ks=tuple(eval_config.ranking_ks), baseline_config=baseline_config,
-            n_resamples=int(eval_config.bootstrap_resamples), seed=int(eval_config.bootstrap_seed))
+            n_resamples=int(eval_config.bootstrap_resamples),
+            seed=int(eval_config.bootstrap_seed),
+            truth=read_ground_truth(config.get("data_root", "")))
         tfma = input_dict.get(TFMA_BLESSING) or []
         tfma_blessed = (model_utils.is_model_blessed(artifact_utils.get_single_instance(tfma))
                         if tfma else None)
@@ -133,7 +148,7 @@ class Executor(base_executor.BaseExecutor):
         io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_JSON),
                                    json.dumps(result, indent=1, sort_keys=True))
         tables = [message] + [gate.table(result, name, reference=baselines.MOST_POPULAR)
-                              for name in protocol.SLICES]
+                              for name in protocol.SLICES] + [gate.personalisation_table(result)]
         io_utils.write_string_file(os.path.join(evaluation.uri, METRICS_TEXT),
                                    "\n\n".join(tables) + "\n")
         overall = result["slices"]["overall"].get("metrics", {})

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from hyperrec.components.evaluation import personalisation
+
 CANDIDATE = "hyperrec"
 BLESSED = "last_blessed"
 
@@ -104,4 +106,29 @@ def table(result: Dict[str, object], slice_name: str = "overall",
                 cells.append(f"{ratio} [{diff['interval'][0]:+.3f},{diff['interval'][1]:+.3f}]")
             lines.append(f"{method + ' / ' + reference:<{width}}"
                          + "".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)
+
+
+def personalisation_table(result: Dict[str, object]) -> str:
+    """A plain-text table of how personal each method's lists are (the result's
+    `personalisation` block): list difference, coverage and overlap with recent-popular, and
+    on synthetic data the taste match, with the users' own last items as the last row."""
+    block = result.get("personalisation")
+    if not block:
+        return "personalisation: not measured"
+    k = block["k"]
+    columns = personalisation.columns(block)
+    rows = dict(block["methods"])
+    own = personalisation.OWN_HISTORY
+    if own in block:
+        rows[own] = block[own]
+    width = max(len(name) for name in rows) + 2
+    lines = [f"personalisation of the top-{k} lists, {block['n_users']} users"
+             + (f" ({own}: the users' own past items, not a recommender)" if own in block
+                else ""),
+             " " * width + "".join(f"{c:>{len(c) + 2}}" for c in columns)]
+    for name, values in rows.items():
+        cells = [values.get(c) for c in columns]
+        lines.append(f"{name:<{width}}" + "".join(
+            f"{'-' if v is None else f'{v:.4f}':>{len(c) + 2}}" for v, c in zip(cells, columns)))
     return "\n".join(lines)

@@ -6,6 +6,8 @@ Everything is read back from ML Metadata and the artifacts it points at, never r
 - ranking: the RankingEvaluator's metrics.json (every method with its interval, the paired
   difference against most-popular and the last blessed model, recall@k over k, the slices,
   the baselines' chosen hyper-parameters) and its decision with the reason;
+- personalisation (report_personalisation.py): the same metrics.json's list difference and
+  taste match per method, and three sample users' history and list with ExampleGen's images;
 - TFMA: the Evaluator's blessing;
 - training: the Trainer's ModelRun history.json (per-epoch train and validation metrics);
 - lineage: text the caller passes in (pipeline/lineage.py lives above components/).
@@ -526,11 +528,17 @@ def _guarded(title: str, section, *args) -> str:
 def build(store: metadata_store.MetadataStore, lineage_text: Optional[str] = None,
           title: str = "hyperrec run report") -> str:
     """The report's HTML for the newest run in `store`."""
+    # Imported here: the section's module uses this one's helpers.
+    from hyperrec.components.evaluation import report_personalisation
+
     runs = collect(store)
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         _guarded("Push decision", _gate_section, runs),
         _guarded("Ranking evaluation", _ranking_section, runs.newest(RANKING)),
+        _guarded(report_personalisation.TITLE, report_personalisation.section,
+                 runs.newest(RANKING), runs.newest(report_personalisation.EXAMPLES,
+                                                   node=report_personalisation.EXAMPLE_GEN_NODE)),
         _guarded("Data statistics", _statistics_section,
                  runs.newest(STATISTICS, node="StatisticsGen")),
         _guarded("Anomalies", _anomalies_section, runs.newest(ANOMALIES, node="ExampleValidator")),
@@ -539,7 +547,8 @@ def build(store: metadata_store.MetadataStore, lineage_text: Optional[str] = Non
     ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<link rel='icon' href='data:,'>"
-            f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<title>{_e(title)}</title><style>{_STYLE}{report_personalisation.STYLE}</style>"
+            "</head><body>"
             f"<h1>{_e(title)}</h1><p class='src'>run {_e(runs.run or '(no run context)')}, "
             f"generated {generated}</p>" + "".join(sections) + "</body></html>")
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import time
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from hyperrec.components.evaluation import baselines, metrics, model_ranking, protocol
+from hyperrec.components.evaluation import (baselines, metrics, model_ranking, personalisation,
+                                           protocol)
 
 
 def evaluate(task: protocol.Task, model_dirs: Mapping[str, str], *, history_length: int,
@@ -14,9 +15,12 @@ def evaluate(task: protocol.Task, model_dirs: Mapping[str, str], *, history_leng
              baseline_config: baselines.BaselineConfig = baselines.BaselineConfig(),
              baseline_names: Sequence[str] = baselines.BASELINES,
              extra_rankings: Optional[Mapping[str, np.ndarray]] = None,
-             n_resamples: int = 1000, seed: int = 0) -> Dict[str, object]:
-    """The metrics result (metrics.evaluate) plus the chosen baseline hyper-parameters and
-    the seconds each method took. `model_dirs` maps a method name to a SavedModel with a
+             n_resamples: int = 1000, seed: int = 0,
+             truth: Optional[Mapping[str, Any]] = None) -> Dict[str, object]:
+    """The metrics result (metrics.evaluate) plus the chosen baseline hyper-parameters, the
+    seconds each method took and how personal each method's lists are (`personalisation`,
+    see personalisation.summarise; taste match when `truth`, the synthetic generator's
+    ground_truth.json, is given). `model_dirs` maps a method name to a SavedModel with a
     `recommend` signature; `extra_rankings` are precomputed [users, depth] rankings."""
     depth = max(max(ks), mrr_depth)
     rankings: Dict[str, np.ndarray] = {}
@@ -31,11 +35,14 @@ def evaluate(task: protocol.Task, model_dirs: Mapping[str, str], *, history_leng
     seconds["baselines"] = time.monotonic() - start
     rankings.update(baseline_rankings)
     for name, ranked in (extra_rankings or {}).items():
-        rankings[name] = protocol.exclude_and_truncate(ranked, task.excluded, depth)
+        rankings[name] = protocol.exclude_and_truncate(ranked, task.exclusions(), depth)
     slices = {name: task.slice_targets(name) for name in protocol.SLICES}
     result = metrics.evaluate(rankings, slices, task.popularity, ks=ks,
                               n_resamples=n_resamples, seed=seed)
     result.update(mrr_depth=depth, baseline_hyperparameters=chosen, seconds=seconds,
                   n_catalogue=len(task.catalogue.item_ids),
-                  n_cold_items=int(task.catalogue.cold.sum()), cutoff=task.cutoff)
+                  n_cold_items=int(task.catalogue.cold.sum()), cutoff=task.cutoff,
+                  personalisation=personalisation.summarise(rankings, task, truth))
+    # Eval positives on items first seen after the cutoff: no method could rank them.
+    result["n_unavailable_targets"] = task.n_unavailable_targets
     return result
