@@ -44,3 +44,14 @@ def test_a_wrong_override_is_an_error_not_a_no_op(override, message):
 def test_unknown_experiment_names_the_choices():
     with pytest.raises(ValueError, match="choose from"):
         config_lib.load("huge")
+
+
+def test_every_real_configuration_must_beat_every_baseline_and_tiny_is_a_smoke_gate():
+    from hyperrec.components.evaluation import baselines
+
+    for name in ("default", "small", "online_retail"):
+        eval_config = config_lib.load(name).eval
+        assert eval_config.must_beat == baselines.BASELINES, name
+        assert eval_config.smoke_configuration == "", name
+    tiny = config_lib.load("tiny").eval
+    assert tiny.must_beat == () and tiny.smoke_configuration == "tiny"

@@ -127,7 +127,19 @@ def test_gate_that_must_improve_on_the_blessed_model_refuses_a_tie_or_a_drop():
     assert ok and reason.endswith("; improves on the last blessed model (recall@10 0.1000 vs "
                                   "0.0800)")
     # A first run has nothing to improve on.
-    assert gate.decide(_result(0.08, 0.06), strict) == (True, "no blessed model to compare with")
+    assert gate.decide(_result(0.08, 0.06), strict) == (
+        True, "no baseline required (must_beat is empty): baselines reported; "
+              "no blessed model to compare with")
+
+
+def test_a_smoke_configuration_requires_no_baseline_and_says_so():
+    smoke = gate.Gate(must_beat=(), smoke_configuration="tiny")
+    assert gate.decide(_result(0.05, 0.06), smoke) == (
+        True, "smoke configuration (tiny): baselines reported, not required; "
+              "no blessed model to compare with")
+    # Named baselines are required even there (a test that needs the gate sets them).
+    assert not gate.decide(_result(0.05, 0.06),
+                           gate.Gate(must_beat=("most_popular",), smoke_configuration="tiny"))[0]
 
 
 def test_gate_needs_tfma_too_and_names_unknown_settings():

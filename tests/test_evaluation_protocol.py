@@ -23,8 +23,7 @@ def _events(rows):
         devices=np.array([r[4] for r in rows], object))
 
 
-CATALOGUE = protocol.Catalogue(item_ids=np.array(["a", "b", "c", "d", "e"], object),
-                               cold=np.array([False, False, False, False, True]))
+CATALOGUE = protocol.Catalogue(item_ids=np.array(["a", "b", "c", "d", "e"], object))
 TRAIN = _events([
     ("u1", "a", 10, "click"), ("u1", "b", 20, "purchase"), ("u1", "c", 30, "impression", "desktop"),
     ("u1", "a", 40, "click"),
@@ -50,8 +49,11 @@ def test_task_users_targets_exclusions_and_slices():
     assert task.devices == ["mobile"]  # device of the last train event (day 40)
     # popularity: share of the 2 users with train positives who engaged with the item.
     np.testing.assert_allclose(task.popularity, [0.5, 1.0, 0, 0, 0])
-    assert [t.tolist() for t in task.slice_targets("warm_items")] == [[2]]
-    assert [t.tolist() for t in task.slice_targets("cold_items")] == [[4]]
+    # Cold: nobody engaged with it in train (c was only shown; d and e never appear there).
+    assert task.catalogue.cold.tolist() == [False, False, True, True, True]
+    assert [t.tolist() for t in task.slice_targets("warm_items")] == [[]]
+    assert [t.tolist() for t in task.slice_targets("cold_items")] == [[2, 4]]
+    assert task.n_unavailable_targets == 0  # no first_seen: every item is always available
     assert not task.new_user[0]
     assert [t.tolist() for t in task.slice_targets("new_users")] == [[]]
     with pytest.raises(ValueError, match="unknown slice"):
@@ -91,6 +93,91 @@ def test_exclude_and_truncate():
     np.testing.assert_array_equal(out, [[3, 1, 2], [4, -1, -1]])
 
 
+# ---- candidates: only items available at the query time -----------------------------------
+# f is every train user's favourite (engaged by u1, u2, u4: as a leaked launch date would
+# leave it), but its first_seen is day 103, after the cutoff (day 100): at the cutoff nobody
+# may rank it. g is listed at the cutoff and nobody engaged with it in train: a cold item.
+FIRST_SEEN_CATALOGUE = protocol.Catalogue(
+    item_ids=np.array(["a", "b", "c", "d", "f", "g"], object),
+    first_seen=np.array([0, 0, 0, 0, 103 * DAY, 100 * DAY], np.int64))
+F, G = 4, 5
+FIRST_SEEN_TRAIN = _events([
+    ("u1", "a", 80, "click"), ("u2", "b", 81, "click"), ("u3", "c", 82, "click"),
+    ("u4", "d", 83, "click"), ("u1", "f", 84, "click"), ("u2", "f", 85, "click"),
+    ("u4", "f", 86, "click"), ("u5", "a", 87, "click"), ("u6", "b", 88, "click"),
+    # the baselines' validation slice (the last 7 train days)
+    ("u1", "c", 95, "click"), ("u2", "d", 96, "click"), ("u3", "a", 97, "click"),
+])
+FIRST_SEEN_EVAL = _events([
+    ("u1", "b", 101, "click"), ("u1", "g", 102, "purchase"), ("u2", "a", 104, "click"),
+    ("u3", "d", 104, "click"),  # u3's first eval event is after f's first_seen
+    # f was not available at the cutoff: dropped and counted, and u5 and u6, whose only
+    # new positive it is, are not evaluated.
+    ("u5", "f", 102, "click"), ("u6", "f", 104, "click"),
+])
+
+
+def _first_seen_task():
+    return protocol.build_task(FIRST_SEEN_TRAIN, FIRST_SEEN_EVAL, FIRST_SEEN_CATALOGUE,
+                               history_length=3, new_user_days=7, cutoff=CUTOFF)
+
+
+def test_targets_not_yet_available_at_the_cutoff_are_dropped_and_counted():
+    task = _first_seen_task()
+    assert task.users == ["u1", "u2", "u3"]
+    assert [t.tolist() for t in task.targets] == [[1, G], [0], [3]]
+    assert task.n_unavailable_targets == 2  # u5's and u6's f
+    # Cold: available at the cutoff and engaged with by nobody in train (f is not available).
+    assert task.catalogue.cold.tolist() == [False] * 5 + [True]
+    assert [t.tolist() for t in task.slice_targets("cold_items")] == [[G], [], []]
+    assert [e.tolist() for e in task.exclusions()] == [[0, 2, F], [1, 3, F], [0, 2, F]]
+    # Queried at their next visit, u3 (day 104) may be shown f, which exists by then.
+    assert [e.tolist() for e in task.exclusions("first_eval_event")] == [
+        [0, 2, F], [1, 3, F], [0, 2]]
+
+
+def test_an_item_first_seen_after_the_query_time_is_never_ranked_by_any_method():
+    from hyperrec.components.evaluation import run
+
+    task = _first_seen_task()
+    everything_f_first = np.array([[F, G, 0, 1, 2, 3]] * len(task.users))
+    result = run.evaluate(task, {}, history_length=3, ks=(1, 3), mrr_depth=6,
+                          extra_rankings={"f_first": everything_f_first}, n_resamples=10)
+    assert result["n_unavailable_targets"] == 2
+    baseline_rankings, _ = baselines.rank_baselines(task, depth=6)
+    assert sorted(baseline_rankings) == sorted(baselines.BASELINES)
+    for name, ranked in baseline_rankings.items():
+        assert F not in ranked, name
+    assert result["slices"]["overall"]["metrics"]["f_first"]["recall@1"]["value"] > 0
+    f_first = protocol.exclude_and_truncate(everything_f_first, task.exclusions(), 6)
+    assert F not in f_first and f_first[0].tolist() == [G, 1, 3, -1, -1, -1]
+
+
+def test_a_model_that_ranks_a_future_item_first_never_gets_it_through():
+    import tensorflow as tf
+
+    from hyperrec.components.evaluation import model_ranking
+
+    task = _first_seen_task()
+    requests = []
+
+    def recommend_f_first(request):
+        """A `recommend` that puts f first and ignores every exclusion it is sent."""
+        requests.append(request)
+        rows = len(request[features.USER_ID].numpy())
+        return {features.ITEM_IDS: tf.constant([["f", "g", "a", "b", "c", "d"]] * rows)}
+
+    at_cutoff = model_ranking.rank_task(recommend_f_first, task, depth=4)
+    assert F not in at_cutoff
+    assert at_cutoff.tolist() == [[G, 1, 3, -1], [G, 0, 2, -1], [G, 1, 3, -1]]
+    # The model is told too: f is among every row's exclusions at the cutoff.
+    sent = requests[0][model_ranking.EXCLUDE_ITEM_IDS].numpy()
+    assert all(b"f" in row for row in sent)
+    at_visit = model_ranking.rank_task(recommend_f_first, task, depth=4,
+                                       query_time="first_eval_event")
+    assert F not in at_visit[:2] and at_visit[2].tolist() == [F, G, 1, 3]
+
+
 # ---- baselines: RecTools models against hand-computed rankings ---------------------------
 # Items a b c d; u1 {a,b}, u2 {a,b}, u3 {a,c}, u4 {d}, u5 {a}; cosines with a over users:
 # a has 4 users, b 2 (both with a), c 1 (with a): cos(a,b) = 2/(2*sqrt2) = 0.71,
@@ -98,7 +185,7 @@ def test_exclude_and_truncate():
 KNN_LOG = _events([("u1", "a", 1, "click"), ("u1", "b", 1, "click"), ("u2", "a", 2, "click"),
                    ("u2", "b", 2, "click"), ("u3", "a", 3, "click"), ("u3", "c", 3, "click"),
                    ("u4", "d", 4, "click"), ("u5", "a", 5, "click")])
-KNN_CATALOGUE = protocol.Catalogue(np.array(["a", "b", "c", "d"], object), np.zeros(4, bool))
+KNN_CATALOGUE = protocol.Catalogue(np.array(["a", "b", "c", "d"], object))
 INDEX = KNN_CATALOGUE.index()
 
 

@@ -108,11 +108,12 @@ def select(name: str, grid: Sequence[float], task: protocol.Task, config: Baseli
     frame = interactions_frame(task.train)
     index = task.catalogue.index()
     k = int(config.selection_metric.split("@")[1])
+    exclusions = task.exclusions()
     scores: Dict[float, float] = {}
 
     def score(value: float) -> float:
         if value not in scores:
-            ranked = rank(make_model(name, value, config), frame, task.users, task.excluded,
+            ranked = rank(make_model(name, value, config), frame, task.users, exclusions,
                           index, k)
             scores[value] = float(metrics.per_user(ranked, task.targets, task.popularity,
                                                    [k])[config.selection_metric].mean())
@@ -152,6 +153,7 @@ def rank_baselines(task: protocol.Task, depth: int, config: BaselineConfig = Bas
     tuned = {EASE: (config.ease_lambdas, np.sqrt(10.0), False),
              ITEM_KNN: (config.knn_neighbours, 2.0, True)}
     validation = None
+    exclusions = task.exclusions()  # baselines query at the cutoff
     for name in names:
         value = None
         if name in tuned:
@@ -161,7 +163,7 @@ def rank_baselines(task: protocol.Task, depth: int, config: BaselineConfig = Bas
             chosen[name] = select(name, grid, validation, config, step, integer)
             value = chosen[name]["value"]
         rankings[name] = rank(make_model(name, value, config), frame, task.users,
-                              task.excluded, index, depth)
+                              exclusions, index, depth)
     return rankings, chosen
 
 

@@ -92,7 +92,8 @@ def settings(eval_config: config_lib.EvalConfig
     ranking_gate = gate.Gate(metric=eval_config.ranking_gate_metric,
                              must_beat=tuple(eval_config.must_beat),
                              max_regression=float(eval_config.max_regression),
-                             must_improve_on_blessed=bool(eval_config.must_improve_on_blessed))
+                             must_improve_on_blessed=bool(eval_config.must_improve_on_blessed),
+                             smoke_configuration=eval_config.smoke_configuration)
     baseline_config = baselines.BaselineConfig(
         recent_days=float(eval_config.recent_popular_days),
         validation_days=float(eval_config.ranking_validation_days),

@@ -1,7 +1,9 @@
 """The push gate on the ranking result, and the readable table of a result.
 
 Blessed when (1) the candidate's gate metric (overall slice) is strictly above each baseline
-in `must_beat`, (2) it is not significantly worse than the last blessed model: the upper end
+in `must_beat` (every baseline by default; a smoke configuration such as `tiny` requires
+none, and its reason says so), (2) it is not significantly worse than the last blessed
+model: the upper end
 of the paired interval of (candidate - blessed) is not below -max_regression, and, with
 `must_improve_on_blessed` (a retraining triggered by drift must show it helps), its value is
 strictly above the blessed model's on the same eval period, and (3) when TFMA's Evaluator
@@ -25,6 +27,7 @@ class Gate:
     must_beat: Tuple[str, ...] = ("most_popular",)
     max_regression: float = 0.0  # tolerated significant drop against the last blessed model
     must_improve_on_blessed: bool = False  # also strictly above the last blessed model's value
+    smoke_configuration: str = ""  # the experiment's name when it is a smoke configuration
 
 
 def decide(result: Dict[str, object], gate: Gate,
@@ -39,6 +42,10 @@ def decide(result: Dict[str, object], gate: Gate,
     mine = values[CANDIDATE][gate.metric]["value"]
     failures: List[str] = []
     passes: List[str] = []
+    if not gate.must_beat:
+        passes.append(f"smoke configuration ({gate.smoke_configuration}): baselines reported, "
+                      "not required" if gate.smoke_configuration
+                      else "no baseline required (must_beat is empty): baselines reported")
     for baseline in gate.must_beat:
         if baseline not in values:
             raise ValueError(f"must_beat names {baseline!r}, which was not evaluated; "

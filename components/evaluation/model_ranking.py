@@ -3,8 +3,9 @@
 The query is what serving would send at the cutoff: user id, the last `history_length`
 engaged train items, the device of the user's last train event, timestamp = cutoff (or
 each user's first eval event: protocol.QUERY_TIMES). The
-user's WHOLE train history must be excluded: when the model has `recommend_excluding` (or
-`recommend` has an `exclude_item_ids` input) it receives it; either way k is raised by the
+user's WHOLE train history and every item not yet available at the query time must be
+excluded (protocol.Task.exclusions): when the model has `recommend_excluding` (or
+`recommend` has an `exclude_item_ids` input) it receives them; either way k is raised by the
 number of excluded items and the result is filtered here, so the protocol holds with or
 without that input.
 """
@@ -37,7 +38,7 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
               query_time: str = "cutoff") -> np.ndarray:
     """[users, depth] catalogue indices (-1 where it ran out) from `recommend`, called with
     one request dict per batch: the serving query at `query_time` (protocol.QUERY_TIMES;
-    the cutoff by default) plus `exclude_item_ids`.
+    the cutoff by default) plus `exclude_item_ids` (the task's exclusions at that time).
     `history_width` pads/cuts the history (None: the batch's longest); with
     `k_covers_exclusions` k is raised by the most exclusions in the batch, so `depth` items
     are left after the exclusions are filtered here (for a `recommend` that may not drop
@@ -47,10 +48,11 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
     index = task.catalogue.index()
     ids = task.catalogue.item_ids
     timestamps = task.query_timestamps(query_time)
+    exclusions = task.exclusions(query_time)
     ranked: List[List[int]] = []
     for start in range(0, len(task.users), batch_size):
         end = min(start + batch_size, len(task.users))
-        excluded = [[ids[i] for i in task.excluded[u]] for u in range(start, end)]
+        excluded = [[ids[i] for i in exclusions[u]] for u in range(start, end)]
         k = depth + (max(len(e) for e in excluded) if k_covers_exclusions else 0)
         outputs = recommend({
             features.USER_ID: tf.constant(task.users[start:end], tf.string),
@@ -62,7 +64,7 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
             EXCLUDE_ITEM_IDS: tf.constant(_padded(excluded), tf.string)})
         for row in outputs[features.ITEM_IDS].numpy():
             ranked.append([index.get(item.decode(), -1) for item in row])
-    return protocol.exclude_and_truncate(ranked, task.excluded, depth)
+    return protocol.exclude_and_truncate(ranked, exclusions, depth)
 
 
 def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_length: int,

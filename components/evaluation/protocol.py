@@ -1,19 +1,28 @@
 """The offline ranking protocol: which users, which targets, which items are ranked.
 
 - The pipeline's own temporal split: ExampleGen's train split (before the cutoff), eval split
-  (the last `eval_days`) and catalogue split (every item, with its cold-start flag).
+  (the last `eval_days`) and catalogue split (every item, with its first_seen time).
+- Candidates are only what was available at the query time: an item first seen after a
+  user's query time is ranked by no method for that user (Task.exclusions, the one place
+  the rule lives; every method's ranking passes through exclude_and_truncate with it).
 - Evaluated users have >= 1 engaged (positive) train event and >= 1 NEW eval positive: an
-  engaged eval item that is not in the user's train history. Their targets are those items.
+  engaged eval item that is not in the user's train history and was available at the cutoff.
+  Their targets are those items. An eval positive on an item first seen after the cutoff
+  cannot be ranked by anyone at the query time: it is dropped and counted
+  (Task.n_unavailable_targets).
 - Every method ranks the full catalogue for each user, minus the user's WHOLE train history
   (not only the last N items the model's history feature holds).
-- Slices: warm vs cold items (an item first seen after the cutoff is cold; a user is in a
-  slice when they have a target in it, and only those targets count) and returning vs new
-  users (new: the user's first train event is less than `new_user_days` before the cutoff;
-  every evaluated user has train positives, so "new" means a short train history).
+- Slices: warm vs cold items (cold: available at the cutoff, but nobody engaged with it in
+  the train split: "recommends items nobody has interacted with yet"; a user is in a slice
+  when they have a target in it, and only those targets count) and returning vs new users
+  (new: the user's first train event is less than `new_user_days` before the cutoff; every
+  evaluated user has train positives, so "new" means a short train history).
 - Query time: every user is queried at the cutoff (QUERY_TIMES[0]), so the request's hour
   and day of week are the same for all users. "first_eval_event" queries each user at the
   time of their first eval event of any kind (their next visit, which serving would see as
-  the request's timestamp; the history is still train-only, as it was at that moment).
+  the request's timestamp; the history is still train-only, as it was at that moment). The
+  items available then are ranked; the targets stay those available at the cutoff (the
+  earliest query time), so both query times are scored on the same users and targets.
 """
 from __future__ import annotations
 
@@ -52,10 +61,19 @@ class Events:
 @dataclasses.dataclass
 class Catalogue:
     item_ids: np.ndarray  # str, the index of an item is its position here
-    cold: np.ndarray  # bool [C], first seen after the cutoff
+    # bool [C]: in a Task, available at the cutoff and engaged with by nobody in the train
+    # split (build_task sets it from the task's own train split).
+    cold: Optional[np.ndarray] = None
+    first_seen: Optional[np.ndarray] = None  # int64 [C] seconds; None: all available always
 
     def index(self) -> Dict[str, int]:
         return {item: i for i, item in enumerate(self.item_ids.tolist())}
+
+    def unavailable_at(self, timestamp: int) -> np.ndarray:
+        """Catalogue indices of the items first seen after `timestamp` (not in the shop yet)."""
+        if self.first_seen is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.first_seen > timestamp).astype(np.int64)
 
 
 @dataclasses.dataclass
@@ -73,6 +91,9 @@ class Task:
     popularity: np.ndarray  # float [C]: share of train users who engaged with the item
     train: Events  # the train split (baselines fit on its positives)
     first_eval_times: Optional[np.ndarray] = None  # int64 [U]: each user's first eval event
+    # New eval positives (user, item) of users with train positives whose item was first
+    # seen after the cutoff: no method could rank them then, so they are not targets.
+    n_unavailable_targets: int = 0
 
     def query_timestamps(self, query_time: str = "cutoff") -> np.ndarray:
         """int64 [U]: when each user's query is made (see QUERY_TIMES)."""
@@ -83,6 +104,21 @@ class Task:
                 raise ValueError("this task has no eval event times (build_task sets them)")
             return np.asarray(self.first_eval_times, np.int64)
         raise ValueError(f"unknown query time {query_time!r}; choose from {QUERY_TIMES}")
+
+    def exclusions(self, query_time: str = "cutoff") -> List[np.ndarray]:
+        """Per user, the catalogue indices no method may rank for them: their whole train
+        history and every item first seen after their query time (not in the shop yet).
+
+        The one place the candidate rule lives: every method's ranking (model, baselines,
+        extra rankings) is filtered with these by exclude_and_truncate."""
+        unavailable: Dict[int, np.ndarray] = {}
+        out = []
+        for history, timestamp in zip(self.excluded, self.query_timestamps(query_time)):
+            timestamp = int(timestamp)
+            if timestamp not in unavailable:
+                unavailable[timestamp] = self.catalogue.unavailable_at(timestamp)
+            out.append(np.union1d(history, unavailable[timestamp]).astype(np.int64))
+        return out
 
     def slice_targets(self, name: str) -> List[np.ndarray]:
         """Per user, that slice's targets (empty: the user is not in the slice)."""
@@ -130,19 +166,22 @@ def read_split(examples_uri: str, split: str, batch_size: int = 4096) -> Events:
 
 
 def read_catalogue(examples_uri: str) -> Catalogue:
+    """The catalogue split's item ids and first_seen times (cold items are the task's:
+    build_task sets them)."""
     import tensorflow as tf
 
     files = sorted(glob.glob(os.path.join(examples_uri, f"Split-{features.CATALOG_SPLIT}", "*")))
     spec = {features.ITEM_ID: tf.io.FixedLenFeature([], tf.string),
-            features.COLD_START: tf.io.FixedLenFeature([], tf.int64)}
-    ids, cold = [], []
+            features.FIRST_SEEN: tf.io.FixedLenFeature([], tf.int64)}
+    ids, first_seen = [], []
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096):
         parsed = tf.io.parse_example(batch, spec)
         ids.extend(v.decode() for v in parsed[features.ITEM_ID].numpy())
-        cold.extend(parsed[features.COLD_START].numpy().tolist())
+        first_seen.extend(parsed[features.FIRST_SEEN].numpy().tolist())
     if not ids:
         raise ValueError(f"the catalogue split under {examples_uri} is empty")
-    return Catalogue(item_ids=np.array(ids, dtype=object), cold=np.array(cold, bool))
+    return Catalogue(item_ids=np.array(ids, dtype=object),
+                     first_seen=np.array(first_seen, np.int64))
 
 
 def build_task(train: Events, eval_events: Events, catalogue: Catalogue, *,
@@ -151,22 +190,33 @@ def build_task(train: Events, eval_events: Events, catalogue: Catalogue, *,
     """The evaluated users and their targets (see the module docstring).
 
     Items outside the catalogue are dropped from targets and exclusions (no method can rank
-    them). `cutoff` defaults to the first eval timestamp.
+    them), and so are items first seen after the cutoff (counted: n_unavailable_targets).
+    `cutoff` defaults to the first eval timestamp. The returned task's catalogue has `cold`
+    set for this train split.
     """
     if len(eval_events) == 0:
         raise ValueError("the eval split is empty: nothing to evaluate")
     if cutoff is None:
         cutoff = int(eval_events.timestamps.min())
     index = catalogue.index()
+    not_yet = set(catalogue.item_ids[catalogue.unavailable_at(cutoff)].tolist())
     positive = train.labels == 1
     train_items: Dict[str, set] = {}
     for user, item in zip(train.users[positive], train.items[positive]):
         train_items.setdefault(user, set()).add(item)
     eval_targets: Dict[str, set] = {}
+    unavailable_targets = set()
     eval_positive = eval_events.labels == 1
     for user, item in zip(eval_events.users[eval_positive], eval_events.items[eval_positive]):
         if user in train_items and item not in train_items[user] and item in index:
-            eval_targets.setdefault(user, set()).add(item)
+            if item in not_yet:
+                unavailable_targets.add((user, item))
+            else:
+                eval_targets.setdefault(user, set()).add(item)
+    engaged_in_train = np.isin(catalogue.item_ids, list(set(train.items[positive].tolist())))
+    available = np.ones(len(catalogue.item_ids), bool)
+    available[catalogue.unavailable_at(cutoff)] = False
+    catalogue = dataclasses.replace(catalogue, cold=available & ~engaged_in_train)
 
     by_user: Dict[str, List[history_lib.Event]] = {}
     first_seen: Dict[str, int] = {}
@@ -199,7 +249,8 @@ def build_task(train: Events, eval_events: Events, catalogue: Catalogue, *,
         targets=[np.array(sorted(index[i] for i in eval_targets[u]), np.int64) for u in users],
         new_user=np.array([first_seen[u] >= new_before for u in users], bool),
         popularity=popularity, train=train,
-        first_eval_times=np.array([first_eval[u] for u in users], np.int64))
+        first_eval_times=np.array([first_eval[u] for u in users], np.int64),
+        n_unavailable_targets=len(unavailable_targets))
 
 
 def load_task(examples_uri: str, *, history_length: int, new_user_days: float) -> Task:
@@ -214,8 +265,9 @@ def exclude_and_truncate(ranked_ids: Sequence[Sequence[int]], excluded: Sequence
                          depth: int) -> np.ndarray:
     """Rows of catalogue indices (-1 = none) minus each user's exclusions, cut to `depth`.
 
-    Every method's raw ranking passes through here, so the exclusion rule cannot differ
-    between methods (a model that already excludes them loses nothing).
+    Every method's raw ranking passes through here with Task.exclusions (train history and
+    items not yet available at the query time), so the rule cannot differ between methods
+    (a model that already excludes them loses nothing).
     """
     out = np.full((len(ranked_ids), depth), -1, np.int64)
     for row, (ranked, skip) in enumerate(zip(ranked_ids, excluded)):
