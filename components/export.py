@@ -252,8 +252,9 @@ class ServingModule(tf.Module):
             tf.fill([tf.shape(indices)[0]], tf.constant(EXCLUDED_SCORE, scores.dtype)))
 
     def recommend(self, inputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-        """recommend: top max(k) catalogue items per row, history items excluded, and with
-        `exclude_item_ids` (recommend_excluding) those items too."""
+        """recommend: top max(k) catalogue items per row, history items and items first seen
+        after the request's timestamp excluded, and with `exclude_item_ids`
+        (recommend_excluding) those items too."""
         transformed = self.tft_layer(
             self._raw({name: inputs[name] for name in transform.QUERY_INPUTS}))
         query = self.model.query_tower(transformed, training=False)
@@ -264,6 +265,15 @@ class ServingModule(tf.Module):
             age = (tf.reshape(transformed[features.EVENT_DAY_XF], [-1, 1])
                    - self.catalog_first_seen_days[tf.newaxis, :])
             scores += self.model.retrieval.temperature * self.model.freshness(age)
+        # An item first seen after the request's time does not exist yet: never returned.
+        # The request day is rounded to float32 as catalog_first_seen_days was
+        # (first_seen_days), and rounding is monotonic, so an item first seen at or before
+        # the request is never masked (float32 days resolve about 3 minutes).
+        request_day = tf.cast(tf.cast(inputs[features.TIMESTAMP], tf.float64)
+                              / features.SECONDS_PER_DAY, tf.float32)
+        not_yet = (self.catalog_first_seen_days[tf.newaxis, :]
+                   > tf.reshape(request_day, [-1, 1]))
+        scores = tf.where(not_yet, tf.constant(EXCLUDED_SCORE, scores.dtype), scores)
         scores = self._exclude(scores, inputs[features.HISTORY])
         if features.EXCLUDE_ITEM_IDS in inputs:
             exclude = inputs[features.EXCLUDE_ITEM_IDS]

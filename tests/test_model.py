@@ -160,6 +160,11 @@ def trained(tmp_path_factory, synthetic_data):
     return {"fn_args": fn_args, "rows": rows}
 
 
+def _newest_time(rows) -> int:
+    """The last eval event's time: every catalogue item (cold ones too) is first seen by then."""
+    return max(r[features.TIMESTAMP] for r in rows["eval"])
+
+
 @pytest.fixture(scope="module")
 def served(trained, tmp_path_factory):
     """Runs every signature in a fresh TensorFlow-only process; returns the results."""
@@ -182,7 +187,8 @@ def served(trained, tmp_path_factory):
         features.HISTORY: [(r[features.HISTORY] + [""] * history_length)[:history_length]
                            for r in users] + [[""] * history_length],
         features.DEVICE: [r[features.DEVICE] for r in users] + [""],
-        features.TIMESTAMP: [r[features.TIMESTAMP] for r in users] + [0],
+        # The unknown user asks at the newest time, when every catalogue item exists.
+        features.TIMESTAMP: [r[features.TIMESTAMP] for r in users] + [_newest_time(rows)],
         features.K: [3] * len(users) + [5],
     }
     recommend_dtypes = {features.TIMESTAMP: "int64", features.K: "int32"}
@@ -346,7 +352,8 @@ def test_recommend_excluding_rows_and_a_mismatched_batch(model_server, trained):
     rest = client.RestClient(port=model_server.rest_port)
     catalogue = [item[features.ITEM_ID] for item in trained["rows"]["items"]]
     rows = {features.USER_ID: ["a", "b"], features.HISTORY: [[""], [""]],
-            features.DEVICE: ["", ""], features.TIMESTAMP: [0, 0],
+            features.DEVICE: ["", ""],
+            features.TIMESTAMP: [_newest_time(trained["rows"])] * 2,
             features.K: [len(catalogue)] * 2}
     try:
         answer = rest.predict(None, inputs={
@@ -360,6 +367,28 @@ def test_recommend_excluding_rows_and_a_mismatched_batch(model_server, trained):
         assert raised.value.code == 400 and features.EXCLUDE_ITEM_IDS in raised.value.message
     finally:
         rest.close()
+
+
+def test_recommend_never_returns_an_item_first_seen_after_the_request(trained):
+    """The cold items are first seen at the train/eval boundary: a request an hour before it
+    gets the warm items only, a request at it every item (float32 days resolve ~3 minutes)."""
+    items = trained["rows"]["items"]
+    launch = min(i[features.FIRST_SEEN] for i in items if i[features.COLD_START])
+    cold = {i[features.ITEM_ID] for i in items if i[features.FIRST_SEEN] >= launch}
+    assert 0 < len(cold) < len(items)
+    recommend = tf.saved_model.load(
+        trained["fn_args"].serving_model_dir).signatures[features.RECOMMEND]
+
+    def returned(timestamp: int) -> set:
+        ids = recommend(**{
+            features.USER_ID: tf.constant(["user_00"]), features.HISTORY: tf.constant([[""]]),
+            features.DEVICE: tf.constant(["mobile"]),
+            features.TIMESTAMP: tf.constant([timestamp], tf.int64),
+            features.K: tf.constant([len(items)], tf.int32)})[features.ITEM_IDS]
+        return {i.decode() for i in ids.numpy()[0] if i}
+
+    assert returned(launch - 3600) == {i[features.ITEM_ID] for i in items} - cold
+    assert returned(launch) == {i[features.ITEM_ID] for i in items}
 
 
 def test_embed_items_shapes_and_catalogue_consistency(served, trained):
@@ -542,11 +571,12 @@ def test_query_tower_time_of_day_switch():
             np.testing.assert_allclose(embedding[0], embedding[1], rtol=1e-6)
 
 
-def test_freshness_buckets_ages_and_counts_negative_ages_as_new():
+def test_freshness_buckets_ages_and_gives_a_future_item_no_bonus():
     freshness = FreshnessBias([1, 7])
     freshness.bucket_logits.assign([2.0, 1.0, -1.0])  # < 1 day, 1..7 days, >= 7 days
     ages = tf.constant([[-3.0, 0.0, 0.99], [1.0, 6.5, 30.0]])
-    np.testing.assert_allclose(freshness(ages).numpy(), [[2.0, 2.0, 2.0], [1.0, 1.0, -1.0]])
+    # Age -3: first seen after the request, not "brand new": no freshness logit at all.
+    np.testing.assert_allclose(freshness(ages).numpy(), [[0.0, 2.0, 2.0], [1.0, 1.0, -1.0]])
     with pytest.raises(ValueError, match="increasing"):
         FreshnessBias([7, 1])
 

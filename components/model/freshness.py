@@ -11,9 +11,9 @@ without it).
 In training, in-batch candidates come from other rows' events, so a candidate's age is taken
 at the QUERY's time: age = query day - (candidate event day - candidate age at its event).
 A candidate first seen after the query's time was not in the shop then: it is no negative for
-that query (the retrieval task masks it). At serving, a catalogue item is in the shop, so ages
-below zero (an item launched after the catalogue's newest event, e.g. an item added by
-`refresh-catalogue`, or the offline evaluation ranking for a week ahead) count as brand new.
+that query (the retrieval task masks it). At serving, an item first seen after the request's
+time does not exist yet: `recommend` excludes it (components/export.py), and the term itself
+gives a negative age no logit (0, not the brand-new bucket's), so it never rewards the future.
 """
 from __future__ import annotations
 
@@ -40,10 +40,12 @@ class FreshnessBias(tf.keras.layers.Layer):
             name="bucket_logits", shape=[len(self.boundaries_days) + 1], initializer="zeros")
 
     def call(self, age_days: tf.Tensor) -> tf.Tensor:
-        """The logit of each age (any shape); negative ages count as 0 (brand new)."""
-        age = tf.maximum(tf.cast(age_days, tf.float32), 0.0)
-        buckets = tf.raw_ops.Bucketize(input=age, boundaries=self.boundaries_days)
-        return tf.gather(self.bucket_logits, buckets)
+        """The logit of each age (any shape); a negative age (not in the shop yet) gets 0."""
+        age = tf.cast(age_days, tf.float32)
+        buckets = tf.raw_ops.Bucketize(input=tf.maximum(age, 0.0),
+                                       boundaries=self.boundaries_days)
+        logits = tf.gather(self.bucket_logits, buckets)
+        return tf.where(age < 0.0, tf.zeros_like(logits), logits)
 
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "boundaries_days": self.boundaries_days}
