@@ -50,7 +50,9 @@ from hyperrec.components import trainer  # noqa: E402
 from hyperrec.components.evaluation import component as ranking_evaluator  # noqa: E402
 from hyperrec.components.evaluation import (  # noqa: E402
     baselines, metrics, model_ranking, protocol)
+from hyperrec.components.model import diagnostics  # noqa: E402
 from hyperrec.data import synthetic  # noqa: E402
+from hyperrec.schemas import features  # noqa: E402
 
 quiet.python_logs()
 # tf.Transform's "Tables initialized inside a tf.function" notices, once per variant.
@@ -90,6 +92,22 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "pool_mean": {"history_pooling": "mean"},
     "pool_recency": {"history_pooling": "recency"},
     "no_time_of_day": {"use_time_of_day": False},
+    "affinity_0": {"affinity_weight": 0.0},
+    "affinity_1": {"affinity_weight": 1.0},
+    "affinity_3": {"affinity_weight": 3.0},
+    "no_global_terms": {"freshness_days": (), "recent_popularity_counts": (),
+                        "log_q_weight": 0.0},
+    "bias_without_id": {"item_bias_reads_id": False},
+    # P(engaged | shown) from the affinity task x P(shown)^w from recent impressions.
+    "served_affinity": {"affinity_weight": 1.0, "served_score": "affinity",
+                        "recent_popularity_events": "shown"},
+    "no_retrieval_loss": {"retrieval_weight": 0.0},
+    "recent_shown": {"recent_popularity_events": "shown"},
+    "recent_shown_wide": {"recent_popularity_events": "shown", "recent_popularity_counts": (
+        1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513)},
+    "recent_days_1": {"recent_popularity_days": 1},
+    "recent_days_3": {"recent_popularity_days": 3},
+    "recent_days_14": {"recent_popularity_days": 14},
 }
 # name -> (pretrained encoders, mode): model.pretrained of the variant, with the encoders of
 # --pretrained-image / --pretrained-text (or pretrained once into WORKDIR/pretrained/).
@@ -134,6 +152,24 @@ def scores(ranked: np.ndarray, task: protocol.Task) -> Dict[str, float]:
             f"coverage@{K}": metrics.coverage(ranked, K, len(task.catalogue.item_ids)),
             f"recall@{DEPTH}": float(values[f"recall@{DEPTH}"].mean()),
             f"cold_recall@{DEPTH}": float(cold)}
+
+
+def served_personalisation(serving_model: str, task: protocol.Task,
+                           users: int = 400) -> Dict[str, float]:
+    """How personal the variant's served scores are (model/diagnostics.py): the share of
+    the score variance that depends on the user over the first `users` evaluated users,
+    and the spread of the catalogue embeddings."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(serving_model)
+    signature = loaded.signatures[features.RECOMMEND]
+    scores = diagnostics.served_scores(
+        lambda request: signature(**request), task.users[:users], task.history[:users],
+        task.devices[:users], task.query_timestamps()[:users], task.catalogue.item_ids)
+    spread = diagnostics.embedding_spread(loaded.catalog_embeddings.numpy())
+    return {"user_share": diagnostics.user_variance_share(scores),
+            "item_cosine": spread["mean_pairwise_cosine"],
+            "item_rank": spread["effective_rank"]}
 
 
 def pretrained_encoders(args: argparse.Namespace, config: config_lib.HyperrecConfig,
@@ -282,7 +318,8 @@ def main(argv: List[str]) -> None:
             unseeded = variant if query_time == "cutoff" else f"{variant}@{query_time}"
             name = unseeded + suffix
             row = {"variant": name, **scores(ranking, task), "train_s": seconds,
-                   **versus_best_baseline(ranking, task, best, ranked[best])}
+                   **versus_best_baseline(ranking, task, best, ranked[best]),
+                   **served_personalisation(serving_model, task)}
             base = ("base" if query_time == "cutoff" else f"base@{query_time}") + suffix
             model_rankings[name] = ranking
             if variant != "base" and base in model_rankings:
@@ -291,6 +328,9 @@ def main(argv: List[str]) -> None:
                             f"minus_base@{K}_interval": versus_base["interval"]})
             seeded_rows.setdefault(unseeded, []).append(row)
             show(row)
+            print(f"  {name}: user share of score variance {row['user_share']:.3f}, "
+                  f"catalogue mean cosine {row['item_cosine']:.3f}, effective rank "
+                  f"{row['item_rank']:.1f}", flush=True)
             for other, key in ((best, "minus_best"), (base, "minus_base")):
                 if f"{key}@{K}" in row:
                     low, high = row[f"{key}@{K}_interval"]

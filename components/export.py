@@ -143,10 +143,15 @@ def item_score_terms(model: TwoTowerModel, transformed: Mapping[str, tf.Tensor],
     """(embedding [n, dim], score bias [n], item id rows [n]) of transformed items.
 
     The score bias is temperature * the item tower's retrieval bias (an id outside the
-    vocabulary gets its OOV bucket's), plus temperature * popularity_weight * log Q(item).
+    vocabulary gets its OOV bucket's), plus temperature * popularity_weight * log Q(item);
+    with the "affinity" served score, temperature * the affinity task's item bias.
     """
     item = model.item_tower.encode(transformed, training=False)
     item_ids = tf.reshape(transformed[features.ITEM_ID_XF], [-1])
+    if model.served_score == "affinity":
+        # The affinity task's item term: the item's engagement rate when shown (quality).
+        bias = tf.squeeze(model.affinity.item_bias(item["fusion"]), axis=1)
+        return item["embedding"], model.retrieval.temperature * bias, item_ids
     log_q = tf.gather(model.retrieval.item_log_q, item_ids)
     bias = model.retrieval.temperature * (item["bias"] + popularity_weight * log_q)
     return item["embedding"], bias, item_ids
@@ -155,9 +160,14 @@ def item_score_terms(model: TwoTowerModel, transformed: Mapping[str, tf.Tensor],
 def prior_logits(model: TwoTowerModel, counts: Optional[tf.Tensor],
                  shape: tf.Tensor) -> tf.Tensor:
     """temperature * the recent-popularity logit of `counts` (zeros of `shape` without the
-    term: then `counts` is None)."""
+    term: then `counts` is None); with the "affinity" served score, temperature *
+    exposure_weight * log(1 + counts)."""
     if model.recent_popularity is None:
         return tf.zeros(shape, tf.float32)
+    if model.served_score == "affinity":
+        # The demand factor: log(1 + recent count), weighted (ModelConfig.exposure_weight).
+        return (model.retrieval.temperature * model.exposure_weight
+                * tf.math.log1p(tf.cast(counts, tf.float32)))
     return model.retrieval.temperature * model.recent_popularity(counts)
 
 
@@ -260,7 +270,7 @@ class ServingModule(tf.Module):
         query = self.model.query_tower(transformed, training=False)
         scores = (tf.matmul(query, self.catalog_embeddings, transpose_b=True)  # [batch, C]
                   + (self.catalog_score_bias + self.catalog_prior)[tf.newaxis, :])
-        if self.model.freshness is not None:
+        if self.model.freshness is not None and self.model.served_score == "retrieval":
             # Each item's age at the request time (model/freshness.py), on the score scale.
             age = (tf.reshape(transformed[features.EVENT_DAY_XF], [-1, 1])
                    - self.catalog_first_seen_days[tf.newaxis, :])

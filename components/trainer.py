@@ -502,6 +502,22 @@ def recent_count_table(model_config: config_lib.ModelConfig, tft_output: tft.TFT
     return first_day, table
 
 
+def choose_exposure_weight(model_config: config_lib.ModelConfig, model: TwoTowerModel,
+                           validator: Optional[validation.RankingValidation]) -> float:
+    """The weight of the served score's exposure term ("affinity" served score): the best of
+    model_config.exposure_weights on the validation slice's ranking metric, fitted on top of
+    the trained towers (which cannot lean on it); the configured exposure_weight without a
+    validation slice or with the "retrieval" served score."""
+    if model_config.served_score != "affinity" or validator is None:
+        return model_config.exposure_weight
+    best, scores = validator.best_setting(model_config.exposure_weights,
+                                          model.exposure_weight.assign)
+    logging.info("exposure weight %g chosen on the validation slice (%s by weight: %s)", best,
+                 model_config.validation_metric,
+                 ", ".join(f"{weight:g}: {value:.4f}" for weight, value in scores.items()))
+    return best
+
+
 def best_epoch(history: tf.keras.callbacks.History, monitor: str) -> int:
     """The epoch (0-based) whose `monitor` value was best (the first of ties).
 
@@ -534,7 +550,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     seed_everything(model_config)
     tft_output = tft.TFTransformOutput(fn_args.transform_graph_path or fn_args.transform_output)
 
-    split, events, callbacks, n_val = None, None, [], None
+    split, events, callbacks, n_val, validator = None, None, [], None, None
     if model_config.validation_days > 0 or model_config.recent_popularity_counts:
         events = validation.read_events(fn_args.train_files)
     recent_counts = (recent_count_table(model_config, tft_output, transform_config, events)
@@ -545,8 +561,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         logging.info("validation slice: train rows from %d on (%d of %d)", split, n_val,
                      len(events))
         if model_config.validation_metric:
-            callbacks.append(ranking_validation(model_config, data_config, fn_args,
-                                                tft_output, events, split))
+            validator = ranking_validation(model_config, data_config, fn_args, tft_output,
+                                           events, split)
+            callbacks.append(validator)
     plan = plan_training(model_config, fn_args, tft_output, strategy,
                          train_count=None if split is None else len(events) - n_val,
                          eval_count=n_val)
@@ -580,6 +597,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         callbacks=training_callbacks(model_config, fn_args.model_run_dir, callbacks,
                                      early_stopping=split is not None), verbose=2)
     logging.info("training history: %s", history.history)
+    exposure_weight = choose_exposure_weight(model_config, model, validator)
 
     refit = None
     if split is not None and model_config.refit_full_train:
@@ -603,6 +621,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             callbacks=training_callbacks(model_config, fn_args.model_run_dir, phase="refit",
                                          early_stopping=False), verbose=2)
 
+    model.exposure_weight.assign(exposure_weight)  # the refit model starts from the config's
     # Every worker exports (saving runs collectives); only the chief's copy is kept.
     serving_dir = distribution.write_dir(fn_args.serving_model_dir, strategy)
     catalog = build_catalog_batches(catalog_patterns, fn_args.data_accessor, tft_output)

@@ -82,3 +82,50 @@ def test_affinity_loss_is_the_binary_cross_entropy_of_cosine_over_temperature():
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(task.loss_tracker.result()) == pytest.approx(expected, rel=1e-5)
     assert task.get_config()["temperature"] == 0.5
+
+
+# ---- the "affinity" served score, through run_fn and the exported SavedModel ----------------
+def test_served_affinity_score_takes_the_exposure_weight_chosen_on_validation(
+        synthetic_data, tmp_path):
+    """run_fn with served_score="affinity": the exposure weight is one of the grid's, chosen
+    on the validation slice and carried by the SavedModel; the catalogue's demand term is
+    temperature * weight * log(1 + a recent impression count) (a whole count per item), and
+    a brand-new catalogue entry gets no demand at all."""
+    import dataclasses
+    import os
+    import sys
+
+    from hyperrec.components import export, trainer
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import test_model  # noqa: E402  (the model tests' synthetic data and sizes)
+
+    grid = (0.0, 0.5, 2.0)
+    model_config = dataclasses.replace(
+        test_model.TEST_MODEL_CONFIG, affinity_weight=1.0, served_score="affinity",
+        recent_popularity_events="shown", exposure_weights=grid, epochs=1)
+    examples_root = str(tmp_path / "examples")
+    rows = test_model.synthetic.write_examples(examples_root)
+    fn_args = trainer.fn_args_for(
+        examples_root, synthetic_data["transform"], str(tmp_path / "model"),
+        {"model": dataclasses.asdict(model_config),
+         "data": dataclasses.asdict(test_model.synthetic.TEST_DATA_CONFIG),
+         "transform": dataclasses.asdict(test_model.synthetic.TEST_TRANSFORM_CONFIG)})
+    trainer.run_fn(fn_args)
+
+    loaded = tf.saved_model.load(fn_args.serving_model_dir)
+    weight = float(loaded.model.exposure_weight.numpy())
+    assert weight in grid
+    prior = loaded.catalog_prior.numpy()
+    temperature = model_config.temperature
+    if weight > 0:
+        counts = np.expm1(prior / (temperature * weight))
+        np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)
+        assert counts.min() > -1e-3 and counts.max() >= 1  # the shop showed something lately
+    else:
+        np.testing.assert_array_equal(prior, 0.0)
+    item = rows["items"][0]
+    new_entry = loaded.new_catalogue_entries({
+        name: tf.constant([item[name]], tf.float32 if name == features.PRICE else tf.string)
+        for name in export.transform.ITEM_INPUTS})
+    np.testing.assert_array_equal(new_entry[export.CATALOGUE_PRIOR].numpy(), [0.0])

@@ -15,6 +15,7 @@ the score variance depended on the user and the catalogue's mean pairwise cosine
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Mapping, Optional
 
 import numpy as np
@@ -50,8 +51,10 @@ def user_variance_share(scores: np.ndarray) -> float:
     Each user's row is centred (a per-user constant never changes a ranking); what remains
     is the item's shared part (the column mean over users) plus a user-specific residual.
     Returns var(residual) / var(centred rows): 0 when every user gets the same ordering."""
-    centred = scores - np.nanmean(scores, axis=1, keepdims=True)
-    shared = np.nanmean(centred, axis=0, keepdims=True)
+    with warnings.catch_warnings():  # an item no user could get has an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centred = scores - np.nanmean(scores, axis=1, keepdims=True)
+        shared = np.nanmean(centred, axis=0, keepdims=True)
     residual = centred - shared
     total = np.nanmean(centred ** 2)
     return float(np.nanmean(residual ** 2) / total) if total > 0 else 0.0

@@ -56,8 +56,13 @@ class TwoTowerModel(tf.keras.Model):
                  freshness: Optional[FreshnessBias] = None,
                  recent_popularity: Optional[RecentPopularity] = None,
                  affinity: Optional[AffinityTask] = None, affinity_weight: float = 0.0,
+                 served_score: str = "retrieval", exposure_weight: float = 1.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if served_score == "affinity" and (affinity is None or recent_popularity is None):
+            raise ValueError('served_score "affinity" needs the affinity task '
+                             "(model.affinity_weight > 0) and the recent-popularity counts "
+                             "(model.recent_popularity_counts)")
         self.item_tower = item_tower
         self.query_tower = query_tower
         self.retrieval = retrieval
@@ -70,6 +75,12 @@ class TwoTowerModel(tf.keras.Model):
         # The engaged-vs-shown loss on the retrieval cosine (model/affinity.py).
         self.affinity = affinity
         self.affinity_weight = affinity_weight if affinity is not None else 0.0
+        # What `recommend` ranks by (ModelConfig.served_score; components/export.py). The
+        # exposure weight is a variable, so the SavedModel carries the value the Trainer
+        # chose on the validation slice.
+        self.served_score = served_score
+        self.exposure_weight = tf.Variable(float(exposure_weight), trainable=False,
+                                           name="exposure_weight")
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         # Fine-tuned pretrained encoders (model/pretraining.py): their variables step with
         # their own optimizer at a lower rate. A second optimizer, not scaled gradients:
@@ -200,6 +211,8 @@ class TwoTowerModel(tf.keras.Model):
                 "affinity": (None if self.affinity is None
                              else tf.keras.layers.serialize(self.affinity)),
                 "affinity_weight": self.affinity_weight,
+                "served_score": self.served_score,
+                "exposure_weight": float(self.exposure_weight.numpy()),
                 "name": self.name}
 
     @classmethod
@@ -296,4 +309,6 @@ def build_two_tower_model(model_config: config_lib.ModelConfig,
                          recent_popularity=recent_popularity,
                          affinity=(AffinityTask(model_config.temperature, name="affinity")
                                    if model_config.affinity_weight else None),
-                         affinity_weight=model_config.affinity_weight, name="two_tower")
+                         affinity_weight=model_config.affinity_weight,
+                         served_score=model_config.served_score,
+                         exposure_weight=model_config.exposure_weight, name="two_tower")

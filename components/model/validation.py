@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -93,6 +93,21 @@ class RankingValidation(tf.keras.callbacks.Callback):
         ranked = model_ranking.rank_task(self._recommend, self.task, self.depth)
         return float(metrics.per_user(ranked, self.task.targets, self.task.popularity,
                                       [self.depth])[self.metric].mean())
+
+    def best_setting(self, values: Sequence[float], apply: Callable[[float], Any],
+                     ) -> Tuple[float, Dict[float, float]]:
+        """The value among `values` whose ranking scores best on the slice (the first of
+        ties), and the score of each. apply(value) sets it on the model (e.g. the exposure
+        weight of the served score); the best one is left applied."""
+        scores: Dict[float, float] = {}
+        for value in values:
+            apply(value)
+            self._sync_module()
+            scores[value] = self._value()
+        best = max(values, key=lambda value: scores[value])
+        apply(best)
+        self._sync_module()
+        return best, scores
 
     def personalisation(self) -> Dict[str, float]:
         """How personal the current scores are and how spread the catalogue embeddings
