@@ -40,6 +40,12 @@ def iso_utc(timestamp: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def eval_cutoff(newest_timestamp: int, eval_days: float) -> int:
+    """The first second of the eval split: ExampleGen puts the events from it on (the last
+    `eval_days` before the newest event) into `eval`, the earlier ones into `train`."""
+    return int(newest_timestamp) - int(eval_days * SECONDS_PER_DAY)
+
+
 def span_dir(out_dir: str, span: int) -> str:
     return os.path.join(out_dir, f"span-{span}")
 

@@ -182,6 +182,42 @@ def test_tiny_table_import_writes_the_contract(tmp_path):
     assert json.loads((tmp_path / contract.IMPORT_REPORT_FILE).read_text()) == report
 
 
+DAY = features.SECONDS_PER_DAY
+
+
+def test_first_seen_from_the_log_is_cut_at_the_eval_cutoff():
+    # Newest event on day 10, 4 eval days: ExampleGen's cutoff is day 6 (contract.eval_cutoff).
+    events = pd.Series([T0, T0 + 3 * DAY, T0 + 10 * DAY])
+    first_seen = pd.Series([T0, T0 + 6 * DAY, T0 + 8 * DAY], index=["old", "at", "late"])
+    fixed, report = tables.first_seen_before_eval(first_seen, events, 4.0, derived_from="sales")
+    assert contract.eval_cutoff(T0 + 10 * DAY, 4.0) == T0 + 6 * DAY
+    assert fixed.to_dict() == {"old": T0, "at": T0 + 6 * DAY, "late": T0 + 6 * DAY}
+    assert report == {"derived_from": "sales", "rule": tables.FIRST_SEEN_RULE,
+                      "eval_days": 4.0, "eval_cutoff": contract.iso_utc(T0 + 6 * DAY),
+                      "items_moved_to_cutoff": 1}
+
+
+def test_online_retail_first_seen_is_known_before_the_eval_cutoff_only(tmp_path):
+    # 85123A sells on day 0 and in the eval period; 22752 first sells in the eval period
+    # (day 9 of 10, 3 eval days: cutoff day 7), so it is listed from the cutoff, unsold.
+    log = invoice_lines(uk("1", "85123A", HEART, 1, 0, 2.55, 1.0),
+                        uk("2", "21730", STAR, 1, 3 * 24 * 60, 4.25, 2.0),
+                        uk("3", "85123A", HEART, 1, 9 * 24 * 60, 2.55, 2.0),
+                        uk("4", "22752", BABUSHKA, 1, 9 * 24 * 60, 7.65, 1.0),
+                        uk("5", "21730", STAR, 1, 10 * 24 * 60, 4.25, 1.0))
+    report = online_retail.import_table(log, {"file": "eval"}, str(tmp_path), span_days=28,
+                                        negatives_per_purchase=0, eval_days=3.0)
+    cutoff = T0 + 7 * DAY
+    _, rows = read_rows(str(tmp_path / "span-1" / "items.csv"))
+    first_seen = {row[0]: epoch(row[6]) for row in rows}
+    assert first_seen == {"85123A": T0, "21730": T0 + 3 * DAY, "22752": cutoff}
+    assert report["options"]["eval_days"] == 3.0
+    assert report["catalogue"]["first_seen"]["eval_cutoff"] == contract.iso_utc(cutoff)
+    assert report["catalogue"]["first_seen"]["items_moved_to_cutoff"] == 1
+    # The default is the eval period the online_retail experiment splits with.
+    assert online_retail.DEFAULT_EVAL_DAYS == 28.0
+
+
 def test_sampled_negatives_are_outside_the_basket_on_sale_and_seeded():
     events = pd.DataFrame({
         "user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "z"],
@@ -247,6 +283,10 @@ def test_full_online_retail_import_counts(full_import):
     assert report["timeline"]["spans"] == 14  # 2010-12-01 + 14 x 28 days covers 2011-12-09
     assert sum(s["interactions"] for s in report["spans"]) == 386_245
     assert report["spans"][-1]["items"] == 3_791
+    # 32 stock codes first sell in the last 28 days (the online_retail experiment's eval
+    # period): listed from its cutoff instead, so no launch date comes from the eval period.
+    assert report["catalogue"]["first_seen"]["items_moved_to_cutoff"] == 32
+    assert report["catalogue"]["first_seen"]["eval_cutoff"] == "2011-11-11T12:50:00Z"
     others = report["catalogue"]["by_category"][categories.OTHER]
     assert others / report["catalogue"]["items"] < 0.2  # the keyword table covers most
 
@@ -274,11 +314,16 @@ def test_online_retail_sample_cli_is_deterministic_and_keeps_the_contract(
     assert not kept["invoice"].str.startswith("C").any()
     sources = set(zip(kept["customer_id"], kept["item_id"], kept["timestamp"]))
     assert {(u, i, epoch(t)) for u, i, t, _, _ in events} <= sources
-    # An item's row in a sample is its row in the full import.
+    # An item's row in a sample is its row in the full import, but for first_seen: known
+    # before the sample's own eval cutoff (its newest event is the full file's or earlier).
     _, sample_items = read_rows(str(first / "span-14" / "items.csv"))
     _, full_items = read_rows(os.path.join(full_import[0], "span-14", "items.csv"))
-    assert {row[0] for row in events} and set(map(tuple, sample_items)) <= set(
-        map(tuple, full_items))
+    cutoff = epoch(report["catalogue"]["first_seen"]["eval_cutoff"])
+    assert cutoff <= epoch(full_import[1]["catalogue"]["first_seen"]["eval_cutoff"])
+    full_rows = {row[0]: row[:6] + [contract.iso_utc(min(epoch(row[6]), cutoff))]
+                 for row in full_items}
+    assert {row[0] for row in events}
+    assert all(row == full_rows[row[0]] for row in sample_items)
 
 
 # ---- image folder ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from absl import logging
 from tfx.utils import proto_utils
 
 from hyperrec.components import config as config_lib
+from hyperrec.data import contract
 from hyperrec.schemas import features
 from hyperrec.components.example_gen import history, images
 from hyperrec.components.example_gen.layout import SPAN_DIR as _SPAN_DIR
@@ -394,7 +395,6 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         config = config_lib.from_dict(config_lib.DataConfig, decode_custom_config(exec_properties))
         image_size = config.image_size
         history_length = config.history_length
-        eval_seconds = int(config.eval_days * features.SECONDS_PER_DAY)
         horizon = (parse_timestamp(config.timestamp_horizon) if config.timestamp_horizon
                    else int(time.time()))
         input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
@@ -448,7 +448,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                    | "Timestamps" >> beam.Map(lambda r: r["timestamp"])
                    | "LastTimestamp" >> beam.CombineGlobally(lambda ts: max(ts, default=0)))
         cutoff = beam.pvalue.AsSingleton(
-            last_ts | "Cutoff" >> beam.Map(lambda last: last - eval_seconds))
+            last_ts | "Cutoff" >> beam.Map(contract.eval_cutoff, config.eval_days))
 
         with_past = (events
                      | "ByUser" >> beam.Map(lambda r: (r["user_id"], r))

@@ -30,13 +30,19 @@ def import_data() -> None:
 @click.option("--negatives-per-purchase", type=click.IntRange(min=0), default=1,
               show_default=True,
               help="Popularity-sampled 'impression' rows per purchase (0: purchases only).")
+@click.option("--eval-days", type=click.FloatRange(min=0), default=None,
+              help="The pipeline's data.eval_days (default: the online_retail experiment's, "
+                   "28): first_seen is derived from the sales before that eval cutoff only.")
 def online_retail(path: str, out_dir: str, span_days: int, max_customers: Optional[int],
-                  seed: int, negatives_per_purchase: int) -> None:
+                  seed: int, negatives_per_purchase: int, eval_days: Optional[float]) -> None:
     """UCI Online Retail (.rda/.rds, e.g. onlineretail.rda) -> purchases and a catalogue."""
     from hyperrec.data.importers import online_retail as importer
 
+    if eval_days is None:
+        eval_days = importer.DEFAULT_EVAL_DAYS
     _run("online retail", lambda: importer.import_online_retail(
-        path, out_dir, span_days, max_customers, seed, negatives_per_purchase), out_dir,
+        path, out_dir, span_days, max_customers, seed, negatives_per_purchase, eval_days),
+        out_dir,
         lambda report: {
         "lines read": report["source"]["lines"],
         "lines kept": report["cleaning"]["kept_lines"],
@@ -45,6 +51,8 @@ def online_retail(path: str, out_dir: str, span_days: int, max_customers: Option
         "items": report["catalogue"]["items_written"],
         "customers": report["interactions"]["customers_written"],
         "purchase events": report["interactions"]["events"],
+        "items first sold in the eval period, listed from its cutoff":
+            report["catalogue"]["first_seen"]["items_moved_to_cutoff"],
     })
 
 

@@ -12,6 +12,9 @@ the file:
    frequent description (ties: the lexically first), category from a keyword table
    (categories.py), price the median unit price, first_seen the code's first invoice time,
    no image. Lines without a customer count here: they are real sales of the product.
+   `import_table` then keeps first_seen to what was known before the eval cutoff
+   (tables.first_seen_before_eval): an item first sold in the eval period is listed from
+   the cutoff.
 3. `build_events`: one "purchase" event per (customer, stock code, invoice time): several
    lines of one code in one invoice are one purchase. Lines without a CustomerID cannot
    become an event (there is no user) and are counted. The device is unknown.
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from hyperrec.schemas import features
+from hyperrec.components import config as config_lib
 from hyperrec.data.contract import iso_utc
 from hyperrec.data import contract
 from hyperrec.data.importers import categories, tables
@@ -254,23 +258,27 @@ def read_source(path: str) -> tuple[pd.DataFrame, Dict[str, Any]]:
 
 
 DEFAULT_NEGATIVES_PER_PURCHASE = 1
+# The eval period the pipeline splits this data with (the online_retail experiment's
+# data.eval_days): first_seen may only use what was known before it.
+DEFAULT_EVAL_DAYS = config_lib.EXPERIMENTS["online_retail"]().data.eval_days
 
 
 def import_online_retail(path: str, out_dir: str, span_days: int = 28,
                          max_customers: Optional[int] = None, seed: int = 0,
-                         negatives_per_purchase: int = DEFAULT_NEGATIVES_PER_PURCHASE
-                         ) -> Dict[str, Any]:
+                         negatives_per_purchase: int = DEFAULT_NEGATIVES_PER_PURCHASE,
+                         eval_days: float = DEFAULT_EVAL_DAYS) -> Dict[str, Any]:
     """Reads, cleans and writes Online Retail under `out_dir`; returns the import report."""
     raw, source = read_source(path)
     return import_table(raw, source, out_dir, span_days, max_customers, seed,
-                        negatives_per_purchase)
+                        negatives_per_purchase, eval_days)
 
 
 def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_days: int = 28,
                  max_customers: Optional[int] = None, seed: int = 0,
-                 negatives_per_purchase: int = DEFAULT_NEGATIVES_PER_PURCHASE
-                 ) -> Dict[str, Any]:
-    """The import of an already-read Online Retail table (what import_online_retail runs)."""
+                 negatives_per_purchase: int = DEFAULT_NEGATIVES_PER_PURCHASE,
+                 eval_days: float = DEFAULT_EVAL_DAYS) -> Dict[str, Any]:
+    """The import of an already-read Online Retail table (what import_online_retail runs);
+    `eval_days` is the pipeline's (data.eval_days): first_seen is known before its cutoff."""
     if span_days < 1:
         raise ValueError("span_days must be at least 1")
     clean = clean_lines(raw)
@@ -283,6 +291,11 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
     if events["user_id"].nunique() < all_customers:
         # A sample is self-contained: its catalogue is what its customers bought.
         items = items[items["item_id"].isin(set(events["item_id"]))]
+    # Before the negatives are drawn: they are drawn among the items on sale at each time.
+    first_seen, first_seen_report = tables.first_seen_before_eval(
+        items["first_seen"], events["timestamp"], eval_days,
+        derived_from="the stock code's first invoice time (lines without a customer too)")
+    items = items.assign(first_seen=first_seen)
     negatives, negative_counts = sample_negatives(events, items, negatives_per_purchase, seed)
     purchases = events
     events = pd.concat([purchases, negatives], ignore_index=True)
@@ -297,7 +310,7 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
         "importer": "online-retail",
         "source": {**source, "lines": clean.lines_read, "customers": clean.customers_read},
         "options": {"span_days": span_days, "max_customers": max_customers, "seed": seed,
-                    "negatives_per_purchase": negatives_per_purchase},
+                    "negatives_per_purchase": negatives_per_purchase, "eval_days": eval_days},
         "cleaning": {
             "rules": DROP_RULES,
             "rule_order": list(DROP_RULES),
@@ -306,7 +319,8 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
             "normalised_lines": clean.normalised,
             "kept_lines": len(clean.lines),
         },
-        "catalogue": {**item_counts, "items_written": len(items)},
+        "catalogue": {**item_counts, "items_written": len(items),
+                      "first_seen": first_seen_report},
         "interactions": {
             **event_counts,
             "events": len(purchases),

@@ -3,7 +3,9 @@
 An importer turns a real data set into two tables and hands them here:
     interactions   user_id, item_id, timestamp (epoch seconds), event, device
     items          the ITEM_COLUMNS, with first_seen in epoch seconds and price as text
-and this module cuts the timeline into spans and writes
+An importer that derives first_seen from the log passes it through `first_seen_before_eval`
+(first_seen known before the eval cutoff only). This module cuts the timeline into spans and
+writes
     span-{k}/interactions.csv   the events inside window k, sorted by (timestamp, user, item)
     span-{k}/items.csv          the catalogue snapshot: every item first seen before k's end
     import_report.json          what the importer read, cleaned, merged and dropped, and why
@@ -62,6 +64,34 @@ def write_spans(out_dir: str, timeline: Timeline, interactions: pd.DataFrame,
                         "end": contract.iso_utc(end),
                         "interactions": len(span_events), "items": len(snapshot)})
     return summary
+
+
+FIRST_SEEN_RULE = ("first_seen is derived from the log before the eval cutoff only (the "
+                   "newest event - eval_days, where ExampleGen splits): an item first seen "
+                   "after it is listed from the cutoff, without sales before it")
+
+
+def first_seen_before_eval(first_seen: pd.Series, event_timestamps: pd.Series,
+                           eval_days: float, derived_from: str
+                           ) -> Tuple[pd.Series, Dict[str, Any]]:
+    """A first_seen that an importer derived from the log, cut to what was known before the
+    eval cutoff, and the import report's account of it.
+
+    A first_seen taken over the whole log dates an item by its first sale in the eval
+    period: a launch date nobody knew at the query time, which the model's freshness term,
+    the catalogue snapshots and the evaluator would all read. An item first seen after the
+    cutoff gets first_seen = the cutoff instead: listed without sales before it, so it is
+    available at the query time and, with nobody's train interactions, a cold item.
+    `event_timestamps` are the events written (ExampleGen's cutoff counts back from the
+    newest of them); `derived_from` says what the log's first_seen was (for the report).
+    """
+    if event_timestamps.empty:
+        raise ValueError("no events: the eval cutoff (and so first_seen) is undefined")
+    cutoff = contract.eval_cutoff(int(event_timestamps.max()), eval_days)
+    moved = first_seen > cutoff
+    return first_seen.where(~moved, cutoff), {
+        "derived_from": derived_from, "rule": FIRST_SEEN_RULE, "eval_days": eval_days,
+        "eval_cutoff": contract.iso_utc(cutoff), "items_moved_to_cutoff": int(moved.sum())}
 
 
 def write_report(out_dir: str, report: Dict[str, Any]) -> str:
