@@ -102,6 +102,11 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "served_affinity": {"affinity_weight": 1.0, "served_score": "affinity",
                         "recent_popularity_events": "shown"},
     "no_retrieval_loss": {"retrieval_weight": 0.0},
+    "epochs_2": {"epochs": 2},
+    "id_dropout_0.3": {"id_dropout": 0.3},
+    "dropout_0.3": {"dropout": 0.3},
+    "id_dropout_0.5": {"id_dropout": 0.5},
+    "new_item_days_0": {"new_item_days": 0.0},
     "recent_shown": {"recent_popularity_events": "shown"},
     "recent_shown_wide": {"recent_popularity_events": "shown", "recent_popularity_counts": (
         1, 2, 3, 5, 9, 17, 33, 65, 129, 257, 513)},

@@ -108,7 +108,7 @@ class ModelConfig:
     # The exposure term's weight: chosen on the validation slice from exposure_weights (the
     # ranking the validation metric measures) when there is one, else exposure_weight.
     exposure_weight: float = 1.0
-    exposure_weights: tuple = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    exposure_weights: tuple = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
     # The item's retrieval bias reads its id too (False: content only, so popularity enters
     # the score through the recent-popularity and freshness terms; model/towers.py).
     item_bias_reads_id: bool = True

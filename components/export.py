@@ -150,8 +150,8 @@ def item_score_terms(model: TwoTowerModel, transformed: Mapping[str, tf.Tensor],
     item_ids = tf.reshape(transformed[features.ITEM_ID_XF], [-1])
     if model.served_score == "affinity":
         # The affinity task's item term: the item's engagement rate when shown (quality).
-        bias = tf.squeeze(model.affinity.item_bias(item["fusion"]), axis=1)
-        return item["embedding"], model.retrieval.temperature * bias, item_ids
+        return (item["embedding"], model.retrieval.temperature * item["affinity_bias"],
+                item_ids)
     log_q = tf.gather(model.retrieval.item_log_q, item_ids)
     bias = model.retrieval.temperature * (item["bias"] + popularity_weight * log_q)
     return item["embedding"], bias, item_ids

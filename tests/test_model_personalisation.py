@@ -74,10 +74,9 @@ def test_affinity_loss_is_the_binary_cross_entropy_of_cosine_over_temperature():
     task = AffinityTask(temperature=0.5)
     query = tf.constant([[1.0, 0.0], [1.0, 0.0]])
     items = tf.constant([[1.0, 0.0], [0.0, 1.0]])
-    fusion = tf.zeros([2, 3])
-    loss = task(query, items, fusion, tf.constant([1, 0]))
-    # The item bias reads a zero fusion: logits are cosine / 0.5 = [2, 0] plus the Dense bias
-    # (initialised to 0).
+    item_bias = tf.zeros([2])
+    loss = task(query, items, item_bias, tf.constant([1, 0]))
+    # Zero item biases and base rate (initialised to 0): logits are cosine / 0.5 = [2, 0].
     expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(0.0))) / 2
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     assert float(task.loss_tracker.result()) == pytest.approx(expected, rel=1e-5)

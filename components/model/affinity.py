@@ -16,9 +16,9 @@ global terms model. This task fits that factor with a pointwise logistic loss on
     logit(user, item) = cosine(query, item) / temperature + item_affinity_bias(item) + b
 
 where the cosine is the SAME retrieval cosine `recommend` serves, so taste reaches the
-served score through the towers and not through a separate head. item_affinity_bias (a
-linear read of the item tower's fusion output) and b absorb the item's quality and the base
-rate, so the cosine only has to carry what depends on the user.
+served score through the towers and not through a separate head. item_affinity_bias (the
+item tower's, read from its ids and content: each item's quality) and b (the base rate)
+absorb what does not depend on the user, so the cosine only has to carry what does.
 
 Distribution: like the other tasks, each replica returns its share of the global-batch mean.
 """
@@ -37,24 +37,24 @@ class AffinityTask(tf.keras.layers.Layer):
     def __init__(self, temperature: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.temperature = temperature
-        self.item_bias = tf.keras.layers.Dense(1, name="item_affinity_bias")
+        self.base_rate = self.add_weight(name="base_rate", shape=[], initializer="zeros")
         self.loss_tracker = tf.keras.metrics.Mean(name="affinity_loss")
         self.auc = tf.keras.metrics.AUC(name="affinity_auc")
 
     def logits(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
-               item_fusion: tf.Tensor) -> tf.Tensor:
+               item_bias: tf.Tensor) -> tf.Tensor:
         """[batch] engaged-vs-shown logits of each row's (query, item) pair."""
         cosine = tf.reduce_sum(query_embeddings * item_embeddings, axis=1)
-        return cosine / self.temperature + tf.squeeze(self.item_bias(item_fusion), axis=1)
+        return cosine / self.temperature + item_bias + self.base_rate
 
     def call(self, query_embeddings: tf.Tensor, item_embeddings: tf.Tensor,
-             item_fusion: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+             item_bias: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         """This replica's share of the global mean binary cross-entropy; updates metrics.
 
         query_embeddings, item_embeddings: [batch, dim] L2-normalised retrieval embeddings;
-        item_fusion: [batch, fusion dim] the item tower's fusion output; labels: [batch]
-        1 engaged / 0 shown only."""
-        logits = self.logits(query_embeddings, item_embeddings, item_fusion)
+        item_bias: [batch] the item tower's affinity bias; labels: [batch] 1 engaged / 0
+        shown only."""
+        logits = self.logits(query_embeddings, item_embeddings, item_bias)
         targets = tf.cast(tf.reshape(labels, [-1]), tf.float32)
         row_losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
         global_rows = global_sum(tf.cast(tf.size(row_losses), tf.float32))

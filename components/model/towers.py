@@ -121,6 +121,11 @@ class ItemTower(_Tower):
         # id-less rows: how new items fare), which a unit-length embedding anchored at its
         # content cannot express. Zero at initialisation.
         self.bias_layer = tf.keras.layers.Dense(1, kernel_initializer="zeros", name="bias")
+        # The item's engagement rate when shown (its quality), for the affinity task
+        # (model/affinity.py): like the retrieval bias, read from everything the tower knows
+        # of the item, ids included, so each item can have its own.
+        self.affinity_bias_layer = tf.keras.layers.Dense(1, kernel_initializer="zeros",
+                                                         name="affinity_bias")
         # Learned stand-ins for an absent modality (see the module docstring). Created here,
         # not in build(): encode() is called directly, not through __call__.
         self.missing_image = self.add_weight(
@@ -177,7 +182,8 @@ class ItemTower(_Tower):
                training: Optional[bool] = None) -> Dict[str, tf.Tensor]:
         """{"embedding": the retrieval embedding [batch, embedding_dim] (L2-normalised),
         "fusion": the fusion MLP's unit output (the ranking head's item input, free of the
-        content anchoring), "bias": the retrieval bias [batch]}."""
+        content anchoring), "bias": the retrieval bias [batch], "affinity_bias": the
+        affinity task's item term [batch]}."""
         parts, colours = (self.content_parts(inputs, training) if self.use_content
                           else ([], None))
         content_input = list(parts)  # before the id parts join
@@ -196,6 +202,7 @@ class ItemTower(_Tower):
                                           inputs[features.TITLE_TOKENS_XF], colours)
             embedding = tf.math.l2_normalize(self.fusion_weight * fusion + content, axis=1)
         return {"embedding": embedding, "fusion": fusion,
+                "affinity_bias": tf.squeeze(self.affinity_bias_layer(fused_input), 1),
                 "bias": tf.squeeze(self.bias_layer(
                     fused_input if self.bias_reads_id else tf.concat(content_input, axis=1)),
                     1)}

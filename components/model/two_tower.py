@@ -141,7 +141,7 @@ class TwoTowerModel(tf.keras.Model):
                 item["bias"], sampled=self.sampled_negatives(batch, training), **time_terms)
         if self.affinity_weight:
             loss += self.affinity_weight * self.affinity(
-                query["embedding"], item["embedding"], item["fusion"], labels)
+                query["embedding"], item["embedding"], item["affinity_bias"], labels)
         if self.ranking_weight:
             # Ranking reads the fusion outputs: the retrieval embeddings are anchored at
             # shared content, which serves retrieval, not click propensity.
