@@ -469,6 +469,10 @@ def _training_section(artifact: Optional[metadata_store_pb2.Artifact]) -> str:
     values = history.get("metrics", {})
     names = sorted(name for name in values if not name.startswith("val_")
                    and name != "lr" and values[name])
+    # Measured on the validation slice alone (ranking recall, how personal the scores are,
+    # how spread the catalogue embeddings: model/validation.py): panels of their own.
+    names += sorted(name for name in values if name.startswith("val_") and values[name]
+                    and name[len("val_"):] not in values)
     if not names or not epochs:
         return _not_run(title, f"history.json in {artifact.uri} holds no epochs")
     columns = min(3, len(names))
@@ -477,7 +481,8 @@ def _training_section(artifact: Optional[metadata_store_pb2.Artifact]) -> str:
     grid = figure.subplots(rows, columns, squeeze=False)
     for number, name in enumerate(names):
         axes = grid[number // columns][number % columns]
-        axes.plot(epochs[:len(values[name])], values[name], marker="o", label="train")
+        axes.plot(epochs[:len(values[name])], values[name], marker="o",
+                  label="validation" if name.startswith("val_") else "train")
         if values.get(f"val_{name}"):
             axes.plot(epochs[:len(values[f"val_{name}"])], values[f"val_{name}"], marker="s",
                       label="validation")
