@@ -92,6 +92,18 @@ def ranking_gate_refusal(metadata_path: str) -> str:
     return newest.custom_properties[ranking_component.REASON].string_value
 
 
+def newest_candidate(pipeline_root: str) -> str:
+    """The newest Trainer model's serving SavedModel under `pipeline_root` ("" if none)."""
+    models = os.path.join(pipeline_root, "Trainer", "model")
+    runs = sorted((int(name) for name in os.listdir(models) if name.isdigit())
+                  if os.path.isdir(models) else [])
+    for run in reversed(runs):
+        candidate = os.path.join(models, str(run), "Format-Serving")
+        if os.path.exists(os.path.join(candidate, "saved_model.pb")):
+            return candidate
+    return ""
+
+
 def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) -> int:
     from hyperrec.data import synthetic as datagen
     start = time.monotonic()
@@ -105,10 +117,21 @@ def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) 
         console.print(f"[bold green]✔[/] data generated in {time.monotonic() - t0:.1f}s")
 
     paths = local_runner.run(config, data_root, workdir, console)
+    user, past, device, ts = pick_demo_user(data_root, config.data.history_length)
+    truth = demo_report.read_ground_truth(data_root)
+    items = demo_report.read_items(data_root, truth)
+    taste = demo_report.user_taste(truth, user)
     refusal = ranking_gate_refusal(paths.metadata_path)
     if refusal:
         console.print(f"\n[bold yellow]the ranking gate refused this run's model:[/] {refusal}",
                       soft_wrap=True)
+        # What the refused model would have shown: the refusal is easier to judge by eye.
+        candidate = newest_candidate(paths.pipeline_root)
+        if candidate:
+            demo_report.print_user_report(
+                console, user, device, past,
+                saved_model.recommend(candidate, user, past, device, ts, k=10),
+                "the refused candidate (not pushed)", items, taste)
     if not saved_model.versions(paths.serving_dir):
         console.print("[bold]no model version has been pushed yet[/], so there is nothing to "
                       f"serve; the run report says why: {os.path.join(workdir, 'report.html')}",
@@ -119,12 +142,9 @@ def run_demo(config: HyperrecConfig, workdir: str, seed: int, console: Console) 
     console.print(f"\n[bold]{'serving the last blessed model' if refusal else 'pushed model'}:"
                   f"[/] {model_dir}  (version {version})", soft_wrap=True)
 
-    user, past, device, ts = pick_demo_user(data_root, config.data.history_length)
     recs = saved_model.recommend(model_dir, user, past, device, ts, k=10)
-    truth = demo_report.read_ground_truth(data_root)
-    demo_report.print_user_report(console, user, device, past, recs, version,
-                                  demo_report.read_items(data_root, truth),
-                                  demo_report.user_taste(truth, user))
+    demo_report.print_user_report(console, user, device, past, recs,
+                                  f"the pushed SavedModel (version {version})", items, taste)
 
     over_rest, over_grpc = serve_and_recommend(paths.serving_dir, user, past, device, ts, 10,
                                                console)

@@ -96,17 +96,18 @@ def read_items(data_root: str, truth: Mapping[str, object]) -> Dict[str, Dict[st
 
 
 def print_user_report(console: Console, user: str, device: str, past: Sequence[str],
-                      recommended: Sequence[Tuple[str, float]], version: int,
+                      recommended: Sequence[Tuple[str, float]], source: str,
                       items: Mapping[str, Mapping[str, object]],
                       taste: Optional[Taste]) -> None:
-    """The user's tastes (if known), their last items and the top-k, with the match line."""
+    """The user's tastes (if known), their last items and the top-k from `source` (which
+    model answered, e.g. "the pushed SavedModel (version 3)"), with the match line."""
     console.print(f"\n[bold]demo user {user}[/] on {device}")
     if taste:
         console.print(f"favourite categories: {', '.join(taste.categories)}; colours: "
                       f"{', '.join(taste.colours)}; style: {taste.style} (ground truth)",
                       soft_wrap=True)
     console.print(_history_table(past, items, taste))
-    console.print(_recommendation_table(user, recommended, version, items, taste))
+    console.print(_recommendation_table(user, recommended, source, items, taste))
     if taste:
         match = taste_match(taste, items, [item_id for item_id, _ in recommended])
         console.print(f"[bold]{match.in_category} of the top-{match.listed} are in a favourite "
@@ -138,11 +139,10 @@ def _history_table(past: Sequence[str], items: Mapping[str, Mapping[str, object]
     return table
 
 
-def _recommendation_table(user: str, recommended: Sequence[Tuple[str, float]], version: int,
+def _recommendation_table(user: str, recommended: Sequence[Tuple[str, float]], source: str,
                           items: Mapping[str, Mapping[str, object]],
                           taste: Optional[Taste]) -> Table:
-    table = Table(title=f"top-{len(recommended)} for {user} from the pushed SavedModel "
-                        f"(version {version})")
+    table = Table(title=f"top-{len(recommended)} for {user} from {source}")
     for column in ("rank", "item", "score"):
         table.add_column(column, no_wrap=True)
     for column in _item_columns(taste):

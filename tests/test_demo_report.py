@@ -56,7 +56,7 @@ def _printed(taste):
     items = {**TRUTH["items"], "i00002": {**TRUTH["items"]["i00002"],
                                          "title": "A long title that has to wrap " * 3}}
     demo_report.print_user_report(console, "u1", "mobile", ["i00001", "i00003"], recommended,
-                                  3, items, taste)
+                                  "the pushed SavedModel (version 3)", items, taste)
     return console.export_text()
 
 
@@ -65,6 +65,7 @@ def test_the_report_prints_tastes_history_list_and_the_match_line():
     assert "favourite categories: dresses, trousers; colours: red; style: smart" in text
     assert "3 of the top-5 are in a favourite category, 2 in a favourite colour" in text
     assert "their last 2 items" in text
+    assert "from the pushed SavedModel (version 3)" in text
     # One "│ rank │ item" row per recommendation (tests/test_pipeline_e2e.py counts them);
     # the history table has no rank column, so it adds none.
     assert len(re.findall(r"^│ (?:\d+) +│ i\d{5} ", text, flags=re.M)) == 5
@@ -74,3 +75,16 @@ def test_without_ground_truth_only_history_and_list_are_printed():
     text = _printed(None)
     assert "favourite" not in text and "colour" not in text
     assert "top-5" in text and "their last 2 items" in text
+
+
+def test_the_newest_candidate_is_the_newest_trainer_run_with_a_savedmodel(tmp_path):
+    from hyperrec.pipeline import demo
+
+    models = tmp_path / "Trainer" / "model"
+    assert demo.newest_candidate(str(tmp_path)) == ""
+    for run, complete in ((3, True), (12, True), (15, False)):  # 15: still writing
+        serving = models / str(run) / "Format-Serving"
+        serving.mkdir(parents=True)
+        if complete:
+            (serving / "saved_model.pb").write_bytes(b"")
+    assert demo.newest_candidate(str(tmp_path)) == str(models / "12" / "Format-Serving")
