@@ -276,6 +276,9 @@ def test_the_command_pushes_a_version_that_loads_in_a_tf1_session_as_tf_serving_
             session, ["serve"], os.path.join(base, "2"))
         signature = meta_graph.signature_def[features.RECOMMEND]
         inputs = query_tensors([("user_00", ["new0_shoes"])], 100)
+        # The command lists new items at the wall-clock time: a request dated before it
+        # would not get them (recommend masks items not launched yet).
+        inputs[features.TIMESTAMP] = np.array([int(time.time()) + 3600], np.int64)
         outputs = session.run(
             {name: info.name for name, info in signature.outputs.items()},
             {signature.inputs[name].name: value for name, value in inputs.items()})
