@@ -35,6 +35,7 @@ import tensorflow as tf
 from hyperrec.data import synthetic as datagen
 from hyperrec.schemas import features
 from hyperrec.components import trainer
+from hyperrec.components.model.diagnostics import EXCLUDED_FLOOR
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline.runners import local as local_runner
 
@@ -127,10 +128,6 @@ def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(greater + 0.5 * ties)
 
 
-# `recommend` scores an excluded item far below any real score (export.EXCLUDED_SCORE).
-UNAVAILABLE_SCORE = -1e8
-
-
 def _cold_start_aucs(model_dir: str, run: Dict[str, object]) -> Dict[str, np.ndarray]:
     """Per cold item: AUC of its score for the users who prefer its colour / category /
     either, against the other users. A user's query is their last eval event; an item the
@@ -155,7 +152,7 @@ def _cold_start_aucs(model_dir: str, run: Dict[str, object]) -> Dict[str, np.nda
         seen = set(last[user]["history"])
         # An item launched after the query is no candidate (recommend masks it).
         candidates = [(i, s) for i, s in zip(row_ids, row_scores)
-                      if i in cold and i not in seen and s > UNAVAILABLE_SCORE]
+                      if i in cold and i not in seen and s > EXCLUDED_FLOOR]
         mean = np.mean([s for _, s in candidates])
         for item, score in candidates:
             # Rounded: identical scores must centre to exactly 0, not to float noise.

@@ -20,7 +20,8 @@ served score through the towers and not through a separate head. item_affinity_b
 item tower's, read from its ids and content: each item's quality) and b (the base rate)
 absorb what does not depend on the user, so the cosine only has to carry what does.
 
-Distribution: like the other tasks, each replica returns its share of the global-batch mean.
+Distribution: the ranking task's pointwise loss (model/ranking.py), each replica's share of
+the global-batch mean.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from hyperrec.components.model.retrieval import global_sum, replica_context
+from hyperrec.components.model.ranking import pointwise_loss
 
 
 class AffinityTask(tf.keras.layers.Layer):
@@ -54,15 +55,8 @@ class AffinityTask(tf.keras.layers.Layer):
         query_embeddings, item_embeddings: [batch, dim] L2-normalised retrieval embeddings;
         item_bias: [batch] the item tower's affinity bias; labels: [batch] 1 engaged / 0
         shown only."""
-        logits = self.logits(query_embeddings, item_embeddings, item_bias)
-        targets = tf.cast(tf.reshape(labels, [-1]), tf.float32)
-        row_losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
-        global_rows = global_sum(tf.cast(tf.size(row_losses), tf.float32))
-        loss = tf.reduce_sum(row_losses) / tf.maximum(global_rows, 1.0)
-        _, replicas = replica_context()
-        self.loss_tracker.update_state(loss * replicas)  # metrics record the global value
-        self.auc.update_state(targets, tf.sigmoid(logits))
-        return loss
+        return pointwise_loss(self.logits(query_embeddings, item_embeddings, item_bias), labels,
+                              self.loss_tracker, self.auc)
 
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "temperature": self.temperature}

@@ -18,6 +18,20 @@ import tensorflow as tf
 from hyperrec.components.model.retrieval import global_sum, replica_context
 
 
+def pointwise_loss(logits: tf.Tensor, labels: tf.Tensor, loss_tracker: tf.keras.metrics.Mean,
+                   auc: tf.keras.metrics.AUC) -> tf.Tensor:
+    """This replica's share of the global-batch mean binary cross-entropy of [batch] logits
+    against 0/1 labels (see the module docstring); records the global loss and the AUC."""
+    targets = tf.cast(tf.reshape(labels, [-1]), tf.float32)
+    row_losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+    global_rows = global_sum(tf.cast(tf.size(row_losses), tf.float32))
+    loss = tf.reduce_sum(row_losses) / tf.maximum(global_rows, 1.0)
+    _, replicas = replica_context()
+    loss_tracker.update_state(loss * replicas)  # metrics record the global value
+    auc.update_state(targets, tf.sigmoid(logits))
+    return loss
+
+
 class RankingTask(tf.keras.layers.Layer):
     """Owns the ranking head, its loss and its metrics (loss, AUC)."""
 
@@ -50,14 +64,7 @@ class RankingTask(tf.keras.layers.Layer):
         """This replica's share of the global mean binary cross-entropy; updates metrics."""
         logits = self.score_logits(query_embeddings, item_embeddings, training=training,
                                    retrieval_signals=retrieval_signals)
-        targets = tf.cast(tf.reshape(labels, [-1]), tf.float32)
-        row_losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
-        global_rows = global_sum(tf.cast(tf.size(row_losses), tf.float32))
-        loss = tf.reduce_sum(row_losses) / tf.maximum(global_rows, 1.0)
-        _, replicas = replica_context()
-        self.loss_tracker.update_state(loss * replicas)  # metrics record the global value
-        self.auc.update_state(targets, tf.sigmoid(logits))
-        return loss
+        return pointwise_loss(logits, labels, self.loss_tracker, self.auc)
 
     def get_config(self) -> Dict[str, Any]:
         return {**super().get_config(), "hidden_units": list(self.hidden_units),

@@ -98,7 +98,8 @@ class RankingValidation(tf.keras.callbacks.Callback):
                      ) -> Tuple[float, Dict[float, float]]:
         """The value among `values` whose ranking scores best on the slice (the first of
         ties), and the score of each. apply(value) sets it on the model (e.g. the exposure
-        weight of the served score); the best one is left applied."""
+        weight of the served score); the best one is left applied to the model (the module
+        syncs with it at its next use)."""
         scores: Dict[float, float] = {}
         for value in values:
             apply(value)
@@ -106,7 +107,6 @@ class RankingValidation(tf.keras.callbacks.Callback):
             scores[value] = self._value()
         best = max(values, key=lambda value: scores[value])
         apply(best)
-        self._sync_module()
         return best, scores
 
     def personalisation(self) -> Dict[str, float]:
