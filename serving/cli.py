@@ -48,6 +48,15 @@ def _bool_flag(name: str, default: bool, help_text: str):
                         help=help_text)
 
 
+def _int_flag(*names: str, default: int, help_text: str):
+    return click.option(*names, type=int, default=default, show_default=True, help=help_text)
+
+
+def _ms_flag(name: str, default_s: float, help_text: str):
+    """A duration flag in milliseconds, its default given in seconds."""
+    return _int_flag(name, default=int(default_s * 1000), help_text=help_text)
+
+
 def _configure_tensorflow(session_config, intra_op: int, inter_op: int) -> None:
     """TensorFlow's runtime as tensorflow_model_server's flags of the same names set it: the
     session ConfigProto first, then the thread flags, which override its thread counts. Must
@@ -97,20 +106,29 @@ def _configure_logging() -> None:
               help="Seconds between scans of the base paths for new versions (0: only at start).")
 @click.option("--rest_api_max_request_bytes", type=int, default=0, show_default=True,
               help="Largest request body accepted (413 above it; also caps gRPC). 0: no limit.")
-@click.option("--rest_api_max_decompressed_bytes", type=int,
-              default=http_limits.DEFAULT_MAX_DECOMPRESSED_BYTES, show_default=True,
-              help="Largest gzip request body once inflated (413 above it; checked while "
-              "inflating). 0: no limit.")
-@click.option("--rest_api_header_timeout_in_ms", type=int,
-              default=int(http_limits.DEFAULT_HEADER_TIMEOUT_S * 1000), show_default=True,
-              help="A request's line and headers must arrive within this of its first byte, "
-              "and its body may not pause longer (408).")
-@click.option("--rest_api_idle_timeout_in_ms", type=int,
-              default=int(http_limits.DEFAULT_IDLE_TIMEOUT_S * 1000), show_default=True,
-              help="Close a keep-alive REST connection idle this long.")
-@click.option("--rest_api_max_connections", type=int,
-              default=http_limits.DEFAULT_MAX_CONNECTIONS, show_default=True,
-              help="Open REST connections; beyond it a new one is answered 503 and closed.")
+@_int_flag("--rest_api_max_decompressed_bytes",
+           default=http_limits.DEFAULT_MAX_DECOMPRESSED_BYTES,
+           help_text="Largest gzip request body once inflated (413 above it; checked while "
+           "inflating). 0: no limit.")
+@_ms_flag("--rest_api_header_timeout_in_ms", http_limits.DEFAULT_HEADER_TIMEOUT_S,
+          "A request's line and headers must arrive within this of its first byte, and its "
+          "body may not pause longer (408).")
+@_ms_flag("--rest_api_idle_timeout_in_ms", http_limits.DEFAULT_IDLE_TIMEOUT_S,
+          "Close a keep-alive REST connection idle this long.")
+@_int_flag("--rest_api_max_connections", default=http_limits.DEFAULT_MAX_CONNECTIONS,
+           help_text="Open REST connections; a new one beyond it closes the oldest idle one, "
+           "or, when none is idle, is answered 503 and closed.")
+@_int_flag("--rest_api_max_idle_connections", default=http_limits.DEFAULT_MAX_IDLE_CONNECTIONS,
+           help_text="REST connections waiting for a request; beyond it the oldest idle one is "
+           "closed, and above half of it the idle timeout shrinks.")
+@_ms_flag("--rest_api_pressure_idle_timeout_in_ms", http_limits.DEFAULT_PRESSURE_IDLE_TIMEOUT_S,
+          "The idle timeout when --rest_api_max_idle_connections connections are idle (it "
+          "falls to this linearly from half of them).")
+@_int_flag(http_limits.REQUEST_BUDGET_FLAG, "request_budget_bytes",
+           default=http_limits.DEFAULT_REQUEST_BUDGET_BYTES,
+           help_text="Per-request budget, REST and gRPC: the estimated memory of decoding a "
+           "request's inputs (values x bytes + its bytes), priced before decoding; over it "
+           "REST answers 413 and gRPC RESOURCE_EXHAUSTED. 0: none.")
 @click.option("--model_load_failure_file", default=None,
               help="JSON file remembering versions that failed to load (by content digest), "
               "so a restart serves the good ones without loading those first [default: "
@@ -140,7 +158,9 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
           batching_parameters_file: Optional[str], file_system_poll_wait_seconds: float,
           rest_api_max_request_bytes: int, rest_api_max_decompressed_bytes: int,
           rest_api_header_timeout_in_ms: int, rest_api_idle_timeout_in_ms: int,
-          rest_api_max_connections: int, model_load_failure_file: Optional[str],
+          rest_api_max_connections: int, rest_api_max_idle_connections: int,
+          rest_api_pressure_idle_timeout_in_ms: int, request_budget_bytes: int,
+          model_load_failure_file: Optional[str],
           monitoring_config_file: Optional[str],
           request_log_dir: Optional[str], enable_model_warmup: bool,
           rest_api_num_threads: int, grpc_max_threads: int,
@@ -171,7 +191,11 @@ def serve(model_name: str, model_base_path: Optional[str], port: int, rest_api_p
                                         max_decompressed_bytes=rest_api_max_decompressed_bytes,
                                         header_timeout_s=rest_api_header_timeout_in_ms / 1000,
                                         idle_timeout_s=rest_api_idle_timeout_in_ms / 1000,
-                                        max_connections=rest_api_max_connections),
+                                        max_connections=rest_api_max_connections,
+                                        max_idle_connections=rest_api_max_idle_connections,
+                                        pressure_idle_timeout_s=(
+                                            rest_api_pressure_idle_timeout_in_ms / 1000),
+                                        request_budget_bytes=request_budget_bytes),
             load_failure_file=(load_failures.default_path() if model_load_failure_file is None
                                else model_load_failure_file or None),
             request_log_dir=request_log_dir,

@@ -110,5 +110,6 @@ def error_json(message: str) -> bytes:
 
 
 def http_response(error: ServingError) -> Tuple[int, bytes]:
-    """The (HTTP status, JSON body) TF Serving's REST API answers a failed request with."""
-    return error.code.http_status, error_json(error.message)
+    """The (HTTP status, JSON body) TF Serving's REST API answers a failed request with (an
+    error class may name its own status: the request budget's is 413)."""
+    return getattr(error, "http_status", error.code.http_status), error_json(error.message)

@@ -13,7 +13,8 @@ import grpc
 from tensorflow_serving.apis import (model_management_pb2, model_service_pb2_grpc,
                                      prediction_service_pb2_grpc)
 
-from hyperrec.serving import config, errors, inference, model_status
+from hyperrec.serving import config, errors, inference, model_status, request_budget
+from hyperrec.serving.http_limits import DEFAULT_REQUEST_BUDGET_BYTES
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.request_tracking import RequestTracker
 
@@ -33,15 +34,23 @@ def _version_and_label(model_spec):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict, Classify, Regress and GetModelMetadata over the manager's servables."""
+    """Predict, Classify, Regress and GetModelMetadata over the manager's servables; the
+    requests of the first three are priced against the per-request budget before anything
+    in them is converted (serving/request_budget.py)."""
 
-    def __init__(self, manager: ModelManager, tracker: RequestTracker):
+    def __init__(self, manager: ModelManager, tracker: RequestTracker,
+                 request_budget_bytes: int = DEFAULT_REQUEST_BUDGET_BYTES):
         self._manager = manager
         self._tracker = tracker
+        self._budget = request_budget_bytes
 
-    def _serve(self, request, context, api: str, run: Callable, log: Optional[Callable]):
+    def _serve(self, request, context, api: str, run: Callable, log: Optional[Callable],
+               price: Optional[Callable] = None):
         model_spec = request.model_spec
+        cost = 0
         try:
+            if price is not None:
+                cost = price(request, self._budget)
             with self._tracker.track(model_spec.name, api, ENTRYPOINT):
                 servable = self._manager.servable(model_spec.name, *_version_and_label(model_spec))
                 response = run(servable, request)
@@ -52,18 +61,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, err)
         except Exception as err:  # an unexpected failure is INTERNAL, never a dropped call
             _abort(context, errors.from_exception(err))
+        finally:
+            request_budget.release_after(cost)
 
     def Predict(self, request, context):
         return self._serve(request, context, "predict", inference.predict,
-                           self._tracker.log_predict)
+                           self._tracker.log_predict, request_budget.check_predict_request)
 
     def Classify(self, request, context):
         return self._serve(request, context, "classify", inference.classify,
-                           self._tracker.log_classify)
+                           self._tracker.log_classify, request_budget.check_examples_request)
 
     def Regress(self, request, context):
         return self._serve(request, context, "regress", inference.regress,
-                           self._tracker.log_regress)
+                           self._tracker.log_regress, request_budget.check_examples_request)
 
     def GetModelMetadata(self, request, context):
         return self._serve(request, context, "GetModelMetadata", inference.metadata, None)
@@ -102,9 +113,13 @@ class GrpcServer:
     """The gRPC listener on `host:port` (port 0 picks a free one)."""
 
     def __init__(self, host: str, port: int, manager: ModelManager, tracker: RequestTracker,
-                 max_workers: int = 64, max_message_bytes: int = 0):
-        # TF Serving accepts messages up to 2 GiB (SetMaxMessageSize(kint32max)).
-        limit = max_message_bytes if max_message_bytes > 0 else (1 << 31) - 1
+                 max_workers: int = 64, max_message_bytes: int = 0,
+                 request_budget_bytes: int = DEFAULT_REQUEST_BUDGET_BYTES):
+        # TF Serving accepts messages up to 2 GiB (SetMaxMessageSize(kint32max)). A message
+        # over the request budget would be refused once received: gRPC refuses it unread.
+        limits = [(1 << 31) - 1] + [bound for bound in (max_message_bytes, request_budget_bytes)
+                                    if bound > 0]
+        limit = min(limits)
         options: List = [("grpc.max_receive_message_length", limit),
                          ("grpc.max_send_message_length", (1 << 31) - 1),
                          ("grpc.so_reuseport", 0)]
@@ -112,7 +127,7 @@ class GrpcServer:
                                                               thread_name_prefix="grpc"),
                                    options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(manager, tracker), self._server)
+            PredictionService(manager, tracker, request_budget_bytes), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(manager), self._server)
         self.host = host

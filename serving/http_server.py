@@ -22,7 +22,17 @@ Each request costs bounded time and memory:
 - the request line and headers must arrive within `header_timeout_s` of the request's first
   byte, and a body may not pause longer than that (408); a keep-alive connection without a
   request for `idle_timeout_s` is closed;
-- beyond `max_connections` open connections a new one is answered 503 and closed.
+- a request body priced over the per-request budget (serving/request_budget.py) is 413
+  before it is parsed, and one whose bytes alone are over it before it is read.
+
+Idle connections cannot lock clients out. A connection is idle while it waits for a request
+(a new one before its first byte, a keep-alive one between requests), active from a
+request's first byte until its answer is written. Idle ones are capped apart from active
+ones: beyond `max_idle_connections` the oldest idle one is closed, and above half of that
+cap the idle timeout shrinks linearly, down to `pressure_idle_timeout_s` at the cap. A new
+connection beyond `max_connections` closes the oldest idle one to make room; only when
+every connection is active is it answered 503 and closed. Closing an idle connection sends
+nothing (as an idle timeout does), and it is not lingered on: it has sent nothing unread.
 
 Why one loop and not a thread per connection: every REST request costs about a millisecond
 of GIL-bound Python (JSON in and out). Spread over a thread per connection, the threads'
@@ -35,6 +45,7 @@ on the executor too (serving/rest_api.py), so one of them cannot stall the loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import http
 import http.client
@@ -50,7 +61,7 @@ from typing import AsyncIterator, Dict, List, Optional, Tuple
 
 from hyperrec.serving import errors
 from hyperrec.serving.config import MonitoringOptions
-from hyperrec.serving.http_limits import HttpLimits
+from hyperrec.serving.http_limits import REQUEST_BUDGET_FLAG, HttpLimits
 from hyperrec.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hyperrec.serving.metrics import ServingMetrics
 from hyperrec.serving.rest_api import RestApi
@@ -72,6 +83,7 @@ _READ_BYTES = 64 * 1024  # body bytes read (and inflated) per step
 _MAX_DRAIN_BYTES = 16 * 1024 * 1024
 _SHUTDOWN_GRACE_S = 5.0
 _LINGER_S = 2.0
+_REAP_INTERVAL_S = 0.25  # how often idle connections are swept while the idle cap is pressed
 
 
 class BadRequest(Exception):
@@ -80,6 +92,10 @@ class BadRequest(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class _IdleClose(Exception):
+    """The connection stayed idle too long or was closed to make room: close it quietly."""
 
 
 class _Request:
@@ -231,10 +247,10 @@ async def _wire_pieces(reader: asyncio.StreamReader, request: _Request,
                        limits: HttpLimits) -> AsyncIterator[bytes]:
     """The body as it arrives, in pieces of at most _READ_BYTES, de-chunked, under the wire
     limit; no read may wait longer than the header timeout."""
-    limit, timeout_s = limits.max_request_bytes, limits.header_timeout_s
+    (limit, flag), timeout_s = _body_limit(limits), limits.header_timeout_s
     if not request.chunked:
         if limit and request.length > limit:
-            raise _too_large(request.length, limit, "--rest_api_max_request_bytes")
+            raise _too_large(request.length, limit, flag)
         left = request.length
         while left:
             piece = await _timed(reader.readexactly(min(left, _READ_BYTES)), timeout_s)
@@ -256,7 +272,7 @@ async def _wire_pieces(reader: asyncio.StreamReader, request: _Request,
             raise BadRequest(431, "Too many trailer lines")
         total += size
         if limit and total > limit:
-            raise _too_large(total, limit, "--rest_api_max_request_bytes")
+            raise _too_large(total, limit, flag)
         while size:
             piece = await _timed(reader.readexactly(min(size, _READ_BYTES)), timeout_s)
             size -= len(piece)
@@ -287,12 +303,27 @@ class _Inflater:
         return parts
 
 
-def _inflate_limit(limits: HttpLimits) -> Tuple[int, str]:
-    """The tighter of the two byte limits that apply to an inflated body, and its flag."""
-    bounds = [(limits.max_decompressed_bytes, "--rest_api_max_decompressed_bytes"),
-              (limits.max_request_bytes, "--rest_api_max_request_bytes")]
+def _tightest(*bounds: Tuple[int, str]) -> Tuple[int, str]:
+    """The smallest of (limit, flag) bounds that are set (0: none)."""
     bounds = [bound for bound in bounds if bound[0] > 0]
     return min(bounds) if bounds else (0, "")
+
+
+_MAX_REQUEST_BYTES_FLAG = "--rest_api_max_request_bytes"
+
+
+def _body_limit(limits: HttpLimits) -> Tuple[int, str]:
+    """The tighter of the limits on a body's bytes as sent, and its flag (a body over the
+    request budget costs more than the budget to parse)."""
+    return _tightest((limits.max_request_bytes, _MAX_REQUEST_BYTES_FLAG),
+                     (limits.request_budget_bytes, REQUEST_BUDGET_FLAG))
+
+
+def _inflate_limit(limits: HttpLimits) -> Tuple[int, str]:
+    """The tightest of the byte limits that apply to an inflated body, and its flag."""
+    return _tightest((limits.max_decompressed_bytes, "--rest_api_max_decompressed_bytes"),
+                     (limits.max_request_bytes, _MAX_REQUEST_BYTES_FLAG),
+                     (limits.request_budget_bytes, REQUEST_BUDGET_FLAG))
 
 
 async def read_body(reader: asyncio.StreamReader, request: _Request,
@@ -350,6 +381,11 @@ class RestServer:
         self._loop.set_default_executor(self._executor)
         self._server: Optional[asyncio.AbstractServer] = None
         self._connections: Dict[asyncio.Task, bool] = {}  # task -> busy with a request
+        # Idle connections' tasks -> loop time they became idle, oldest first.
+        self._idle: "collections.OrderedDict[asyncio.Task, float]" = collections.OrderedDict()
+        self._evicted: set = set()  # idle tasks cancelled to make room or for pressure
+        self._reaping: Optional[asyncio.TimerHandle] = None
+        self.idle_closed = 0  # idle connections closed early (room or pressure), for tests
         self._closing = False
         self._date = _HttpDate()
         self._started = threading.Event()
@@ -388,6 +424,8 @@ class RestServer:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        if self._reaping is not None:
+            self._reaping.cancel()
         if self._server is not None:
             self._server.close()
         deadline = self._loop.time() + _SHUTDOWN_GRACE_S
@@ -403,7 +441,8 @@ class RestServer:
     async def _serve_connection(self, reader: asyncio.StreamReader,
                                 writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(self._connections) >= self.limits.max_connections:
+        if len(self._connections) - len(self._evicted) >= self.limits.max_connections \
+                and not self._close_oldest_idle():
             await self._refuse_connection(reader, writer)
             return
         self._connections[task] = False
@@ -416,6 +455,8 @@ class RestServer:
             while not self._closing and await self._serve_request(task, reader, writer):
                 pass
             linger = True
+        except _IdleClose:
+            pass  # nothing sent, nothing unread: closed at once
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away mid-request: there is nobody to answer
         except asyncio.CancelledError:
@@ -428,13 +469,15 @@ class RestServer:
                     await self._lingering_close(reader, writer)
             finally:  # still listed while lingering, so a shutdown can cancel it
                 self._connections.pop(task, None)
+                self._idle.pop(task, None)
+                self._evicted.discard(task)
                 writer.close()
 
     async def _refuse_connection(self, reader: asyncio.StreamReader,
                                  writer: asyncio.StreamWriter) -> None:
         """503 and close, before reading anything: the connection limit is reached."""
         message = (f"Too many open connections (limit {self.limits.max_connections}, "
-                   "--rest_api_max_connections); retry later")
+                   "--rest_api_max_connections, none of them idle); retry later")
         try:
             await self._send(writer, 503, errors.error_json(message), close=True)
             await self._lingering_close(reader, writer)
@@ -466,14 +509,63 @@ class RestServer:
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
             return
 
-    async def _next_request(self, reader: asyncio.StreamReader) -> Optional[_Request]:
-        """Waits up to the idle timeout for a request to begin, then up to the header timeout
-        for its head; None when the client closed or stayed idle."""
+    # -- idle connections -----------------------------------------------------------------------
+
+    def _idle_timeout_now(self) -> float:
+        """The idle timeout at the present number of idle connections: the configured one up
+        to half the idle cap, then falling linearly to the pressure timeout at the cap."""
+        full, cap = self.limits.idle_timeout_s, self.limits.max_idle_connections
+        floor = min(self.limits.pressure_idle_timeout_s, full)
+        pressure = len(self._idle) / cap if cap > 0 else 0.0
+        if pressure <= 0.5:
+            return full
+        return full - (full - floor) * min(1.0, (pressure - 0.5) / 0.5)
+
+    def _become_idle(self, task: asyncio.Task) -> None:
+        self._idle[task] = self._loop.time()
+        cap = self.limits.max_idle_connections
+        while cap > 0 and len(self._idle) > cap and self._close_oldest_idle():
+            pass
+        if cap > 0 and len(self._idle) > cap // 2 and self._reaping is None:
+            self._reaping = self._loop.call_later(_REAP_INTERVAL_S, self._reap_idle)
+
+    def _close_oldest_idle(self) -> bool:
+        """Closes the connection idle the longest (cancelling its wait); False if none is."""
+        if not self._idle:
+            return False
+        task, _ = self._idle.popitem(last=False)
+        self._evicted.add(task)
+        self.idle_closed += 1
+        task.cancel()
+        return True
+
+    def _reap_idle(self) -> None:
+        """Closes idle connections older than the idle timeout the present pressure allows,
+        oldest first; runs again while more than half the idle cap is idle."""
+        self._reaping = None
+        cutoff = self._loop.time() - self._idle_timeout_now()
+        while self._idle and next(iter(self._idle.values())) < cutoff:
+            self._close_oldest_idle()
+        if len(self._idle) > self.limits.max_idle_connections // 2 and not self._closing:
+            self._reaping = self._loop.call_later(_REAP_INTERVAL_S, self._reap_idle)
+
+    async def _next_request(self, task: asyncio.Task,
+                            reader: asyncio.StreamReader) -> Optional[_Request]:
+        """Waits, idle, up to the idle timeout for a request to begin, then up to the header
+        timeout for its head; None when the client closed, _IdleClose when it stayed idle
+        too long or was closed to make room."""
+        self._become_idle(task)
         try:
             with _Deadline(self.limits.idle_timeout_s):
                 first = await reader.read(1)
         except asyncio.TimeoutError:
-            return None  # idle keep-alive connection: closed without an answer, as is usual
+            raise _IdleClose() from None  # closed without an answer, as is usual
+        except asyncio.CancelledError:
+            if task in self._evicted:
+                raise _IdleClose() from None
+            raise
+        finally:
+            self._idle.pop(task, None)
         if not first:
             return None
         return await _timed(read_request_head(reader, first), self.limits.header_timeout_s)
@@ -482,7 +574,7 @@ class RestServer:
                              writer: asyncio.StreamWriter) -> bool:
         """Reads, answers and writes one request; False when the connection should close."""
         try:
-            request = await self._next_request(reader)
+            request = await self._next_request(task, reader)
             if request is None:
                 return False
             self._connections[task] = True

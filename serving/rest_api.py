@@ -30,7 +30,8 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
 from hyperrec.serving import (errors, inference, json_examples, json_request, json_response,
-                              model_status)
+                              model_status, request_budget)
+from hyperrec.serving.http_limits import DEFAULT_REQUEST_BUDGET_BYTES
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.request_tracking import RequestTracker
 from hyperrec.serving.servable import Servable, Tensors
@@ -85,9 +86,11 @@ def _json_bytes(value) -> bytes:
 class RestApi:
     """Dispatches REST requests to the manager and the inference functions."""
 
-    def __init__(self, manager: ModelManager, tracker: RequestTracker):
+    def __init__(self, manager: ModelManager, tracker: RequestTracker,
+                 request_budget_bytes: int = DEFAULT_REQUEST_BUDGET_BYTES):
         self._manager = manager
         self._tracker = tracker
+        self._budget = request_budget_bytes
 
     async def handle(self, method: str, path: str, body: bytes) -> Response:
         try:
@@ -113,12 +116,17 @@ class RestApi:
                 raise malformed
             name, version_text, label, verb = match.groups()
             name, label, version = _decode(name), _decode(label), _version(version_text)
-            if verb == "predict":
-                return await self._predict(name, version, label, body)
-            if verb == "classify":
-                return await self._classify(name, version, label, body)
-            if verb == "regress":
-                return await self._regress(name, version, label, body)
+            cost = request_budget.check_json_body(body, self._budget)  # 413 before parsing
+            try:
+                if verb == "predict":
+                    return await self._predict(name, version, label, body)
+                if verb == "classify":
+                    return await self._classify(name, version, label, body)
+                if verb == "regress":
+                    return await self._regress(name, version, label, body)
+            finally:
+                if cost > request_budget.TRIM_AFTER_BYTES:
+                    await self._off_loop(request_budget.release_after, cost)
             raise malformed  # the verb matched case-insensitively; TF Serving then refuses it
         if method == "GET":
             match = _STATUS_PATH.fullmatch(path)

@@ -39,7 +39,8 @@ class ServerOptions:
     poll_seconds: float = 1.0
     config_source: Optional[Callable[[], List[ModelSettings]]] = None
     config_poll_seconds: float = 0.0
-    http: HttpLimits = HttpLimits()  # the REST port's; max_request_bytes bounds gRPC too
+    http: HttpLimits = HttpLimits()  # the REST port's; max_request_bytes and the request
+    # budget bound gRPC too
     load_failure_file: Optional[str] = None
     request_log_dir: Optional[str] = None
     request_log_max_file_bytes: int = 64 * 1024 * 1024
@@ -83,12 +84,14 @@ class ModelServer:
         if options.grpc_port is not None:
             self._grpc = GrpcServer(options.host, options.grpc_port, self.manager, self.tracker,
                                     max_workers=options.grpc_max_threads,
-                                    max_message_bytes=options.http.max_request_bytes)
+                                    max_message_bytes=options.http.max_request_bytes,
+                                    request_budget_bytes=options.http.request_budget_bytes)
             self._grpc.start()
             LOG.info("Running gRPC ModelServer at %s:%d ...", options.host, self._grpc.port)
         if options.rest_port is not None:
             self._rest = RestServer(options.host, options.rest_port,
-                                    RestApi(self.manager, self.tracker), self.metrics,
+                                    RestApi(self.manager, self.tracker,
+                                            options.http.request_budget_bytes), self.metrics,
                                     options.monitoring, options.http,
                                     num_threads=options.rest_api_num_threads)
             self._rest.start()

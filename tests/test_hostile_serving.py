@@ -135,7 +135,8 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def process_server(tmp_path_factory):
     """`python -m hyperrec.serving` on the stand-in recommender, with 1 s header and idle
-    timeouts: memory, event-loop delay and timeouts are measured on a process of its own."""
+    timeouts and default connection caps and request budget: memory, event-loop delay and
+    timeouts are measured on a process of its own."""
     root = tmp_path_factory.mktemp("hostile_process")
     testing.save_recommender(str(root / REC / "1"))
     rest_port = testing.free_port()
@@ -144,7 +145,6 @@ def process_server(tmp_path_factory):
             "--file_system_poll_wait_seconds", "0",
             "--rest_api_header_timeout_in_ms", str(TIMEOUT_MS),
             "--rest_api_idle_timeout_in_ms", str(TIMEOUT_MS),
-            "--rest_api_max_connections", "2000",
             "--model_load_failure_file", str(root / "failures.json")]
     process, _ = testing.start_until_serving(args, str(root / "server.log"), rest_port, REC)
     try:
@@ -220,25 +220,42 @@ def test_ambiguous_framing_is_400(server, raw, status, words):
 
 # ---- connections ---------------------------------------------------------------------------
 
-def test_connections_over_the_cap_get_503_and_close(server):
+def test_connections_over_the_cap_all_active_get_503_and_close(server):
+    """Only active connections (mid-request) fill the cap: then a new one is 503."""
+    port = server.rest_port
+    raw = f"GET /v1/models/{HPT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    body = hpt_body()
+    active = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+              ).encode() + body[:3]  # the rest of the body is still to come
+    holders = []
+    try:
+        for _ in range(CONNECTION_CAP):
+            holders.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+            holders[-1].sendall(active)
+        time.sleep(0.5)  # read by the server: active, not idle
+        assert_refused(testing.raw_exchange(port, raw), 503, "Too many open connections (limit 4")
+        holders[0].sendall(body[3:])  # one request completes; its connection turns idle
+        assert holders[0].recv(65536).startswith(b"HTTP/1.1 200 ")
+        status, _, _ = only_response(testing.raw_exchange(port, raw))
+        assert status == 200  # in, by closing the idle one
+    finally:
+        for sock in holders:
+            sock.close()
+
+
+def test_idle_connections_at_the_cap_make_room_for_new_ones(server):
     port = server.rest_port
     raw = f"GET /v1/models/{HPT} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     holders = []
     try:
-        for _ in range(CONNECTION_CAP):  # each answered once, so the server holds them all
+        for _ in range(CONNECTION_CAP):  # each answered once and kept alive: idle
             holders.append(socket.create_connection(("127.0.0.1", port), timeout=30))
             holders[-1].sendall(raw)
             assert holders[-1].recv(65536).startswith(b"HTTP/1.1 200 ")
-        assert_refused(testing.raw_exchange(port, raw), 503, "Too many open connections (limit 4")
-        holders.pop().close()  # a slot frees once the server has seen this one close
-        deadline = time.monotonic() + 30
-        while True:
-            status, _, _ = only_response(testing.raw_exchange(
-                port, raw.replace(b"Host: x", b"Connection: close")))
-            if status == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        status, _, _ = only_response(testing.raw_exchange(
+            port, raw.replace(b"Host: x", b"Connection: close")))
         assert status == 200
+        assert holders[0].recv(65536) == b""  # the oldest idle one was closed for it
     finally:
         for sock in holders:
             sock.close()
@@ -317,7 +334,39 @@ def test_idle_keep_alive_sockets_are_closed(process_server):
             sock.close()
 
 
+def test_a_thousand_idle_sockets_do_not_lock_good_clients_out(process_server):
+    """1,000 sockets that connect and send nothing, at the default cap of 1,000 connections
+    (500 of them idle): 10 good requests on new connections are all answered."""
+    _, port = process_server
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(1000)]
+    try:
+        answers = [predict_answer(port, REC_PREDICT, recommend_body(1))[0] for _ in range(10)]
+        assert answers == [200] * 10
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 # ---- cost per request ----------------------------------------------------------------------
+
+def test_a_100k_instance_request_is_refused_before_parsing(process_server):
+    """100,000 recommend rows (13 MB): over the default request budget by their values, so
+    413 before parsing, at the cost of reading the body (it cost +390 MiB peak to parse and
+    answer on this stand-in model; bench/bench_serving.py --memory)."""
+    process, port = process_server
+    big = recommend_body(100_000)
+    assert predict_answer(port, REC_PREDICT, recommend_body(1))[0] == 200
+    idle_peak = testing.peak_memory_bytes(process.pid)
+    status, answer = predict_answer(port, REC_PREDICT, big)
+    growth = testing.peak_memory_bytes(process.pid) - idle_peak
+    print(f"100,000-instance request ({len(big) / MIB:.1f} MiB): {status}, "
+          f"peak memory +{growth / MIB:.1f} MiB")
+    assert status == 413
+    assert "over the per-request budget of 134217728 bytes (--request_budget_bytes)" in \
+        json.loads(answer)["error"]
+    assert growth < 4 * len(big)
+    assert predict_answer(port, REC_PREDICT, recommend_body(1))[0] == 200
+
 
 def test_gzip_bomb_is_413_while_inflating_and_costs_little_memory(process_server):
     process, port = process_server
