@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, Iterable, Optional
 
@@ -31,6 +32,10 @@ class DataConfig:
     # A span whose drift distance to the previous span exceeds this is broken, not shifted
     # (every row one category: ~0.8; the sample data's real shift: ~0.1); the run stops.
     max_span_drift: float = 0.5
+    # Hash buckets each split is sorted in before it is written (example_gen/executor.py:
+    # in_stable_order). 1: one file per split in the same order on every run; more: a
+    # large split sorted on several workers of a distributed runner.
+    order_buckets: int = 1
 
 
 @dataclasses.dataclass
@@ -334,6 +339,124 @@ EXPERIMENTS = {"tiny": _tiny, "small": _small, "default": HyperrecConfig,
                "online_retail": _online_retail}
 
 
+# ---- a configuration sized from the data (`hyperrec run` without --experiment) ------------
+SIZED = "sized"  # the name of a configuration sized from an import's profile
+EVAL_SHARE = 0.15  # the eval window: this share of the log's days, at least one span
+MAX_SPANS = 16  # an import's automatic span length keeps the log within this many spans
+COMPACT_EVENTS = 50_000  # below: tiny's model sizes (a few minutes on a laptop)
+# Engaged events needed before the gate requires baselines: fewer, and a recall difference
+# between the candidate and a baseline is noise (tiny's reasoning); up to the second, the
+# popularity baselines (the floor any recommender must clear); from it, every baseline.
+GATE_POPULARITY_FROM = 5_000
+GATE_ALL_FROM = 50_000
+
+
+def span_days_for(log_days: float) -> int:
+    """An import's span length: weekly, or whole weeks long enough that the log fits in
+    MAX_SPANS spans (a span folder holds a catalogue snapshot; thousands of them would not)."""
+    weeks = max(1, math.ceil(log_days / (7 * MAX_SPANS)))
+    return 7 * weeks
+
+
+def eval_days_for(log_days: float, span_days: int) -> float:
+    """The eval window of a log: EVAL_SHARE of its days (whole days), at least one span."""
+    return float(max(span_days, math.floor(EVAL_SHARE * log_days)))
+
+
+def _power_of_two_between(value: float, low: int, high: int) -> int:
+    return int(min(high, max(low, 2 ** round(math.log2(max(value, 1))))))
+
+
+def _vocabulary(count: int) -> int:
+    """Room for the ids seen plus a quarter for growth, rounded up to a thousand."""
+    return int(math.ceil(count * 1.25 / 1000) * 1000)
+
+
+def sized(profile: Dict[str, Any]) -> "tuple[HyperrecConfig, Dict[str, str]]":
+    """A configuration sized from an import's profile (import_report.json's `profile`) and,
+    per chosen field, why: what `hyperrec run --data D` uses without --experiment.
+
+    `profile` keys: events, engaged_events, users, items, log_days, span_days, spans,
+    eval_days, items_with_image, items_with_text (shares), text_tokens (distinct words of
+    titles and descriptions), engaged_per_user_median, sampled_negatives (bool).
+    """
+    events, engaged = int(profile["events"]), int(profile["engaged_events"])
+    compact = events < COMPACT_EVENTS
+    config = _tiny() if compact else HyperrecConfig()
+    config = dataclasses.replace(config, name=SIZED, data_scale="")
+    config.eval.smoke_configuration = ""  # tiny's; set below only where the gate is a smoke gate
+    why: Dict[str, str] = {}
+
+    def choose(path: str, value: Any, reason: str) -> None:
+        *parents, leaf = path.split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part)
+        setattr(target, leaf, value)
+        why[path] = reason
+
+    scale = (f"{events:,} events < {COMPACT_EVENTS:,}: tiny's model sizes" if compact else
+             f"{events:,} events >= {COMPACT_EVENTS:,}: the default model sizes")
+    choose("model.embedding_dim", config.model.embedding_dim, scale)
+    ids = max(int(profile["users"]), int(profile["items"]))
+    choose("transform.id_vocab_size", _vocabulary(ids),
+           f"{int(profile['users']):,} users, {int(profile['items']):,} items, "
+           "+25% for growth, rounded up to a thousand")
+    choose("transform.num_oov_buckets", 1 if ids < 10_000 else 10,
+           "ids unseen in training (new users and items) share these buckets: "
+           + ("one for a small catalogue" if ids < 10_000 else "ten for 10,000+ ids"))
+    tokens = int(profile["text_tokens"])
+    choose("transform.text_vocab_size",
+           max(100, min(config.transform.text_vocab_size, _vocabulary(tokens))),
+           f"{tokens:,} distinct words in titles and descriptions (at most "
+           f"{config.transform.text_vocab_size:,}, at least 100)")
+    if float(profile["items_with_image"]) == 0:
+        choose("data.image_size", 16, "no item has an image: the image tower is masked, "
+                                      "the smallest size saves ExampleGen's work")
+    history = int(min(30, max(5, round(float(profile["engaged_per_user_median"])))))
+    choose("data.history_length", history,
+           f"median engaged events per user {float(profile['engaged_per_user_median']):g}, "
+           "kept within 5..30")
+    batch = _power_of_two_between(events / 100, 64, 512)
+    choose("model.batch_size", batch, f"about 100 steps an epoch over {events:,} rows "
+                                      "(a power of two within 64..512)")
+    choose("model.epochs", config.model.epochs,
+           ("the validation slice's early stopping picks the length up to this"))
+    eval_days = float(profile["eval_days"])
+    choose("data.eval_days", eval_days,
+           f"{EVAL_SHARE:.0%} of the log's {float(profile['log_days']):g} days, at least one "
+           f"span ({int(profile['span_days'])} days); the import cut first_seen at this cutoff")
+    choose("data.window_spans", int(profile["spans"]),
+           f"the whole log: {int(profile['spans'])} spans of {int(profile['span_days'])} days")
+    choose("model.validation_days", eval_days, "the end of the train split as long as the "
+                                                "eval window: model selection")
+    choose("eval.ranking_validation_days", eval_days, "the same window tunes the baselines")
+    if engaged < GATE_POPULARITY_FROM:
+        choose("eval.must_beat", (), f"{engaged:,} engaged events < {GATE_POPULARITY_FROM:,}: "
+               "a recall difference is noise at this size; the baselines are reported, not "
+               "required (a smoke gate)")
+        choose("eval.smoke_configuration", f"{SIZED}: {engaged:,} engaged events",
+               "the gate's reason says the baselines were not required")
+    elif engaged < GATE_ALL_FROM:
+        choose("eval.must_beat", ("most_popular", "recent_popular"),
+               f"{engaged:,} engaged events < {GATE_ALL_FROM:,}: the popularity baselines, "
+               "the floor any recommender must clear")
+    else:
+        choose("eval.must_beat", EvalConfig().must_beat,
+               f"{engaged:,} engaged events: every baseline")
+    if profile.get("sampled_negatives"):
+        choose("eval.min_auc", 0.52, "a purchase-only log: the ranking head tells purchases "
+                                     "from popularity-sampled items, a hard task "
+                                     "(online_retail's gate)")
+    else:
+        choose("eval.min_auc", config.eval.min_auc, "the ranking AUC gate of "
+               + ("tiny" if compact else "the default experiment"))
+    if compact:
+        choose("ingest_running_mode", "in_memory", "worker start-up costs more than it saves "
+                                                   "on fewer than 50,000 rows")
+    return config, why
+
+
 def from_dict(cls, values: Dict[str, Any]):
     """Rebuilds a (nested) config dataclass from `dataclasses.asdict` output."""
     kwargs = {}
@@ -353,36 +476,111 @@ def from_dict(cls, values: Dict[str, Any]):
     return cls(**kwargs)
 
 
-def _parse_scalar(text: str) -> Any:
-    """A tuple entry: int, else float, else the string."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+# ---- `--set` overrides: each value is checked against its field's form at load -----------
+# Tuple fields whose entries may be fractional (the other numeric tuples take integers), and
+# the entry type of tuple fields whose default is empty.
+_FRACTIONAL_TUPLES = ("freshness_days", "exposure_weights", "ease_lambdas")
+_EMPTY_TUPLE_ENTRIES = {"ranking_hidden_units": int, "must_beat": str}
+# Sizes and counts that must be at least 1.
+_AT_LEAST_ONE = ("image_size", "history_length", "window_spans", "text_max_tokens",
+                 "text_vocab_size", "id_vocab_size", "num_oov_buckets", "embedding_dim",
+                 "id_embedding_dim", "text_embedding_dim", "text_heads", "text_layers",
+                 "batch_size", "epochs", "recommend_k")
 
 
-def _parse_value(text: str, current: Any) -> Any:
+class OverrideError(ValueError):
+    """A `--set` value that does not fit its field: names the field, the expected form and
+    an example."""
+
+    def __init__(self, path: str, expected: str, example: str, text: str):
+        super().__init__(f"{path} expects {expected}, e.g. --set {path}={example}; "
+                         f"got {text!r}")
+
+
+def _entry_kind(name: str, current: tuple) -> type:
+    if not current:
+        return _EMPTY_TUPLE_ENTRIES.get(name, str)
+    if all(isinstance(value, str) for value in current):
+        return str
+    return float if name in _FRACTIONAL_TUPLES or any(
+        isinstance(value, float) for value in current) else int
+
+
+def _number(text: str, kind: type) -> Any:
+    """`text` as an int (kind int) or as an int/float (kind float); ValueError otherwise."""
+    if kind is int:
+        return int(text)
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _example(current: Any, kind: type) -> str:
+    if isinstance(current, tuple):
+        if current:
+            return ",".join(str(value) for value in current[:4])
+        return {int: "64,32", str: "most_popular,ease"}.get(kind, "a,b")
+    if isinstance(current, bool):
+        return "true"
+    return str(current) if current not in (None, "") else {int: "100", str: "value"}[kind]
+
+
+def _parse_value(path: str, text: str, current: Any) -> Any:
+    """`text` as a value of the field at `path` whose value is `current`; OverrideError when
+    it does not fit (a bool, an int, a number, a list of numbers or names, ...)."""
+    name = path.rsplit(".", 1)[-1]
     if isinstance(current, bool):
         if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"expected true/false, got {text!r}")
+            raise OverrideError(path, "true or false", "true", text)
         return text.lower() in ("true", "1")
     if isinstance(current, tuple):
-        return tuple(_parse_scalar(v) for v in text.split(",") if v)
-    if current is None:
-        return None if text.lower() == "none" else int(text)
-    return type(current)(text)
+        kind = _entry_kind(name, current)
+        entries = [entry.strip() for entry in text.split(",")] if text else []
+        try:
+            if kind is str:
+                if any(not entry or not entry.replace("_", "").replace("@", "").isalnum()
+                       for entry in entries):
+                    raise ValueError(text)
+                return tuple(entries)
+            return tuple(_number(entry, kind) for entry in entries)
+        except ValueError:
+            expected = {int: "a comma-separated list of integers",
+                        float: "a comma-separated list of numbers",
+                        str: "a comma-separated list of names"}[kind]
+            raise OverrideError(path, f"{expected} (nothing after '=' for an empty list)",
+                                _example(current, kind), text) from None
+    if current is None:  # Optional[int]: none or an integer
+        if text.lower() == "none":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise OverrideError(path, "an integer or none", "100", text) from None
+    kind = type(current)
+    try:
+        value = _number(text, kind) if kind in (int, float) else kind(text)
+    except ValueError:
+        expected = {int: "an integer", float: "a number"}.get(kind, f"a {kind.__name__}")
+        raise OverrideError(path, expected, _example(current, kind), text) from None
+    if kind is float:
+        value = float(value)
+    if name in _AT_LEAST_ONE and value < 1:
+        raise OverrideError(path, "an integer of at least 1", _example(current, kind), text)
+    return value
 
 
 def with_overrides(config: HyperrecConfig, overrides: Iterable[str]) -> HyperrecConfig:
-    """Applies `section.field=value` overrides; an unknown path is an error, not a no-op."""
+    """Applies `section.field=value` overrides; an unknown path is an error, not a no-op, and
+    a value that does not fit its field is refused here (OverrideError), not in a component
+    minutes later."""
     config = from_dict(HyperrecConfig, dataclasses.asdict(config))
     for override in overrides:
         path, sep, text = override.partition("=")
         if not sep:
             raise ValueError(f"override {override!r} is not of the form path=value")
-        *parents, leaf = path.strip().split(".")
+        path = path.strip()
+        *parents, leaf = path.split(".")
         target = config
         for part in parents:
             if not dataclasses.is_dataclass(getattr(target, part, None)):
@@ -390,7 +588,10 @@ def with_overrides(config: HyperrecConfig, overrides: Iterable[str]) -> Hyperrec
             target = getattr(target, part)
         if leaf not in {f.name for f in dataclasses.fields(target)}:
             raise ValueError(f"unknown config field {leaf!r} in {override!r}")
-        setattr(target, leaf, _parse_value(text.strip(), getattr(target, leaf)))
+        if dataclasses.is_dataclass(getattr(target, leaf)):
+            raise ValueError(f"{path} is a config section; set one of its fields "
+                             f"({path}.FIELD=VALUE)")
+        setattr(target, leaf, _parse_value(path, text.strip(), getattr(target, leaf)))
     return config
 
 

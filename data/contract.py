@@ -6,6 +6,7 @@ Layout under a data root (data/README.md documents it for users):
     images/<item_id>.png|.jpg   one file per item that has an image
     ground_truth.json           (synthetic data only) the hidden truth behind the data
     import_report.json          (imported data only) what the importer read, cleaned, dropped
+    schema.pbtxt                (`hyperrec import table` only) the schema derived from the data
 
 The synthetic generator (data/synthetic) and every importer (data/importers) write through
 this module, so a generated tree and an imported one read the same. Everything written is a
@@ -30,6 +31,7 @@ ITEMS_FILE = "items.csv"
 IMAGES_DIR = "images"
 GROUND_TRUTH_FILE = "ground_truth.json"
 IMPORT_REPORT_FILE = "import_report.json"
+SCHEMA_FILE = "schema.pbtxt"  # a derived schema beside the data; `hyperrec run` uses it
 INTERACTION_HEADER: Tuple[str, ...] = features.INTERACTION_COLUMNS + features.CONTEXT_COLUMNS
 _SPAN_DIR = re.compile(r"^span-\d+$")
 
@@ -94,10 +96,17 @@ def clear_owned(out_dir: str) -> None:
         return
     for name in sorted(os.listdir(out_dir)):
         path = os.path.join(out_dir, name)
-        if (_SPAN_DIR.match(name) or name == IMAGES_DIR) and os.path.isdir(path):
+        if is_owned(name) and os.path.isdir(path):
             shutil.rmtree(path)
-        elif name in (GROUND_TRUTH_FILE, IMPORT_REPORT_FILE) and os.path.isfile(path):
+        elif is_owned(name) and os.path.isfile(path):
             os.remove(path)
+
+
+def is_owned(name: str) -> bool:
+    """Whether an entry of a data root is one the generator or an importer writes (span
+    folders, images/, ground_truth.json, import_report.json, schema.pbtxt)."""
+    return bool(_SPAN_DIR.match(name)) or name in (
+        IMAGES_DIR, GROUND_TRUTH_FILE, IMPORT_REPORT_FILE, SCHEMA_FILE)
 
 
 def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:

@@ -74,7 +74,9 @@ def generate_data(scale: str, seed: int, out_dir: str) -> None:
 
 
 @main.command("run")
-@click.option("--experiment", type=EXPERIMENTS, default="default", show_default=True)
+@click.option("--experiment", type=EXPERIMENTS, default=None,
+              help="A named configuration [default: sized from the data's import report "
+                   "(hyperrec import table), else default].")
 @click.option("--data", "data_root", type=click.Path(file_okay=False),
               required=True, help="A data root in the contract's layout (span-N/ folders).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="runs/local",
@@ -86,12 +88,21 @@ def generate_data(scale: str, seed: int, out_dir: str) -> None:
 @runner_commands.beam_options
 def run_pipeline(experiment: str, data_root: str, workdir: str, overrides: Sequence[str],
                  metadata: str, **beam) -> None:
-    """Runs the whole pipeline once with the local runner."""
-    config = runner_commands.load_config(experiment, overrides)
+    """Runs the whole pipeline once with the local runner.
+
+    Without --experiment, an imported data root's configuration is sized from its import
+    report and printed with the reason for each choice; DATA/schema.pbtxt (derived by
+    `hyperrec import table`) is the schema when present. Both are stored in
+    WORKDIR/run_config.json and shown in the run report.
+    """
+    runner_commands.load_config(experiment or "default", overrides)  # a bad --set: usage error
     from hyperrec.components.example_gen.layout import data_root_problem
     problem = data_root_problem(data_root)  # before anything loads TensorFlow
     if problem:
         _fail(problem, 2)
+    config, record = runner_commands.run_config(experiment, overrides, data_root)
+    runner_commands.print_run_config(record, console)
+    runner_commands.store_run_config(record, workdir)
     options = runner_commands.run_options(config, metadata, **beam)
     from hyperrec.components.example_gen import executor as example_gen
     from hyperrec.components.validation_gate import AnomaliesFoundError

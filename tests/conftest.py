@@ -51,6 +51,7 @@ def synthetic_data(tmp_path_factory) -> dict:
 # long module starting last on one worker while the other idles.
 SLOWEST_MODULES = (
     "test_loop.py", "test_distribution.py", "test_pipeline_e2e.py", "test_model_quality.py",
+    "test_import_table_e2e.py",
     "test_online_retail_pipeline.py", "test_orchestrators_airflow.py",
     "test_evaluation_pipeline.py", "test_training_habits.py", "test_pretrained_encoders.py",
     "test_tuner.py", "test_model.py", "test_reproducibility.py", "test_monitoring_span_drift.py",

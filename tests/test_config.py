@@ -32,7 +32,7 @@ def test_overrides_set_nested_and_top_level_fields_with_their_types():
     ("model.epochz=3", "unknown config field 'epochz'"),
     ("modl.epochs=3", "unknown config section 'modl'"),
     ("model.epochs", "not of the form path=value"),
-    ("model.epochs=three", "invalid literal"),
+    ("model.epochs=three", "model.epochs expects an integer, e.g. --set model.epochs=3"),
     ("model.history_pooling=max", "unknown model.history_pooling 'max'; choose from"),
     ("model.sampled_negatives=-4", "model.sampled_negatives must be >= 0"),
 ])

@@ -497,6 +497,29 @@ def _training_section(artifact: Optional[metadata_store_pb2.Artifact]) -> str:
             f"{_png(figure, 'training curves')}</section>")
 
 
+def _configuration_section(configuration: Optional[Dict[str, Any]]) -> str:
+    """What the run was configured with (the runner's run_config.json): the experiment, or
+    the fields sized from the data with the reason for each, and the whole config."""
+    if not configuration:
+        return ""  # a report built straight from a store (no runner): nothing to show
+    sizing = configuration.get("sizing") or {}
+    rows = [(path, json.dumps(_lookup(configuration.get("config", {}), path)), reason)
+            for path, reason in sorted(sizing.items())]
+    chosen = (_table(("field", "value", "why"), rows, "small") if rows else
+              f"<p>experiment <b>{_e(configuration.get('experiment'))}</b> as named</p>")
+    return (f"<section><h2>Configuration</h2><p>{_e(configuration.get('summary', ''))}</p>"
+            f"{chosen}<p class='src'>schema: {_e(configuration.get('schema_file', ''))}</p>"
+            "<details><summary>the whole configuration</summary><pre>"
+            f"{_e(json.dumps(configuration.get('config', {}), indent=1, sort_keys=True))}"
+            "</pre></details></section>")
+
+
+def _lookup(values: Dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        values = values.get(part) if isinstance(values, dict) else None
+    return values
+
+
 def _lineage_section(lineage_text: Optional[str]) -> str:
     if not lineage_text:
         return _not_run("Lineage", "no pushed model to trace (nothing was pushed yet)")
@@ -531,8 +554,10 @@ def _guarded(title: str, section, *args) -> str:
 
 
 def build(store: metadata_store.MetadataStore, lineage_text: Optional[str] = None,
-          title: str = "hyperrec run report") -> str:
-    """The report's HTML for the newest run in `store`."""
+          title: str = "hyperrec run report",
+          configuration: Optional[Dict[str, Any]] = None) -> str:
+    """The report's HTML for the newest run in `store` (`configuration`: what the runner
+    recorded about the run's config, shown as its own section)."""
     # Imported here: the section's module uses this one's helpers.
     from hyperrec.components.evaluation import report_personalisation
 
@@ -548,6 +573,7 @@ def build(store: metadata_store.MetadataStore, lineage_text: Optional[str] = Non
                  runs.newest(STATISTICS, node="StatisticsGen")),
         _guarded("Anomalies", _anomalies_section, runs.newest(ANOMALIES, node="ExampleValidator")),
         _guarded("Training curves", _training_section, runs.newest(MODEL_RUN)),
+        _guarded("Configuration", _configuration_section, configuration),
         _lineage_section(lineage_text),
     ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -559,9 +585,10 @@ def build(store: metadata_store.MetadataStore, lineage_text: Optional[str] = Non
 
 
 def write(store: metadata_store.MetadataStore, path: str,
-          lineage_text: Optional[str] = None) -> str:
+          lineage_text: Optional[str] = None,
+          configuration: Optional[Dict[str, Any]] = None) -> str:
     """Writes the report to `path` (gfile: local or remote); returns the path."""
-    document = build(store, lineage_text)
+    document = build(store, lineage_text, configuration=configuration)
     parent = os.path.dirname(path)
     if parent:
         tf.io.gfile.makedirs(parent)

@@ -42,7 +42,7 @@ PLACEHOLDER_PRICES = {
     "shirt": 35.00, "shoes": 69.00, "shorts": 25.00, "skirt": 39.00, "t-shirt": 19.00,
 }
 DEFAULT_PRICE = 29.00
-_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def scan_folder(path: str) -> Tuple[List[Dict[str, str]], Dict[str, Any]]:
@@ -74,7 +74,7 @@ def scan_folder(path: str) -> Tuple[List[Dict[str, str]], Dict[str, Any]]:
                 key = extension.lower() or "(none)"
                 skipped["not_jpeg_or_png"][key] = skipped["not_jpeg_or_png"].get(key, 0) + 1
             else:
-                item_id = _unique_id(_UNSAFE_ID_CHARS.sub("_", f"{category}-{stem}"), used_ids)
+                item_id = unique_id(UNSAFE_ID_CHARS.sub("_", f"{category}-{stem}"), used_ids)
                 photos.append({"item_id": item_id, "category": category, "source": source,
                                "relative": f"{class_name}/{file_name}",
                                "extension": IMAGE_EXTENSIONS[extension.lower()]})
@@ -115,64 +115,64 @@ def import_image_folder(path: str, out_dir: str, seed: int = 0, sample_users: in
     start = _midnight_utc(start_date)
     timeline = contract.Timeline(start, 7, weeks)
 
-    tables.prepare_out_dir(out_dir)
-    os.makedirs(os.path.join(out_dir, contract.IMAGES_DIR), exist_ok=True)
-    outcomes: Dict[str, List[str]] = {outcome: [] for outcome in IMAGE_OUTCOMES}
-    for photo in photos:
-        outcomes[image_outcome(photo["source"])].append(photo["relative"])
-        photo["image"] = f"{contract.IMAGES_DIR}/{photo['item_id']}{photo['extension']}"
-        shutil.copyfile(photo["source"], os.path.join(out_dir, photo["image"]))
+    with tables.atomic_output(out_dir) as staging:
+        os.makedirs(os.path.join(staging, contract.IMAGES_DIR), exist_ok=True)
+        outcomes: Dict[str, List[str]] = {outcome: [] for outcome in IMAGE_OUTCOMES}
+        for photo in photos:
+            outcomes[image_outcome(photo["source"])].append(photo["relative"])
+            photo["image"] = f"{contract.IMAGES_DIR}/{photo['item_id']}{photo['extension']}"
+            shutil.copyfile(photo["source"], os.path.join(staging, photo["image"]))
 
-    items = pd.DataFrame({
-        "item_id": [photo["item_id"] for photo in photos],
-        "title": [title_of(photo["category"]) for photo in photos],
-        "description": "",
-        "category": [photo["category"] for photo in photos],
-        "price": [f"{PLACEHOLDER_PRICES.get(photo['category'], DEFAULT_PRICE):.2f}"
-                  for photo in photos],
-        "image": [photo["image"] for photo in photos],
-        "first_seen": start,
-    })[list(features.ITEM_COLUMNS)]
-    model = synthetic_log.SampleUserModel()
-    events = synthetic_log.draw_log(items["item_id"], items["category"], sample_users, seed,
-                                    start, weeks, model)
-    spans = tables.write_spans(out_dir, timeline, events, items)
+        items = pd.DataFrame({
+            "item_id": [photo["item_id"] for photo in photos],
+            "title": [title_of(photo["category"]) for photo in photos],
+            "description": "",
+            "category": [photo["category"] for photo in photos],
+            "price": [f"{PLACEHOLDER_PRICES.get(photo['category'], DEFAULT_PRICE):.2f}"
+                      for photo in photos],
+            "image": [photo["image"] for photo in photos],
+            "first_seen": start,
+        })[list(features.ITEM_COLUMNS)]
+        model = synthetic_log.SampleUserModel()
+        events = synthetic_log.draw_log(items["item_id"], items["category"], sample_users, seed,
+                                        start, weeks, model)
+        spans = tables.write_spans(staging, timeline, events, items)
 
-    categories = sorted(items["category"].unique())
-    report = {
-        "importer": "image-folder",
-        "source": {"folder": os.path.basename(os.path.normpath(path)),
-                   "photos": len(photos), "skipped_files": skipped},
-        "options": {"seed": seed, "sample_users": sample_users, "weeks": weeks,
-                    "start_date": start_date},
-        "images": {"copied": len(photos), "ok": len(outcomes["ok"]),
-                   "corrupt": len(outcomes["corrupt"]),
-                   "corrupt_files": outcomes["corrupt"],
-                   "too_large": len(outcomes["too_large"]),
-                   "too_large_files": outcomes["too_large"]},
-        "catalogue": {
-            "items": len(items),
-            "by_category": tables.count_by(items["category"]),
-            "title": "the class name as words; description empty (a legal gap)",
-            "price": "PLACEHOLDER: a fixed made-up price per class, not from the data",
-            "placeholder_prices": {category: items.loc[items["category"] == category,
-                                                       "price"].iloc[0]
-                                   for category in categories},
-            "first_seen": spans[0]["start"],
-        },
-        "interactions": {
-            "synthetic": sample_users > 0,
-            "users": sample_users,
-            "rows": len(events),
-            "events_by_type": tables.count_by(events["event"]) if len(events) else {},
-            "model": model.as_dict() if sample_users else None,
-            "note": "drawn by data/importers/synthetic_log.py, not observed behaviour",
-        },
-        "timeline": {"start": spans[0]["start"], "end": spans[-1]["end"], "span_days": 7,
-                     "spans": weeks},
-        "spans": spans,
-    }
-    tables.write_report(out_dir, report)
+        categories = sorted(items["category"].unique())
+        report = {
+            "importer": "image-folder",
+            "source": {"folder": os.path.basename(os.path.normpath(path)),
+                       "photos": len(photos), "skipped_files": skipped},
+            "options": {"seed": seed, "sample_users": sample_users, "weeks": weeks,
+                        "start_date": start_date},
+            "images": {"copied": len(photos), "ok": len(outcomes["ok"]),
+                       "corrupt": len(outcomes["corrupt"]),
+                       "corrupt_files": outcomes["corrupt"],
+                       "too_large": len(outcomes["too_large"]),
+                       "too_large_files": outcomes["too_large"]},
+            "catalogue": {
+                "items": len(items),
+                "by_category": tables.count_by(items["category"]),
+                "title": "the class name as words; description empty (a legal gap)",
+                "price": "PLACEHOLDER: a fixed made-up price per class, not from the data",
+                "placeholder_prices": {category: items.loc[items["category"] == category,
+                                                           "price"].iloc[0]
+                                       for category in categories},
+                "first_seen": spans[0]["start"],
+            },
+            "interactions": {
+                "synthetic": sample_users > 0,
+                "users": sample_users,
+                "rows": len(events),
+                "events_by_type": tables.count_by(events["event"]) if len(events) else {},
+                "model": model.as_dict() if sample_users else None,
+                "note": "drawn by data/importers/synthetic_log.py, not observed behaviour",
+            },
+            "timeline": {"start": spans[0]["start"], "end": spans[-1]["end"], "span_days": 7,
+                         "spans": weeks},
+            "spans": spans,
+        }
+        tables.write_report(staging, report)
     return report
 
 
@@ -185,8 +185,9 @@ def _check_apart(path: str, out_dir: str) -> None:
                          "outside it (the import rewrites OUT's images/ and span folders)")
 
 
-def _unique_id(candidate: str, used: Set[str]) -> str:
-    # Two photos whose names differ only in unsafe characters or extension: -2, -3, ...
+def unique_id(candidate: str, used: Set[str]) -> str:
+    """`candidate`, or with -2, -3, ... when it is in `used` (two photos whose names differ
+    only in unsafe characters or extension); adds the result to `used`."""
     item_id, suffix = candidate, 1
     while item_id in used:
         suffix += 1

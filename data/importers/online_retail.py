@@ -188,45 +188,9 @@ def build_events(lines: pd.DataFrame) -> tuple[pd.DataFrame, Dict[str, int]]:
     return events[list(contract.INTERACTION_HEADER)], counts
 
 
-IMPRESSION = "impression"  # how a sampled negative is written (features.EVENTS)
-
-
-def sample_negatives(events: pd.DataFrame, items: pd.DataFrame, per_purchase: int, seed: int
-                     ) -> tuple[pd.DataFrame, Dict[str, int]]:
-    """Sampled negatives for a purchase-only log, written as `impression` rows.
-
-    Online Retail records what was bought, never what was shown and passed over, so a ranking
-    head (and the Evaluator's AUC gate) would see only positives. Each purchase moment (a
-    customer's basket at one invoice time) gets `per_purchase` items per purchased line drawn
-    by popularity among the items already on sale at that time and not in that basket — the
-    usual popularity-sampled negatives of implicit-feedback recommenders. They are a training
-    device, not observations: the import report counts them apart from the real events.
-    """
-    if per_purchase <= 0 or events.empty:
-        return events.iloc[0:0], {"negatives_sampled": 0, "negatives_rejected": 0}
-    popularity = events["item_id"].value_counts().sort_index()
-    candidates = popularity.index.to_numpy()
-    first_seen = items.set_index("item_id")["first_seen"].reindex(candidates).to_numpy()
-    probabilities = popularity.to_numpy() / popularity.sum()
-    rng = np.random.Generator(np.random.PCG64(seed + 1))
-    ordered = events.sort_values(["timestamp", "user_id", "item_id"], kind="mergesort")
-    drawn = rng.choice(len(candidates), size=(len(ordered), per_purchase), p=probabilities)
-    rows = pd.DataFrame({
-        "user_id": np.repeat(ordered["user_id"].to_numpy(), per_purchase),
-        "item_id": candidates[drawn.reshape(-1)],
-        "timestamp": np.repeat(ordered["timestamp"].to_numpy(), per_purchase),
-        "first_seen": first_seen[drawn.reshape(-1)],
-    })
-    basket = set(zip(ordered["user_id"], ordered["timestamp"], ordered["item_id"]))
-    keep = (rows["first_seen"] <= rows["timestamp"]) & ~pd.Series(
-        [key in basket for key in zip(rows["user_id"], rows["timestamp"], rows["item_id"])])
-    negatives = rows[keep].drop_duplicates(["user_id", "item_id", "timestamp"])
-    negatives = pd.DataFrame({
-        "user_id": negatives["user_id"], "item_id": negatives["item_id"],
-        "timestamp": negatives["timestamp"], "event": IMPRESSION, "device": features.UNKNOWN,
-    }).reset_index(drop=True)
-    counts = {"negatives_sampled": len(negatives), "negatives_rejected": len(rows) - len(negatives)}
-    return negatives[list(contract.INTERACTION_HEADER)], counts
+# One implementation for every purchase-only log (tables.py): Online Retail's and the
+# generic table importer's.
+sample_negatives = tables.sample_negatives
 
 
 def sample_customers(events: pd.DataFrame, max_customers: Optional[int], seed: int) -> pd.DataFrame:
@@ -304,38 +268,40 @@ def import_table(raw: pd.DataFrame, source: Dict[str, Any], out_dir: str, span_d
                              int(clean.lines["timestamp"].max()))
     timeline = contract.Timeline.covering(first_sale, last_sale, span_days)
 
-    tables.prepare_out_dir(out_dir)
-    spans = tables.write_spans(out_dir, timeline, events, items)
-    report = {
-        "importer": "online-retail",
-        "source": {**source, "lines": clean.lines_read, "customers": clean.customers_read},
-        "options": {"span_days": span_days, "max_customers": max_customers, "seed": seed,
-                    "negatives_per_purchase": negatives_per_purchase, "eval_days": eval_days},
-        "cleaning": {
-            "rules": DROP_RULES,
-            "rule_order": list(DROP_RULES),
-            "dropped_lines": clean.dropped,
-            "non_product_codes": clean.non_product_codes,
-            "normalised_lines": clean.normalised,
-            "kept_lines": len(clean.lines),
-        },
-        "catalogue": {**item_counts, "items_written": len(items),
-                      "first_seen": first_seen_report},
-        "interactions": {
-            **event_counts,
-            "events": len(purchases),
-            **negative_counts,
-            "events_by_type": tables.count_by(events["event"]),
-            "customers_with_events": all_customers,
-            "customers_written": int(events["user_id"].nunique()),
-        },
-        "timeline": {"start": spans[0]["start"], "end": spans[-1]["end"],
-                     "span_days": span_days, "spans": timeline.n_spans,
-                     "first_sale": iso_utc(first_sale), "last_sale": iso_utc(last_sale)},
-        "spans": spans,
-        "images": {"copied": 0},  # Online Retail has no product images
-    }
-    tables.write_report(out_dir, report)
+    with tables.atomic_output(out_dir) as staging:
+        spans = tables.write_spans(staging, timeline, events, items)
+        report = {
+            "importer": "online-retail",
+            "source": {**source, "lines": clean.lines_read,
+                       "customers": clean.customers_read},
+            "options": {"span_days": span_days, "max_customers": max_customers,
+                        "seed": seed, "negatives_per_purchase": negatives_per_purchase,
+                        "eval_days": eval_days},
+            "cleaning": {
+                "rules": DROP_RULES,
+                "rule_order": list(DROP_RULES),
+                "dropped_lines": clean.dropped,
+                "non_product_codes": clean.non_product_codes,
+                "normalised_lines": clean.normalised,
+                "kept_lines": len(clean.lines),
+            },
+            "catalogue": {**item_counts, "items_written": len(items),
+                          "first_seen": first_seen_report},
+            "interactions": {
+                **event_counts,
+                "events": len(purchases),
+                **negative_counts,
+                "events_by_type": tables.count_by(events["event"]),
+                "customers_with_events": all_customers,
+                "customers_written": int(events["user_id"].nunique()),
+            },
+            "timeline": {"start": spans[0]["start"], "end": spans[-1]["end"],
+                         "span_days": span_days, "spans": timeline.n_spans,
+                         "first_sale": iso_utc(first_sale), "last_sale": iso_utc(last_sale)},
+            "spans": spans,
+            "images": {"copied": 0},  # Online Retail has no product images
+        }
+        tables.write_report(staging, report)
     return report
 
 

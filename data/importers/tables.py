@@ -4,8 +4,9 @@ An importer turns a real data set into two tables and hands them here:
     interactions   user_id, item_id, timestamp (epoch seconds), event, device
     items          the ITEM_COLUMNS, with first_seen in epoch seconds and price as text
 An importer that derives first_seen from the log passes it through `first_seen_before_eval`
-(first_seen known before the eval cutoff only). This module cuts the timeline into spans and
-writes
+(first_seen known before the eval cutoff only); an importer of a purchase-only log adds
+`sample_negatives` (popularity-sampled "shown" rows). This module cuts the timeline into spans
+and writes
     span-{k}/interactions.csv   the events inside window k, sorted by (timestamp, user, item)
     span-{k}/items.csv          the catalogue snapshot: every item first seen before k's end
     import_report.json          what the importer read, cleaned, merged and dropped, and why
@@ -13,13 +14,18 @@ writes
 The CSV dialect, file names and span folder names are the generator's
 (data/contract.py), so an imported tree and a generated one read the same. Output is
 a pure function of the tables: rows are sorted and the report has sorted keys, so reruns give
-byte-identical files.
+byte-identical files. Every importer writes through `atomic_output`: into a temporary folder
+beside OUT, renamed into place once complete, so OUT appears complete or not at all.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Dict, List, Tuple
+import shutil
+import tempfile
+from typing import Any, Dict, Iterator, List, Tuple
 
+import numpy as np
 import pandas as pd
 
 from hyperrec.schemas import features
@@ -28,10 +34,44 @@ from hyperrec.data.contract import INTERACTION_HEADER, Timeline
 _SORT_KEY = ["timestamp", "user_id", "item_id"]
 
 
-def prepare_out_dir(out_dir: str) -> None:
-    """Removes what an earlier import or generation wrote there (spans, images, reports)."""
-    contract.clear_owned(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+@contextlib.contextmanager
+def atomic_output(out_dir: str) -> Iterator[str]:
+    """A fresh temporary folder beside `out_dir` to write an import into; on success it
+    replaces what an earlier import wrote in `out_dir` (contract.clear_owned's entries) and
+    keeps the folder's other files, on failure it is removed and `out_dir` is untouched.
+
+    A reader never sees a half-written import: the complete tree appears with one rename
+    (for a moment between the two renames of a replacement, `out_dir` does not exist).
+    """
+    target = os.path.abspath(out_dir)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.importing-", dir=parent)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 -> a normal folder's mode
+    if not os.path.isdir(target):
+        os.rename(staging, target)
+        return
+    replaced = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent)
+    os.rmdir(replaced)
+    os.rename(target, replaced)
+    os.rename(staging, target)
+    for entry in sorted(os.listdir(replaced)):  # the user's own files stay in OUT
+        if not contract.is_owned(entry) and not os.path.exists(os.path.join(target, entry)):
+            os.rename(os.path.join(replaced, entry), os.path.join(target, entry))
+    shutil.rmtree(replaced)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_spans(out_dir: str, timeline: Timeline, interactions: pd.DataFrame,
@@ -92,6 +132,52 @@ def first_seen_before_eval(first_seen: pd.Series, event_timestamps: pd.Series,
     return first_seen.where(~moved, cutoff), {
         "derived_from": derived_from, "rule": FIRST_SEEN_RULE, "eval_days": eval_days,
         "eval_cutoff": contract.iso_utc(cutoff), "items_moved_to_cutoff": int(moved.sum())}
+
+
+IMPRESSION = "impression"  # how a sampled negative is written (features.EVENTS)
+
+
+def sample_negatives(events: pd.DataFrame, items: pd.DataFrame, per_positive: int, seed: int
+                     ) -> Tuple[pd.DataFrame, Dict[str, int]]:
+    """Sampled negatives for a purchase-only log, written as `impression` rows.
+
+    A purchase-only log (Online Retail, a generic table without shown-and-passed rows)
+    records what was bought, never what was shown and passed over, so a ranking head (and
+    the Evaluator's AUC gate) would see only positives. Each positive row (a user's basket
+    at one time) gets `per_positive` items per positive row drawn by popularity among the
+    items already on sale at that time (`first_seen` <= the time) and not in that basket:
+    the usual popularity-sampled negatives of implicit-feedback recommenders. A negative
+    takes its positive's device. They are a training device, not observations: the import
+    report counts them apart from the real events. `events` has INTERACTION_HEADER columns,
+    `items` item_id and first_seen (epoch seconds).
+    """
+    if per_positive <= 0 or events.empty:
+        return events.iloc[0:0], {"negatives_sampled": 0, "negatives_rejected": 0}
+    popularity = events["item_id"].value_counts().sort_index()
+    candidates = popularity.index.to_numpy()
+    first_seen = items.set_index("item_id")["first_seen"].reindex(candidates).to_numpy()
+    probabilities = popularity.to_numpy() / popularity.sum()
+    rng = np.random.Generator(np.random.PCG64(seed + 1))
+    ordered = events.sort_values(["timestamp", "user_id", "item_id"], kind="mergesort")
+    drawn = rng.choice(len(candidates), size=(len(ordered), per_positive), p=probabilities)
+    rows = pd.DataFrame({
+        "user_id": np.repeat(ordered["user_id"].to_numpy(), per_positive),
+        "item_id": candidates[drawn.reshape(-1)],
+        "timestamp": np.repeat(ordered["timestamp"].to_numpy(), per_positive),
+        "device": np.repeat(ordered["device"].to_numpy(), per_positive),
+        "first_seen": first_seen[drawn.reshape(-1)],
+    })
+    basket = set(zip(ordered["user_id"], ordered["timestamp"], ordered["item_id"]))
+    keep = (rows["first_seen"] <= rows["timestamp"]) & ~pd.Series(
+        [key in basket for key in zip(rows["user_id"], rows["timestamp"], rows["item_id"])])
+    negatives = rows[keep].drop_duplicates(["user_id", "item_id", "timestamp"])
+    negatives = pd.DataFrame({
+        "user_id": negatives["user_id"], "item_id": negatives["item_id"],
+        "timestamp": negatives["timestamp"], "event": IMPRESSION,
+        "device": negatives["device"],
+    }).reset_index(drop=True)
+    counts = {"negatives_sampled": len(negatives), "negatives_rejected": len(rows) - len(negatives)}
+    return negatives[list(INTERACTION_HEADER)], counts
 
 
 def write_report(out_dir: str, report: Dict[str, Any]) -> str:

@@ -2,9 +2,10 @@
 shares; registered on the main command by pipeline/cli.py."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import click
 
@@ -85,6 +86,86 @@ def load_config(experiment: str, overrides: Sequence[str]) -> config_lib.Hyperre
         return config_lib.load(experiment, overrides)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--set") from err
+
+
+RUN_CONFIG_FILE = "run_config.json"  # beside the run's MLMD store; the run report shows it
+
+
+def run_config(experiment: Optional[str], overrides: Sequence[str], data_root: str
+               ) -> Tuple[config_lib.HyperrecConfig, Dict[str, Any]]:
+    """`hyperrec run`'s configuration and the record of how it was chosen.
+
+    A named experiment is used as named. Without one, an imported data root (its
+    import_report.json has a `profile`) gets a configuration sized from the data
+    (config.sized: each field with its reason); any other data root the default experiment.
+    A schema derived from the data (DATA/schema.pbtxt, `hyperrec import table`) replaces the
+    curated one unless `--set schema_file=` names one. `--set` overrides apply last.
+    """
+    from hyperrec.data import contract
+    load_config(experiment or "default", overrides)  # a bad --set fails before sizing
+    sizing: Dict[str, str] = {}
+    report_path = os.path.join(data_root, contract.IMPORT_REPORT_FILE)
+    profile = _profile(report_path) if experiment is None else None
+    if experiment is not None:
+        config = load_config(experiment, ())
+        summary = f"experiment {experiment} (--experiment)"
+    elif profile is not None:
+        config, sizing = config_lib.sized(profile)
+        summary = (f"sized from the data ({report_path}: {profile['events']:,} rows, "
+                   f"{profile['users']:,} users, {profile['items']:,} items); name an "
+                   "experiment with --experiment to use it instead")
+    else:
+        config = load_config("default", ())
+        summary = (f"experiment default: {data_root} has no import profile "
+                   f"({contract.IMPORT_REPORT_FILE} of `hyperrec import table`) to size from")
+    derived = os.path.join(data_root, contract.SCHEMA_FILE)
+    schema_set = any(o.partition("=")[0].strip() == "schema_file" for o in overrides)
+    if os.path.isfile(derived) and not schema_set:
+        config.schema_file = os.path.abspath(derived)
+        schema_note = f"{derived} (derived from the data by `hyperrec import table`)"
+    else:
+        schema_note = config.schema_file + (" (--set schema_file)" if schema_set
+                                            else " (curated)")
+    try:
+        config = config_lib.with_overrides(config, overrides)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from err
+    for override in overrides:
+        sizing.pop(override.partition("=")[0].strip(), None)
+    return config, {"experiment": config.name, "summary": summary, "sizing": sizing,
+                    "overrides": list(overrides), "schema_file": config.schema_file,
+                    "schema": schema_note, "data_root": os.path.abspath(data_root),
+                    "config": dataclasses.asdict(config)}
+
+
+def _profile(report_path: str) -> Optional[Dict[str, Any]]:
+    if not os.path.isfile(report_path):
+        return None
+    with open(report_path, encoding="utf-8") as handle:
+        return json.load(handle).get("profile")
+
+
+def print_run_config(record: Dict[str, Any], console) -> None:
+    """The configuration a run starts with: how it was chosen, and each sized field's why."""
+    console.print(f"[bold]configuration[/]: {record['summary']}", markup=True)
+    for path, reason in sorted(record["sizing"].items()):
+        value = record["config"]
+        for part in path.split("."):
+            value = value[part]
+        console.print(f"  {path} = {json.dumps(value)}  ({reason})", markup=False)
+    if record["overrides"]:
+        console.print(f"  --set: {', '.join(record['overrides'])}", markup=False)
+    console.print(f"  schema: {record['schema']}", markup=False)
+
+
+def store_run_config(record: Dict[str, Any], workdir: str) -> str:
+    """WORKDIR/run_config.json: the run's configuration and how it was chosen."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, RUN_CONFIG_FILE)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=1, sort_keys=True)
+        handle.write("\n")
+    return path
 
 
 @click.command("compile")

@@ -3,6 +3,7 @@ MLMD on SQLite (or MySQL), caching on."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import List, Optional
@@ -98,4 +99,14 @@ def write_report(metadata_location: str, workdir: str, out_path: str = "") -> st
     except lineage.LineageError:
         lineage_text = None  # nothing pushed yet: the report says so
     return report.write(store, out_path or os.path.join(workdir, report.REPORT_FILE),
-                        lineage_text)
+                        lineage_text, configuration=_run_config(workdir))
+
+
+def _run_config(workdir: str) -> Optional[dict]:
+    """The configuration record `hyperrec run` stored for the run, if any."""
+    from hyperrec.pipeline.runners.commands import RUN_CONFIG_FILE
+    path = os.path.join(workdir, RUN_CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
