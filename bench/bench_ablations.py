@@ -101,6 +101,8 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     # P(engaged | shown) from the affinity task x P(shown)^w from recent impressions.
     "served_affinity": {"affinity_weight": 1.0, "served_score": "affinity",
                         "recent_popularity_events": "shown"},
+    # The same with the demand factor read from recent engagements (what recent-popular counts).
+    "served_affinity_engaged": {"affinity_weight": 1.0, "served_score": "affinity"},
     "no_retrieval_loss": {"retrieval_weight": 0.0},
     "epochs_2": {"epochs": 2},
     "id_dropout_0.3": {"id_dropout": 0.3},

@@ -8,7 +8,8 @@ adds two references from the generator (data/synthetic/oracle.py): the oracle, i
 model scoring every user x item for the eval window with the users' true tastes, and
 `inferred_tastes`, the same with each user's tastes inferred by exact Bayesian inference from
 their own train-period impressions: the best any learner of this log can expect, which bounds
-what a recommender can reach (`--no-model` evaluates the references and baselines alone,
+what a recommender can reach. On any data, `random_items` draws each user's list uniformly
+from their candidates: the chance level of every metric (`--no-model` evaluates the references and baselines alone,
 after ExampleGen and Transform, without training).
 
     python bench/bench_quality.py synthetic --scale default --workdir /tmp/bq-default
@@ -46,7 +47,7 @@ import numpy as np
 
 from hyperrec.components import config as config_lib
 from hyperrec.components.evaluation import component as ranking_evaluator
-from hyperrec.components.evaluation import baselines, gate, protocol, run
+from hyperrec.components.evaluation import baselines, gate, personalisation, protocol, run
 from hyperrec.data import synthetic
 from hyperrec.data.synthetic import oracle
 
@@ -62,6 +63,7 @@ def _latest(parent: str) -> str:
 
 ORACLE = "oracle"
 INFERRED_TASTES = "inferred_tastes"
+RANDOM_ITEMS = "random_items"  # the chance level of every metric
 BOUND_METRIC = "recall@10"
 
 
@@ -148,6 +150,7 @@ def main(argv=None) -> None:
                               new_user_days=config.eval.new_user_days)
     depth = 100
     truth = None
+    extra[RANDOM_ITEMS] = personalisation.random_ranking(task, depth, seed=config.model.seed)
     if args.data == "synthetic":
         with open(os.path.join(data_root, "ground_truth.json")) as f:
             truth = json.load(f)

@@ -185,3 +185,68 @@ def test_report_counts_what_was_read_flagged_and_dropped(output):
     assert report["train_examples"] == 2 and report["eval_examples"] == 3
     assert (report["image_ok"], report["image_corrupt"], report["image_missing"]) == (1, 1, 1)
     assert artifact.get_int_custom_property("interaction_unknown_item") == 1
+
+
+def _raw_split(out_dir, split):
+    pattern = os.path.join(out_dir, f"Split-{split}", "*")
+    return [r.numpy() for r in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern)),
+                                                        compression_type="GZIP")]
+
+
+@pytest.fixture(scope="module")
+def busy_root(tmp_path_factory):
+    """One span in which every one of 6 items has many events (the join emits them per item)."""
+    root = tmp_path_factory.mktemp("busy")
+    _write_csv(str(root / "span-1" / "items.csv"), features.ITEM_COLUMNS,
+               [(f"i{k}", f"Item {k}", "", "tops", "5", "", _iso(T0)) for k in range(6)])
+    events = [(f"u{u}", f"i{(u + k) % 6}", _iso(T0 + u * 3600 + k * 60),
+               "click" if (u + k) % 3 else "impression", "mobile")
+              for u in range(40) for k in range(6)]
+    _write_csv(str(root / "span-1" / "interactions.csv"),
+               features.INTERACTION_COLUMNS + features.CONTEXT_COLUMNS, events)
+    return str(root)
+
+
+def test_splits_are_written_in_one_mixed_order_on_every_run_and_runner(busy_root,
+                                                                       tmp_path_factory):
+    from tfx.dsl.components.base import base_beam_executor
+
+    def run(name, beam_args=(), **data_config):
+        out = str(tmp_path_factory.mktemp(name))
+        examples = standard_artifacts.Examples()
+        examples.uri = out
+        executor = executor_lib.Executor(base_beam_executor.BaseBeamExecutor.Context(
+            beam_pipeline_args=list(beam_args)))
+        exec_properties = {
+            standard_component_specs.INPUT_BASE_KEY: busy_root,
+            standard_component_specs.INPUT_CONFIG_KEY: proto_utils.proto_to_json(
+                example_gen_pb2.Input(splits=[example_gen_pb2.Input.Split(
+                    name="interactions", pattern="span-1/*.csv")])),
+            standard_component_specs.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(
+                example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+                    example_gen_pb2.SplitConfig.Split(name=n, hash_buckets=1)
+                    for n in ("train", "eval", "catalog")]))),
+            standard_component_specs.CUSTOM_CONFIG_KEY: proto_utils.proto_to_json(
+                executor_lib.encode_custom_config({
+                    "image_size": 8, "history_length": 2, "eval_days": 0.5,
+                    "min_eval_examples": 0, "max_user_share": 1.0, **data_config})),
+            "span": 1,
+        }
+        executor.Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]}, exec_properties)
+        return {split: _raw_split(out, split) for split in ("train", "eval", "catalog")}
+
+    in_memory = run("in_memory")
+    workers = run("workers", ["--direct_running_mode=multi_processing",
+                              "--direct_num_workers=2"])
+    for split in in_memory:
+        assert sorted(in_memory[split]) == sorted(workers[split]), split
+        assert in_memory[split] == workers[split], split  # the same bytes in the same order
+    train = in_memory["train"]
+    assert train == sorted(train, key=executor_lib.order_key) and len(train) > 100
+    items = [tf.train.Example.FromString(r).features.feature[features.ITEM_ID]
+             .bytes_list.value[0] for r in train]
+    changes = sum(a != b for a, b in zip(items, items[1:]))
+    assert changes > 0.6 * len(items)  # the join emits each item's events together
+    bucketed = run("bucketed", order_buckets=3)
+    assert {k: sorted(v) for k, v in bucketed.items()} == {
+        k: sorted(v) for k, v in in_memory.items()}

@@ -205,3 +205,14 @@ def test_the_evaluator_reads_the_ground_truth_of_a_synthetic_data_root_only(tmp_
     assert component.read_ground_truth(str(tmp_path)) == TRUTH
     config = json.loads(component.executor_config({}, 10, "digest", str(tmp_path)))
     assert config["data_root"] == str(tmp_path)
+
+
+def test_random_items_are_seeded_and_drawn_from_the_candidates_only():
+    task = _task([["a"], ["b"], ["c"]], [[0], [0, 1, 2], [1, 2, 3, 4]])
+    first = personalisation.random_ranking(task, 3, seed=3)
+    np.testing.assert_array_equal(first, personalisation.random_ranking(task, 3, seed=3))
+    for row, excluded in zip(first, task.exclusions()):
+        drawn = row[row >= 0]
+        candidates = set(range(len(task.catalogue.item_ids))) - set(excluded)
+        assert len(set(drawn)) == len(drawn) == min(3, len(candidates))
+        assert set(drawn) <= candidates

@@ -173,6 +173,21 @@ def own_history_ranking(task: protocol.Task, n: int = K) -> np.ndarray:
     return rows
 
 
+def random_ranking(task: protocol.Task, n: int = K, seed: int = 0) -> np.ndarray:
+    """[users, n] n items drawn uniformly without replacement from each user's candidates
+    (available at the query time, not in their train history), -1 padded: the chance level
+    of every list metric, the "random items" reference row. Seeded: the same task and seed
+    give the same lists."""
+    rng = np.random.default_rng(seed)
+    everything = np.arange(len(task.catalogue.item_ids))
+    rows = np.full((len(task.users), n), -1, np.int64)
+    for row, excluded in enumerate(task.exclusions()):
+        candidates = np.setdiff1d(everything, excluded, assume_unique=True)
+        drawn = rng.choice(candidates, size=min(n, len(candidates)), replace=False)
+        rows[row, :len(drawn)] = drawn
+    return rows
+
+
 def sample_user_rows(task: protocol.Task, n: int = N_SAMPLE_USERS) -> List[int]:
     """The n users with the most distinct engaged train items (ties: the first user id),
     shown in the report with their history and their lists. Deterministic for a task."""

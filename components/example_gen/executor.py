@@ -16,11 +16,16 @@ Where data enters the pipeline. TFX's FileBasedExampleGen driver resolves the la
 6. reports users above `max_user_share` of a split (and caps them when configured);
 7. counts what it read, flagged and dropped into `ingest_report.json` beside the splits and
    into the Examples artifact's custom properties, and stops the run when the eval split is
-   smaller than `min_eval_examples`.
+   smaller than `min_eval_examples`;
+8. writes every split in one order that depends only on the examples' bytes (sorted by a
+   hash of them, `in_stable_order`): the joins above emit an item's events together, and a
+   Trainer whose 10,000-row shuffle buffer reads that order trains on a few dozen items at a
+   time; the hash order is mixed and the same on every run and runner.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import datetime as dt
 import io
 import json
@@ -34,6 +39,8 @@ import tensorflow as tf
 from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from absl import logging
@@ -260,8 +267,11 @@ def _feature(value: Any) -> tf.train.Feature:
 
 
 def to_example(values: Dict[str, Any]) -> bytes:
+    """Serialized with map keys sorted, so equal values give equal bytes on every worker
+    (the write order, `order_key`, hashes them)."""
     return tf.train.Example(features=tf.train.Features(
-        feature={k: _feature(v) for k, v in values.items()})).SerializeToString()
+        feature={k: _feature(v) for k, v in values.items()})).SerializeToString(
+            deterministic=True)
 
 
 def catalog_example(item: Dict[str, Any], cutoff: int) -> bytes:
@@ -375,7 +385,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
         self._report_path = os.path.join(examples.uri, REPORT_FILE)
-        super().Do(input_dict, output_dict, exec_properties)
+        self._write_examples(examples, exec_properties)
         with tf.io.gfile.GFile(self._report_path) as f:
             report = json.load(f)
         for name, value in report.items():
@@ -389,6 +399,31 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         problem = eval_split_problem(report, config)
         if problem:
             raise EvalSplitTooSmallError(f"{problem}; ingest report: {self._report_path}")
+
+    def _write_examples(self, examples: Any, exec_properties: Dict[str, Any]) -> None:
+        """BaseExampleGenExecutor.Do without its Reshuffle before the write: each split is
+        written in the order `in_stable_order` gives it (runner-sized shards keep the order
+        within a shard; TFX's WriteSplit reshuffles, which on the DirectRunner keeps the
+        join's per-item runs and differs between runs)."""
+        input_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], example_gen_pb2.Input())
+        output_config = proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+            example_gen_pb2.Output())
+        examples.split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config, output_config))
+        with self._make_beam_pipeline() as pipeline:
+            for name, split in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                _ = split | f"WriteSplit[{name}]" >> beam.io.WriteToTFRecord(
+                    os.path.join(artifact_utils.get_split_uri([examples], name),
+                                 write_split.DEFAULT_FILE_NAME),
+                    file_name_suffix=".gz")
+        payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        if payload_format:
+            examples_utils.set_payload_format(examples, payload_format)
+        examples_utils.set_file_format(examples, write_split.to_file_format_str(
+            exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY,
+                                example_gen_pb2.FILE_FORMAT_UNSPECIFIED)))
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:
@@ -494,10 +529,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
              | "WriteReport" >> beam.Map(_write_report, self._report_path))
 
         return {
-            features.TRAIN_SPLIT: train,
-            features.EVAL_SPLIT: evals,
-            features.CATALOG_SPLIT: catalog,
-        }
+            name: in_stable_order(split, name, config.order_buckets)
+            for name, split in ((features.TRAIN_SPLIT, train), (features.EVAL_SPLIT, evals),
+                                (features.CATALOG_SPLIT, catalog))}
 
 
 def _user_shares(split: beam.PCollection, name: str, threshold: float, cap: bool
@@ -533,6 +567,29 @@ def _user_shares(split: beam.PCollection, name: str, threshold: float, cap: bool
     kept = parts[0] | f"{name}KeptExamples" >> beam.Values()
     examples = (light, kept) | f"{name}AllExamples" >> beam.Flatten()
     return examples, shares, parts[1] | f"{name}CappedCount" >> beam.Values()
+
+
+def order_key(example: bytes) -> Tuple[bytes, bytes]:
+    """Where a serialized example goes in its split: a hash of its bytes (mixes items,
+    users and times), then the bytes (a total order: equal keys are equal examples)."""
+    return hashlib.blake2b(example, digest_size=8).digest(), example
+
+
+def in_stable_order(examples: beam.PCollection, name: str, buckets: int) -> beam.PCollection:
+    """`examples` sorted by `order_key` within each of `buckets` hash buckets.
+
+    One bucket: the split is written as one file in one order, the same on every run (what
+    makes a training run reproducible). More buckets spread a large split over workers on a
+    distributed runner; each bucket is still sorted, so the order stays mixed, but which file
+    holds which bucket is up to the runner.
+    """
+    def bucket(example: bytes) -> Tuple[int, bytes]:
+        return int.from_bytes(order_key(example)[0][:4], "big") % buckets, example
+
+    return (examples
+            | f"{name}OrderBucket" >> beam.Map(bucket)
+            | f"{name}GatherBucket" >> beam.GroupByKey()
+            | f"{name}SortBucket" >> beam.FlatMap(lambda kv: sorted(kv[1], key=order_key)))
 
 
 def _span_of(span_dir: str) -> int:
