@@ -1,4 +1,8 @@
-"""Pusher that does not publish the same model twice.
+"""Pusher that needs both blessings and does not publish the same model twice.
+
+Both gates are required: the evaluators' ModelBlessing and the InfraValidator's
+InfraBlessing (components/infra_validation). TFX's stock `CheckBlessing` checks each only
+when it is wired in; here a missing one refuses the push as a not-blessed one does.
 
 After a first blessed push, a rerun of an unchanged pipeline resolves that model as its own
 baseline, re-evaluates it, blesses it again and, with TFX's stock Pusher, copies it to a new
@@ -9,6 +13,7 @@ records the existing version instead of copying (the push is still tracked in ML
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from typing import Any, Dict, List, Optional
 
@@ -54,8 +59,20 @@ def already_pushed_version(model_path: str, base_directory: str) -> Optional[str
     return str(versions[-1]) if _tree_digests(model_path) == _tree_digests(newest) else None
 
 
+REQUIRED_BLESSINGS = (standard_component_specs.MODEL_BLESSING_KEY,
+                      standard_component_specs.INFRA_BLESSING_KEY)
+
+
 class Executor(pusher_executor.Executor):
-    """TFX's Pusher, minus the duplicate copy of an already-pushed model."""
+    """TFX's Pusher, requiring both blessings, minus the duplicate copy of an already-pushed
+    model."""
+
+    def CheckBlessing(self, input_dict: Dict[str, List[types.Artifact]]) -> bool:
+        missing = [key for key in REQUIRED_BLESSINGS if not input_dict.get(key)]
+        if missing:
+            logging.warning("Pusher: not pushing: no %s input", " and no ".join(missing))
+            return False
+        return super().CheckBlessing(input_dict)
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],

@@ -162,6 +162,51 @@ def schema_diff(workdir: str, experiment: str, write_inferred: str) -> None:
         console.print(f"inferred schema written to {write_inferred}")
 
 
+def _newest_numbered(folder: str) -> str:
+    numbered = [n for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+    if not numbered:
+        _fail(f"nothing under {folder}: run the pipeline first, or name the path", 2)
+    return os.path.join(folder, max(numbered, key=int))
+
+
+@main.command("export-lite")
+@click.option("--workdir", type=click.Path(file_okay=False), default="runs/demo",
+              show_default=True, help="A run's workdir: where the defaults below are found.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, exists=True),
+              default=None, help="SavedModel directory [default: the newest pushed version "
+              "under WORKDIR/serving_model/hyperrec].")
+@click.option("--train-split", type=click.Path(file_okay=False, exists=True), default=None,
+              help="ExampleGen train split folder, the int8 representative data [default: "
+              "the newest WORKDIR/pipeline/FileBasedExampleGen/examples/N/Split-train].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder [default: WORKDIR/lite].")
+@click.option("--representative-rows", type=int, default=200, show_default=True)
+def export_lite(workdir: str, model_dir: str, train_split: str, out_dir: str,
+                representative_rows: int) -> None:
+    """Writes the TFLite recommender (float32, dynamic-range and int8) and its metadata."""
+    from hyperrec.pipeline.runners import local as local_runner
+    from hyperrec.serving import lite
+    paths = local_runner.RunPaths(workdir)
+    model_dir = model_dir or _newest_numbered(paths.serving_dir)
+    train_split = train_split or os.path.join(_newest_numbered(os.path.join(
+        paths.pipeline_root, "FileBasedExampleGen", "examples")), "Split-train")
+    out_dir = out_dir or os.path.join(workdir, "lite")
+    try:
+        metadata = lite.export(model_dir, out_dir, train_split, representative_rows)
+    except (lite.LiteExportError, FileNotFoundError) as err:
+        _fail(str(err))
+    console.print(f"model: {model_dir} ({metadata['saved_model_bytes']:,} bytes as a "
+                  "SavedModel)", soft_wrap=True)
+    for form, entry in metadata["forms"].items():
+        console.print(f"  {form:>13}: {entry['bytes']:>10,} bytes  -> "
+                      f"{os.path.join(out_dir, entry['file'])}", soft_wrap=True)
+    console.print("ops of the whole recommend signature builtin TFLite lacks (run on the "
+                  f"host instead): {', '.join(metadata['unsupported_ops_whole_recommend']) or 'none'}",
+                  soft_wrap=True)
+    console.print(f"metadata: {os.path.join(out_dir, lite.METADATA_FILE)}")
+    _exit_now(0)
+
+
 def _register_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from hyperrec.data.importers.cli import import_data

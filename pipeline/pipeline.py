@@ -6,8 +6,11 @@ ExampleValidator -> AnomaliesGate (a bad span ends the run) -> DistributionValid
 Transform -> [Tuner, when
 ModelConfig.tune: its best hyperparameters go to the Trainer] -> Trainer -> Evaluator (gated against the latest blessed
 model) -> RankingEvaluator (full-catalogue top-k against baselines and the latest blessed
-model; emits the blessing of both gates) -> Pusher (a new integer version under the serving
-base path, doubly blessed models only).
+model; emits the blessing of both gates) -> InfraValidator (the candidate served by a fresh
+`python -m hyperrec.serving` process: warmup, every signature over REST and gRPC against
+in-process calls, load time, latency, peak RSS under a memory limit) -> Pusher (a new
+integer version under the serving base path; only a model with the evaluators' blessing AND
+the InfraBlessing).
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from hyperrec.components import pusher as pusher_executor
 from hyperrec.components.validation_gate import AnomaliesGate
 from hyperrec.components.monitoring import span_drift
 from hyperrec.components.evaluation import component as ranking_evaluator_lib
+from hyperrec.components.infra_validation import component as infra_validation
 from hyperrec.components.config import HyperrecConfig, project_root
 from hyperrec.pipeline.fingerprint import code_fingerprint
 from ml_metadata.proto import metadata_store_pb2
@@ -40,6 +44,7 @@ PREPROCESSING_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
 TUNER_FN = f"{TUNER_MODULE}.tuner_fn"
 RANKING_EVALUATOR_ID = "RankingEvaluator"
+INFRA_VALIDATOR_ID = "InfraValidator"
 
 
 def example_gen_component(config: HyperrecConfig, data_root: str) -> FileBasedExampleGen:
@@ -225,17 +230,25 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
             dataclasses.asdict(config.eval), config.data.history_length,
             code_fingerprint(ranking_evaluator_lib.__name__), data_root),
     ).with_id(RANKING_EVALUATOR_ID)
+    infra_validator = infra_validation.InfraValidator(
+        model=trainer.outputs["model"],
+        model_blessing=ranking_evaluator.outputs[ranking_evaluator_lib.BLESSING],
+        config=infra_validation.executor_config(
+            code_fingerprint(infra_validation.__name__), model_name=MODEL_NAME),
+    ).with_id(INFRA_VALIDATOR_ID)
     pusher = tfx.components.Pusher(
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor),
         model=trainer.outputs["model"],
         model_blessing=ranking_evaluator.outputs[ranking_evaluator_lib.BLESSING],
+        infra_blessing=infra_validator.outputs[infra_validation.BLESSING],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
     )
     components = [previous_statistics, example_gen, statistics_gen, schema_gen,
                   example_validator, anomalies_gate, distribution_validator, span_drift_gate,
                   transform,
-                  trainer, model_resolver, evaluator, ranking_evaluator, pusher]
+                  trainer, model_resolver, evaluator, ranking_evaluator, infra_validator,
+                  pusher]
     if tuner:
         components.insert(components.index(trainer), tuner)
     return tfx.dsl.Pipeline(

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.e2e
 
 EXPECTED_NODES = {"FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
                   "AnomaliesGate",
-                  "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+                  "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator",
+                  "InfraValidator", "Pusher"}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,28 @@ def test_model_is_blessed_and_a_numbered_version_is_pushed(tiny_run):
     versions = [d for d in os.listdir(paths.serving_dir) if d.isdigit()]
     assert len(versions) == 1
     assert os.path.exists(os.path.join(paths.serving_dir, versions[0], "saved_model.pb"))
+
+
+def test_infra_validator_served_the_candidate_and_blessed_it_with_its_numbers(tiny_run):
+    """The candidate was loaded by a fresh server process, answered every signature over
+    REST and gRPC like the in-process SavedModel, and the Pusher consumed that blessing."""
+    paths, store, text = tiny_run
+    infra = _artifacts(store, "InfraBlessing")
+    assert infra, "no InfraBlessing"
+    properties = infra[-1].custom_properties
+    assert properties["blessed"].int_value == 1, properties["reason"].string_value
+    for number in ("load_seconds", "first_request_ms", "rest_p50_ms", "rest_p99_ms",
+                   "grpc_p50_ms", "grpc_p99_ms", "peak_rss_mb", "memory_limit_mb"):
+        assert properties[number].double_value > 0, number
+    with open(os.path.join(infra[-1].uri, "infra_validation.json")) as handle:
+        report = json.load(handle)
+    assert {"serving_default", "recommend", "embed_items"} <= set(report["signatures"])
+    assert report["warmup_requests"] > 0
+    assert "REST and gRPC answers equal the in-process SavedModel's" in report["checks"]
+    assert re.search(r"InfraValidator: INFRA BLESSED: served by a fresh server", text)
+    from hyperrec.pipeline import lineage
+    traced = lineage.trace(store)
+    assert traced.step("InfraValidator").outputs["blessing"][0].properties["blessed"] == 1
 
 
 def test_pushed_model_scores_and_recommends_in_a_fresh_process(tiny_run):

@@ -107,6 +107,8 @@ class _Store:
         for key, value in properties.items():
             if isinstance(value, int):
                 artifact.custom_properties[key].int_value = value
+            elif isinstance(value, float):
+                artifact.custom_properties[key].double_value = value
             else:
                 artifact.custom_properties[key].string_value = value
         execution = metadata_store_pb2.Execution(
@@ -249,6 +251,19 @@ def test_a_candidate_that_loses_to_most_popular_shows_not_blessed_and_why(tmp_pa
     assert "<td>NOT BLESSED</td><td>recall@10 0.0000 &lt;= most_popular 1.0000</td>" in document
 
 
+def test_the_infra_validation_row_shows_its_numbers_and_a_refusal_overrides_the_blessing(
+        tmp_path):
+    store = _ranked_run(tmp_path)
+    store.output("InfraValidator", report.INFRA_BLESSING, {"INFRA_NOT_BLESSED": ""}, blessed=0,
+                 reason="memory: peak RSS 900 MiB exceeded the limit of 800 MiB (server killed)",
+                 load_seconds=3.25, peak_rss_mb=900.0, memory_limit_mb=800.0)
+    document = report.build(store.store)
+    assert "<p class='verdict refused'>Not blessed</p>" in document
+    assert ("<td>NOT BLESSED</td><td>memory: peak RSS 900 MiB exceeded the limit of 800 MiB "
+            "(server killed)</td>") in document
+    assert "load 3.25 s, peak RSS 900 MiB, limit 800 MiB" in document
+
+
 def test_an_empty_store_renders_every_section_as_not_run(tmp_path):
     document = report.build(_Store(tmp_path).store)
     assert report.sections_not_run(document) == [
@@ -257,7 +272,7 @@ def test_an_empty_store_renders_every_section_as_not_run(tmp_path):
         "Anomalies (TFDV, ExampleValidator against the curated schema)",
         "Training curves (Trainer)", "Lineage"]
     assert "<p class='verdict unknown'>No gate ran</p>" in document
-    assert document.count("<td>NOT RUN</td>") == 2
+    assert document.count("<td>NOT RUN</td>") == 3  # ranking, TFMA and infra validation
     assert "<img " not in document
 
 

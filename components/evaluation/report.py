@@ -43,6 +43,7 @@ STATISTICS = "ExampleStatistics"
 ANOMALIES = "ExampleAnomalies"
 RANKING = component.RankingEvaluation.TYPE_NAME
 BLESSING = "ModelBlessing"
+INFRA_BLESSING = "InfraBlessing"
 MODEL_RUN = "ModelRun"
 RANKING_COLUMNS = ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr", "coverage@10",
                    "popularity@10")
@@ -445,6 +446,10 @@ def _gate_section(runs: RunArtifacts) -> str:
         final = tfma_blessed if final is None else final
     else:
         rows.append(("TFMA Evaluator", "NOT RUN", "no Evaluator blessing in this run"))
+    infra = runs.newest(INFRA_BLESSING)
+    rows.extend(_infra_rows(infra))
+    if infra is not None and final and _prop(infra, "blessed") != 1:
+        final = False  # the Pusher needs both blessings
     pushed = runs.newest("PushedModel")
     if pushed is not None:
         rows.append(("Pusher", "PUSHED" if _prop(pushed, "pushed") == 1 else "NOT PUSHED",
@@ -455,6 +460,25 @@ def _gate_section(runs: RunArtifacts) -> str:
         verdict = (verdict[0], verdict[1] + " (by TFMA alone: the ranking gate did not run)")
     return (f"<section><h2>Push decision</h2><p class='verdict {verdict[0]}'>{verdict[1]}</p>"
             + _table(["gate", "decision", "reason / where"], rows, "gate") + "</section>")
+
+
+def _infra_rows(artifact: Optional[metadata_store_pb2.Artifact]) -> List[Sequence[str]]:
+    """The InfraValidator's row (components/infra_validation) and one of its numbers."""
+    if artifact is None:
+        return [("Infra validation (InfraValidator)", "NOT RUN",
+                 "no InfraBlessing in this run")]
+    rows = [("Infra validation (InfraValidator: a fresh server, REST + gRPC)",
+             "BLESSED" if _prop(artifact, "blessed") == 1 else "NOT BLESSED",
+             _prop(artifact, "reason") or artifact.uri)]
+    labels = (("load_seconds", "load {:.2f} s"), ("first_request_ms", "first request {:.1f} ms"),
+              ("rest_p50_ms", "REST p50 {:.1f} ms"), ("rest_p99_ms", "p99 {:.1f} ms"),
+              ("grpc_p50_ms", "gRPC p50 {:.1f} ms"), ("grpc_p99_ms", "p99 {:.1f} ms"),
+              ("peak_rss_mb", "peak RSS {:.0f} MiB"), ("memory_limit_mb", "limit {:.0f} MiB"))
+    numbers = [label.format(_prop(artifact, name)) for name, label in labels
+               if _prop(artifact, name) is not None]
+    if numbers:
+        rows.append(("Infra validation numbers", "", ", ".join(numbers)))
+    return rows
 
 
 def _training_section(artifact: Optional[metadata_store_pb2.Artifact]) -> str:
