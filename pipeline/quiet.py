@@ -24,8 +24,26 @@ def native_logs() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
 
+# absl WARNINGs that library code logs on every run and a user can do nothing about; other
+# absl lines (ours among them) stay.
+_LIBRARY_NOTICES = (
+    "Tables initialized inside a tf.function",  # tf.Transform's apply_vocabulary, per table
+)
+
+
+class _DropLibraryNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(notice in str(record.msg) for notice in _LIBRARY_NOTICES)
+
+
 def python_logs() -> None:
-    """Raises TensorFlow's and Beam's job-service Python loggers to ERROR."""
+    """Raises TensorFlow's and Beam's job-service Python loggers to ERROR, and drops the
+    library notices above from absl's."""
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(
         logging.ERROR)
+    # "Couldn't find python-snappy": Beam's pure-Python CRC is what the pinned stack uses.
+    logging.getLogger("apache_beam.io.tfrecordio").setLevel(logging.ERROR)
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropLibraryNotices) for f in absl_logger.filters):
+        absl_logger.addFilter(_DropLibraryNotices())
