@@ -2,12 +2,18 @@
 
 RecTools (MTS AI, Apache-2.0) provides them: `PopularModel` (by distinct users, all time or
 the last `recent_days`), `ImplicitItemKNNWrapperModel` around implicit's
-`CosineRecommender` (cosine item-item, top-K neighbours) and `EASEModel` (Steck 2019).
+`CosineRecommender` (cosine item-item, top-K neighbours, a sparse similarity matrix) and
+EASE (Steck 2019) as `ease.ScalableEASEModel`: RecTools' `EASEModel` with a solve that fits
+in memory (the dual, or an in-place Cholesky inverse, float32 past 8,192 on a side; top-N
+items past 20,000) and scoring in user batches with top-k per batch (see ease.py;
+`ease_solver="rectools"` is RecTools' dense float64 inverse, the reference the tests and
+bench/bench_ranking_eval.py compare with).
 Hyper-parameters that matter (EASE's lambda, ItemKNN's K) are chosen on a validation slice
 carved from the END of the train period (the last `validation_days` before the cutoff,
 fitted on what came before), never on the eval period. A choice at the edge of its grid
 means the grid was too narrow: the grid is then extended in that direction (x `edge_step`)
-until the best value is inside it, a few times at most.
+until the best value is inside it, a few times at most. `validation_users` caps the
+validation users that score each value (a seeded sample: protocol.sample_users).
 """
 from __future__ import annotations
 
@@ -20,13 +26,14 @@ import numpy as np
 import pandas as pd
 
 from hyperrec.schemas import features
-from hyperrec.components.evaluation import metrics, protocol
+from hyperrec.components.evaluation import ease, metrics, protocol
 
 MOST_POPULAR = "most_popular"
 RECENT_POPULAR = "recent_popular"
 ITEM_KNN = "itemknn"
 EASE = "ease"
 BASELINES = (MOST_POPULAR, RECENT_POPULAR, ITEM_KNN, EASE)
+EASE_SOLVERS = ("scalable", "rectools")
 
 
 @dataclasses.dataclass
@@ -37,6 +44,10 @@ class BaselineConfig:
     knn_neighbours: Tuple[int, ...] = (5, 10, 20, 50, 100, 200)
     selection_metric: str = "recall@10"
     max_grid_extensions: int = 4
+    ease_solver: str = "scalable"  # or "rectools": RecTools' dense inverse (the reference)
+    ease_max_dense: int = ease.MAX_DENSE  # past it on both sides: EASE on the top-N items
+    validation_users: Optional[int] = None  # None: every validation user scores the grid
+    sample_seed: int = 0
 
 
 def interactions_frame(events: protocol.Events) -> pd.DataFrame:
@@ -65,7 +76,12 @@ def make_model(name: str, value: Optional[float] = None, config: BaselineConfig 
         from implicit.nearest_neighbours import CosineRecommender
         return ImplicitItemKNNWrapperModel(CosineRecommender(K=int(value), num_threads=1))
     if name == EASE:
-        return EASEModel(regularization=float(value), recommend_n_threads=1)
+        if config.ease_solver == "rectools":
+            return EASEModel(regularization=float(value), recommend_n_threads=1)
+        if config.ease_solver == "scalable":
+            return ease.ScalableEASEModel(float(value), max_dense=config.ease_max_dense)
+        raise ValueError(f"unknown ease_solver {config.ease_solver!r}; choose from "
+                         f"{EASE_SOLVERS}")
     raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
 
 
@@ -158,12 +174,18 @@ def rank_baselines(task: protocol.Task, depth: int, config: BaselineConfig = Bas
         value = None
         if name in tuned:
             if validation is None:
-                validation = validation_task(task, config.validation_days)
+                validation = protocol.sample_users(
+                    validation_task(task, config.validation_days), config.validation_users,
+                    config.sample_seed)
             grid, step, integer = tuned[name]
             chosen[name] = select(name, grid, validation, config, step, integer)
+            if name == EASE:
+                chosen[name]["solver"] = config.ease_solver
             value = chosen[name]["value"]
-        rankings[name] = rank(make_model(name, value, config), frame, task.users,
-                              exclusions, index, depth)
+        model = make_model(name, value, config)
+        rankings[name] = rank(model, frame, task.users, exclusions, index, depth)
+        if getattr(model, "restricted_to", None):  # EASE's top-N item rule applied
+            chosen[name]["restricted_to"] = model.restricted_to
     return rankings, chosen
 
 

@@ -21,6 +21,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 from scipy import sparse
 
+from hyperrec.components.evaluation import protocol
+
 DEFAULT_KS = (10, 50)
 
 
@@ -33,8 +35,7 @@ def metric_names(ks: Sequence[int]) -> List[str]:
 
 def _hits(ranked: np.ndarray, targets: Sequence[np.ndarray]) -> np.ndarray:
     """bool [users, depth]: is the item at each rank one of the user's targets."""
-    return np.array([np.isin(row, t) & (row >= 0) for row, t in zip(ranked, targets)],
-                    bool).reshape(ranked.shape)
+    return protocol.row_isin(ranked, targets)
 
 
 def per_user(ranked: np.ndarray, targets: Sequence[np.ndarray], popularity: np.ndarray,
@@ -83,6 +84,19 @@ def resample_counts(n_users: int, n_resamples: int, seed: int) -> np.ndarray:
     return counts
 
 
+def _coverage_replicates(counts: np.ndarray, membership: sparse.csr_matrix, n_items: int,
+                         chunk: int = 64) -> np.ndarray:
+    """coverage per resample: an item is covered in a resample when any drawn user has it
+    in their top-k. `chunk` resamples at a time: the [resamples, items] product of all of
+    them at once holds up to resamples x covered items entries (GBs at 10^5 items)."""
+    out = np.empty(len(counts))
+    for start in range(0, len(counts), chunk):
+        drawn = sparse.csr_matrix(counts[start:start + chunk] > 0, dtype=np.float32)
+        covered = drawn @ membership
+        out[start:start + chunk] = np.asarray((covered > 0).sum(1)).ravel() / n_items
+    return out
+
+
 def evaluate_slice(rankings: Mapping[str, np.ndarray], targets: Sequence[np.ndarray],
                    popularity: np.ndarray, ks: Sequence[int], counts: np.ndarray
                    ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, Dict[str, np.ndarray]]]:
@@ -101,11 +115,8 @@ def evaluate_slice(rankings: Mapping[str, np.ndarray], targets: Sequence[np.ndar
         replicates[method] = {name: (counts @ v) / totals for name, v in values.items()}
         for k in ks:
             points[method][f"coverage@{k}"] = coverage(ranked, k, n_items)
-            # An item is covered in a resample when any drawn user has it in their top-k.
-            covered = sparse.csr_matrix(counts > 0, dtype=np.float32) @ _membership(
-                ranked, k, n_items)
-            replicates[method][f"coverage@{k}"] = (
-                np.asarray((covered > 0).sum(1)).ravel() / n_items)
+            replicates[method][f"coverage@{k}"] = _coverage_replicates(
+                counts, _membership(ranked, k, n_items), n_items)
     return points, replicates
 
 

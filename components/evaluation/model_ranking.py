@@ -32,9 +32,19 @@ def _padded(rows: List[List[str]], width: Optional[int] = None) -> np.ndarray:
     return np.array([(list(r) + [""] * width)[:width] for r in rows], dtype=object)
 
 
+# A batch's [batch, catalogue] float32 scores inside `recommend` stay under this many entries
+# (64 MB): 256 users at 20k items, 16 at 10^6.
+MAX_BATCH_SCORES = 1 << 24
+
+
+def batch_size_for(n_items: int, most: int = 256) -> int:
+    """Users per `recommend` call: `most`, fewer for a large catalogue (MAX_BATCH_SCORES)."""
+    return max(1, min(most, MAX_BATCH_SCORES // max(1, n_items)))
+
+
 def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
               task: protocol.Task, depth: int, *, history_width: Optional[int] = None,
-              k_covers_exclusions: bool = False, batch_size: int = 256,
+              k_covers_exclusions: bool = False, batch_size: Optional[int] = None,
               query_time: str = "cutoff") -> np.ndarray:
     """[users, depth] catalogue indices (-1 where it ran out) from `recommend`, called with
     one request dict per batch: the serving query at `query_time` (protocol.QUERY_TIMES;
@@ -42,9 +52,11 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
     `history_width` pads/cuts the history (None: the batch's longest); with
     `k_covers_exclusions` k is raised by the most exclusions in the batch, so `depth` items
     are left after the exclusions are filtered here (for a `recommend` that may not drop
-    them itself)."""
+    them itself). `batch_size` users per call (None: batch_size_for the catalogue)."""
     import tensorflow as tf
 
+    if batch_size is None:
+        batch_size = batch_size_for(len(task.catalogue.item_ids))
     index = task.catalogue.index()
     ids = task.catalogue.item_ids
     timestamps = task.query_timestamps(query_time)
@@ -68,7 +80,8 @@ def rank_task(recommend: Callable[[Dict[str, object]], Dict[str, object]],
 
 
 def rank_with_model(model_dir: str, task: protocol.Task, depth: int, history_length: int,
-                    batch_size: int = 256, query_time: str = "cutoff") -> np.ndarray:
+                    batch_size: Optional[int] = None, query_time: str = "cutoff"
+                    ) -> np.ndarray:
     """[users, depth] catalogue indices ranked by the model (-1 where it ran out)."""
     import tensorflow as tf
 

@@ -120,6 +120,21 @@ class Task:
             out.append(np.union1d(history, unavailable[timestamp]).astype(np.int64))
         return out
 
+    def subset_users(self, rows: Sequence[int]) -> "Task":
+        """The same task for the users at `rows` (in that order): per-user fields are cut,
+        the catalogue, train split, popularity and n_unavailable_targets (a count over the
+        whole task) are shared. A sample or a shard of users ranks and scores exactly as
+        those users do in the whole task."""
+        rows = [int(r) for r in rows]
+        pick = np.asarray(rows, np.int64)
+        return dataclasses.replace(
+            self, users=[self.users[r] for r in rows],
+            excluded=[self.excluded[r] for r in rows],
+            history=[self.history[r] for r in rows], devices=[self.devices[r] for r in rows],
+            targets=[self.targets[r] for r in rows], new_user=self.new_user[pick],
+            first_eval_times=(None if self.first_eval_times is None
+                              else self.first_eval_times[pick]))
+
     def slice_targets(self, name: str) -> List[np.ndarray]:
         """Per user, that slice's targets (empty: the user is not in the slice)."""
         if name in ("overall", "returning_users", "new_users"):
@@ -213,7 +228,10 @@ def build_task(train: Events, eval_events: Events, catalogue: Catalogue, *,
                 unavailable_targets.add((user, item))
             else:
                 eval_targets.setdefault(user, set()).add(item)
-    engaged_in_train = np.isin(catalogue.item_ids, list(set(train.items[positive].tolist())))
+    # A set lookup per item: np.isin on object (string) arrays compares every pair.
+    engaged = set(train.items[positive].tolist())
+    engaged_in_train = np.fromiter((item in engaged for item in catalogue.item_ids.tolist()),
+                                   bool, len(catalogue.item_ids))
     available = np.ones(len(catalogue.item_ids), bool)
     available[catalogue.unavailable_at(cutoff)] = False
     catalogue = dataclasses.replace(catalogue, cold=available & ~engaged_in_train)
@@ -261,20 +279,73 @@ def load_task(examples_uri: str, *, history_length: int, new_user_days: float) -
                       new_user_days=new_user_days)
 
 
+def sample_rows(n_users: int, n: Optional[int], seed: int = 0) -> Optional[np.ndarray]:
+    """Sorted rows of `n` of `n_users` users, drawn uniformly without replacement (seeded);
+    None (every user) when there are no more than `n` or `n` is None."""
+    if n is None or n_users <= n:
+        return None
+    if n < 1:
+        raise ValueError(f"cannot sample {n} users")
+    return np.sort(np.random.default_rng(seed).choice(n_users, size=n, replace=False))
+
+
+def sample_users(task: Task, n: Optional[int], seed: int = 0) -> Task:
+    """The task for at most `n` of its users (sample_rows; kept in the task's order).
+    How a catalogue of 10^6 items is evaluated in bounded time: components/evaluation/README.md
+    ("At 10^6 items")."""
+    rows = sample_rows(len(task.users), n, seed)
+    return task if rows is None else task.subset_users(rows)
+
+
+def row_isin(ranked: np.ndarray, sets: Sequence[np.ndarray]) -> np.ndarray:
+    """bool [rows, depth]: is ranked[r, j] (>= 0) in sets[r]? One binary search of (row,
+    item) keys instead of one np.isin per row."""
+    ranked = np.asarray(ranked, np.int64)
+    sets = [np.asarray(s, np.int64) for s in sets]
+    if ranked.size == 0 or not any(len(s) for s in sets):
+        return np.zeros(ranked.shape, bool)
+    span = max([int(ranked.max())] + [int(s.max()) for s in sets if len(s)]) + 1
+    keys = np.concatenate([s[s >= 0] + row * span for row, s in enumerate(sets)])
+    if keys.size == 0:
+        return np.zeros(ranked.shape, bool)
+    if np.any(keys[1:] < keys[:-1]):  # sorted already when each set is (exclusions, targets)
+        keys.sort()
+    lookup = np.arange(len(ranked), dtype=np.int64)[:, np.newaxis] * span + ranked
+    # Binary search in the keys: no sort of keys + lookups together (GBs when every user
+    # excludes the 10^4 items not launched yet at 10^6 items).
+    found = np.minimum(np.searchsorted(keys, lookup), len(keys) - 1)
+    return (ranked >= 0) & (keys[found] == lookup)
+
+
 def exclude_and_truncate(ranked_ids: Sequence[Sequence[int]], excluded: Sequence[np.ndarray],
                          depth: int) -> np.ndarray:
     """Rows of catalogue indices (-1 = none) minus each user's exclusions, cut to `depth`.
 
     Every method's raw ranking passes through here with Task.exclusions (train history and
     items not yet available at the query time), so the rule cannot differ between methods
-    (a model that already excludes them loses nothing).
+    (a model that already excludes them loses nothing). Vectorised over all rows.
     """
-    out = np.full((len(ranked_ids), depth), -1, np.int64)
-    for row, (ranked, skip) in enumerate(zip(ranked_ids, excluded)):
-        ranked = np.asarray(ranked, np.int64)
-        ranked = ranked[(ranked >= 0) & ~np.isin(ranked, skip)]
-        # A ranking may repeat an item (it should not); the first occurrence counts.
-        _, first = np.unique(ranked, return_index=True)
-        ranked = ranked[np.sort(first)][:depth]
-        out[row, :len(ranked)] = ranked
+    n_rows = len(ranked_ids)
+    out = np.full((n_rows, depth), -1, np.int64)
+    if isinstance(ranked_ids, np.ndarray) and ranked_ids.ndim == 2:
+        ranked = ranked_ids.astype(np.int64)
+    else:  # ragged rows, padded with -1
+        rows = [np.asarray(r, np.int64).ravel() for r in ranked_ids]
+        ranked = np.full((n_rows, max([len(r) for r in rows] + [0])), -1, np.int64)
+        for number, row in enumerate(rows):
+            ranked[number, :len(row)] = row
+    if ranked.size == 0 or depth <= 0:
+        return out
+    rows, cols = np.nonzero((ranked >= 0) & ~row_isin(ranked, excluded))  # row-major
+    values = ranked[rows, cols]
+    if not len(values):
+        return out
+    # A ranking may repeat an item (it should not); the first occurrence counts.
+    _, first = np.unique(rows * (int(values.max()) + 1) + values, return_index=True)
+    keep = np.zeros(len(values), bool)
+    keep[first] = True
+    rows, values = rows[keep], values[keep]
+    position = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    fits = position < depth
+    out[rows[fits], position[fits]] = values[fits]
     return out

@@ -16,12 +16,22 @@ def evaluate(task: protocol.Task, model_dirs: Mapping[str, str], *, history_leng
              baseline_names: Sequence[str] = baselines.BASELINES,
              extra_rankings: Optional[Mapping[str, np.ndarray]] = None,
              n_resamples: int = 1000, seed: int = 0,
-             truth: Optional[Mapping[str, Any]] = None) -> Dict[str, object]:
+             truth: Optional[Mapping[str, Any]] = None,
+             max_users: Optional[int] = None) -> Dict[str, object]:
     """The metrics result (metrics.evaluate) plus the chosen baseline hyper-parameters, the
     seconds each method took and how personal each method's lists are (`personalisation`,
     see personalisation.summarise; taste match when `truth`, the synthetic generator's
     ground_truth.json, is given). `model_dirs` maps a method name to a SavedModel with a
-    `recommend` signature; `extra_rankings` are precomputed [users, depth] rankings."""
+    `recommend` signature; `extra_rankings` are precomputed [users, depth] rankings of the
+    task's users. `max_users` evaluates a seeded sample of at most that many users
+    (protocol.sample_rows with `seed`; every method ranks the same sample; recorded as
+    `sampled_users`): how a 10^6-item catalogue is evaluated (README, "At 10^6 items")."""
+    n_users = len(task.users)
+    rows = protocol.sample_rows(n_users, max_users, seed)
+    if rows is not None:
+        task = task.subset_users(rows)
+        extra_rankings = {name: np.asarray(ranked)[rows]
+                          for name, ranked in (extra_rankings or {}).items()}
     depth = max(max(ks), mrr_depth)
     rankings: Dict[str, np.ndarray] = {}
     seconds: Dict[str, float] = {}
@@ -45,4 +55,6 @@ def evaluate(task: protocol.Task, model_dirs: Mapping[str, str], *, history_leng
                   personalisation=personalisation.summarise(rankings, task, truth))
     # Eval positives on items first seen after the cutoff: no method could rank them.
     result["n_unavailable_targets"] = task.n_unavailable_targets
+    if len(task.users) < n_users:
+        result["sampled_users"] = {"n": len(task.users), "of": n_users, "seed": seed}
     return result
