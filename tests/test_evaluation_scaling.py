@@ -203,3 +203,14 @@ def test_validation_users_cap_the_users_that_score_the_grid():
     config = baselines.BaselineConfig(ease_lambdas=(10.0, 100.0, 1000.0), validation_users=20)
     _, chosen = baselines.rank_baselines(task, 10, config, (baselines.EASE,))
     assert chosen["ease"]["validation_users"] == 20
+
+
+def test_the_evaluator_reads_the_sampling_fields_from_its_config():
+    from hyperrec.components import config as config_lib
+    from hyperrec.components.evaluation import component
+
+    _, every_user = component.settings(config_lib.EvalConfig())
+    assert every_user.validation_users is None
+    _, sampled = component.settings(config_lib.EvalConfig(ranking_validation_users=500,
+                                                          bootstrap_seed=3))
+    assert (sampled.validation_users, sampled.sample_seed) == (500, 3)

@@ -99,7 +99,9 @@ def settings(eval_config: config_lib.EvalConfig
         validation_days=float(eval_config.ranking_validation_days),
         ease_lambdas=tuple(float(v) for v in eval_config.ease_lambdas),
         knn_neighbours=tuple(int(v) for v in eval_config.knn_neighbours),
-        selection_metric=ranking_gate.metric)
+        selection_metric=ranking_gate.metric,
+        validation_users=int(eval_config.ranking_validation_users) or None,
+        sample_seed=int(eval_config.bootstrap_seed))
     return ranking_gate, baseline_config
 
 
@@ -128,7 +130,8 @@ class Executor(base_executor.BaseExecutor):
             ks=tuple(eval_config.ranking_ks), baseline_config=baseline_config,
             n_resamples=int(eval_config.bootstrap_resamples),
             seed=int(eval_config.bootstrap_seed),
-            truth=read_ground_truth(config.get("data_root", "")))
+            truth=read_ground_truth(config.get("data_root", "")),
+            max_users=int(eval_config.max_eval_users) or None)
         tfma = input_dict.get(TFMA_BLESSING) or []
         tfma_blessed = (model_utils.is_model_blessed(artifact_utils.get_single_instance(tfma))
                         if tfma else None)
