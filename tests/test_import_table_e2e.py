@@ -139,7 +139,7 @@ def test_the_readme_import_writes_the_contract_and_reports_it_field_by_field(rea
         "engaged_events": 846, "engaged_per_user_median": 6.0, "eval_days": 7.0,
         "events": 6439, "items": 100, "items_with_image": 0.96, "items_with_text": 1.0,
         "log_days": 27.75, "sampled_negatives": False, "span_days": 7, "spans": 4,
-        "text_tokens": 224, "users": 113}
+        "text_tokens": 224, "users": 113, "first_seen_derived": 0.0}
     assert [span["interactions"] for span in report["spans"]] == [
         sum(1 for _ in open(data / f"span-{k}" / "interactions.csv")) - 1 for k in range(1, 5)]
     # The derived schema, field by field against the curated one.
@@ -263,6 +263,34 @@ def test_run_without_experiment_prints_stores_and_reports_the_sized_configuratio
 def _asdict(config):
     import dataclasses
     return dataclasses.asdict(config)
+
+
+def test_the_example_without_launch_dates_derives_first_seen_and_sizes_without_freshness(
+        tmp_path):
+    """The README's import without products.csv's `launched` column: first_seen comes from the
+    log before the eval cutoff, and the sized configuration has no freshness term (import
+    level only; measured with a full run in components/config.py: FRESHNESS_DERIVED_SHARE)."""
+    mapping = generic_table.TableMapping(
+        user="reviewer", item="product", timestamp="rated_at_ms", timestamp_unit="ms",
+        rating="stars", engaged_if="rating>=4", device="platform",
+        items=os.path.join(EXAMPLE, "products.csv"), item_id="sku", title="name",
+        description="blurb", category="department", price="price_eur",
+        images=os.path.join(EXAMPLE, "photos"))
+    report = generic_table.import_table(os.path.join(EXAMPLE, "ratings.csv.gz"),
+                                        str(tmp_path / "data"), mapping)
+    first_seen = report["catalogue"]["first_seen"]
+    assert (first_seen["given_by_item_table"], first_seen["derived_from_events"]) == (0, 100)
+    assert first_seen["derived"]["eval_cutoff"] == "2024-01-21T23:01:06Z"
+    assert first_seen["derived"]["items_moved_to_cutoff"] == 27  # first rated in the eval week
+    assert report["profile"]["first_seen_derived"] == 1.0
+    config, why = config_lib.sized(report["profile"])
+    assert config.model.freshness_days == ()
+    assert why["model.freshness_days"].startswith(
+        "first_seen derived from the log for 100% of items")
+    with_dates, _ = config_lib.sized({**report["profile"], "first_seen_derived": 0.0})
+    assert with_dates.model.freshness_days == config_lib.HyperrecConfig().model.freshness_days
+    catalogue = pd.read_csv(tmp_path / "data" / "span-4" / "items.csv")
+    assert catalogue["first_seen"].min() == "2024-01-01T05:01:35Z"  # the log's first event
 
 
 def test_categories_outside_the_curated_schema_do_not_stop_the_run_and_a_model_is_pushed(

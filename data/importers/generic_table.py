@@ -791,7 +791,8 @@ def import_table(path: str, out_dir: str, mapping: TableMapping) -> Dict[str, An
             items=len(contract_items), first_event=first,
             price_range=(float(prices.min()), float(prices.max())))
         profile = data_profile(written, events, contract_items, log_days, span_days,
-                               timeline.n_spans, eval_days, per_positive > 0)
+                               timeline.n_spans, eval_days, per_positive > 0,
+                               catalogue["first_seen"]["derived_from_events"])
         report = {
             "importer": "table",
             "source": source,
@@ -839,8 +840,10 @@ def import_table(path: str, out_dir: str, mapping: TableMapping) -> Dict[str, An
 
 def data_profile(written: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame,
                  log_days: float, span_days: int, spans: int, eval_days: float,
-                 sampled_negatives: bool) -> Dict[str, Any]:
-    """What `hyperrec run` sizes its configuration from (components/config.py: sized)."""
+                 sampled_negatives: bool, first_seen_derived: int) -> Dict[str, Any]:
+    """What `hyperrec run` sizes its configuration from (components/config.py: sized).
+    `first_seen_derived`: how many items' first_seen came from the log (settle_first_seen),
+    not from the item table."""
     engaged = events[events["event"].isin(features.POSITIVE_EVENTS)]
     text = (items["title"] + " " + items["description"]).str.strip()
     words = set()
@@ -857,4 +860,5 @@ def data_profile(written: pd.DataFrame, events: pd.DataFrame, items: pd.DataFram
         "text_tokens": len(words),
         "engaged_per_user_median": float(per_user.median()) if len(per_user) else 0.0,
         "sampled_negatives": sampled_negatives,
+        "first_seen_derived": round(first_seen_derived / max(len(items), 1), 4),
     }
