@@ -232,6 +232,19 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class InfraValidationConfig:
+    """The InfraValidator's checks (components/infra_validation): the candidate in a fresh
+    serving process before the push."""
+
+    memory_limit_mb: float = 4096.0  # peak RSS above this refuses the candidate
+    requests: int = 200  # per API (REST, gRPC), for p50 / p99
+    load_timeout_s: float = 600.0
+    request_timeout_s: float = 60.0
+    rtol: float = 1e-4  # served answers against in-process calls
+    atol: float = 1e-5
+
+
+@dataclasses.dataclass
 class CanaryConfig:
     """`hyperrec monitor --feedback`: canary against stable on the feedback span
     (components/monitoring/canary.py). A request is engaged when its user clicked, added to
@@ -280,6 +293,8 @@ class HyperrecConfig:
     transform: TransformConfig = dataclasses.field(default_factory=TransformConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    infra_validation: InfraValidationConfig = dataclasses.field(
+        default_factory=InfraValidationConfig)
     monitoring: MonitoringConfig = dataclasses.field(default_factory=MonitoringConfig)
     # Beam DirectRunner: in_memory | multi_threading | multi_processing. Ingestion (ExampleGen,
     # StatisticsGen) is where data volume lives, so it gets worker processes; the other

@@ -234,7 +234,8 @@ def create_pipeline(config: HyperrecConfig, *, data_root: str, pipeline_root: st
         model=trainer.outputs["model"],
         model_blessing=ranking_evaluator.outputs[ranking_evaluator_lib.BLESSING],
         config=infra_validation.executor_config(
-            code_fingerprint(infra_validation.__name__), model_name=MODEL_NAME),
+            code_fingerprint(infra_validation.__name__), model_name=MODEL_NAME,
+            **dataclasses.asdict(config.infra_validation)),
     ).with_id(INFRA_VALIDATOR_ID)
     pusher = tfx.components.Pusher(
         custom_executor_spec=executor_spec.ExecutorClassSpec(pusher_executor.Executor),

@@ -238,3 +238,19 @@ def test_shape_and_value_checks_name_what_differs():
                                                 "ids": np.array([b"a", b"c"], object)}, 1e-4, 1e-5)
     assert "differ by up to" in probe.difference(
         expected, {"scores": np.array([1.0, 2.5]), "ids": expected["ids"]}, 1e-4, 1e-5)
+
+
+def test_the_limits_come_from_the_run_config():
+    import dataclasses
+    import json as json_lib
+
+    from hyperrec.components import config as config_lib
+    from hyperrec.components.infra_validation import component as infra_component
+    from hyperrec.components.infra_validation import probe as infra_probe
+
+    config = config_lib.load("tiny", ["infra_validation.memory_limit_mb=123",
+                                      "infra_validation.requests=7"])
+    property_ = infra_component.executor_config(
+        "digest", model_name="m", **dataclasses.asdict(config.infra_validation))
+    settings = infra_probe.Settings.from_dict(json_lib.loads(property_))
+    assert (settings.memory_limit_mb, settings.requests, settings.model_name) == (123, 7, "m")

@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hyperrec.components import config as config_lib
 from hyperrec.schemas import features
 
 SERVER_MODULE = "hyperrec.serving"
@@ -60,14 +61,10 @@ class Refusal(Exception):
 
 
 @dataclasses.dataclass
-class Settings:
+class Settings(config_lib.InfraValidationConfig):
+    """The run's InfraValidationConfig and the name the server serves the candidate as."""
+
     model_name: str = "hyperrec"
-    memory_limit_mb: float = 4096.0
-    requests: int = 200  # per API, for p50/p99
-    load_timeout_s: float = 600.0
-    request_timeout_s: float = 60.0
-    rtol: float = 1e-4
-    atol: float = 1e-5
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "Settings":
