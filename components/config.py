@@ -322,6 +322,9 @@ def _tiny() -> HyperrecConfig:
         # its tests need a pushed model, so its gate reports the baselines without requiring
         # them (the reason says so; tests that need the gate set must_beat explicitly).
         eval=EvalConfig(min_auc=0.55, must_beat=(), smoke_configuration="tiny"),
+        # Every test pipeline run validates its candidate in a server: 20 requests per API
+        # still give p50/p99 and the agreement checks.
+        infra_validation=InfraValidationConfig(requests=20),
         # Worker start-up costs more than it saves on a few thousand rows.
         ingest_running_mode="in_memory",
     )

@@ -55,7 +55,7 @@ SLOWEST_MODULES = (
     "test_online_retail_pipeline.py", "test_orchestrators_airflow.py",
     "test_evaluation_pipeline.py", "test_training_habits.py", "test_pretrained_encoders.py",
     "test_tuner.py", "test_model.py", "test_reproducibility.py", "test_monitoring_span_drift.py",
-    "test_catalogue_refresh.py",
+    "test_catalogue_refresh.py", "test_export_lite.py", "test_infra_validation.py",
 )
 
 
