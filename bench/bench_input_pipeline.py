@@ -120,6 +120,28 @@ def run_outputs(store: metadata_store.MetadataStore) -> Tuple[Dict[str, Any], Li
     return outputs, cached
 
 
+def trainer_inputs(config: config_lib.HyperrecConfig, scale: str, workdir: str
+                   ) -> Tuple[tft.TFTransformOutput, Any, List[str], Any]:
+    """Sample data of `scale` through the real ExampleGen and Transform in `workdir`, and
+    what run_fn builds its model and datasets from: (the transform output, the data
+    accessor, the train file patterns, the catalogue content)."""
+    data_root = os.path.join(workdir, "data")
+    datagen.generate(scale, 42, data_root)
+    examples, transform_graph = run_ingest_and_transform(config, data_root, workdir)
+    tft_output = tft.TFTransformOutput(transform_graph)
+    data_accessor = tfx.components.DataAccessor(
+        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
+        record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact(
+            [examples], []),
+        data_view_decode_fn=None)
+    train_files = [os.path.join(examples.uri, f"Split-{features.TRAIN_SPLIT}", "*")]
+    content = trainer.catalog_content(
+        trainer.build_catalog_batches(trainer.catalog_file_patterns(train_files),
+                                      data_accessor, tft_output),
+        tft_output, config.transform, config.data)
+    return tft_output, data_accessor, train_files, content
+
+
 class EpochTimer(tf.keras.callbacks.Callback):
     """Wall time of each epoch."""
 
@@ -157,20 +179,7 @@ def main(scale: str, experiment: str, steps: int, epochs: int) -> None:
     console = Console(width=120)
     config = config_lib.load(experiment)
     with tempfile.TemporaryDirectory() as tmp:
-        data_root = os.path.join(tmp, "data")
-        datagen.generate(scale, 42, data_root)
-        examples, transform_graph = run_ingest_and_transform(config, data_root, tmp)
-        tft_output = tft.TFTransformOutput(transform_graph)
-        data_accessor = tfx.components.DataAccessor(
-            tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
-            record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact(
-                [examples], []),
-            data_view_decode_fn=None)
-        train_files = [os.path.join(examples.uri, f"Split-{features.TRAIN_SPLIT}", "*")]
-        content = trainer.catalog_content(
-            trainer.build_catalog_batches(trainer.catalog_file_patterns(train_files),
-                                          data_accessor, tft_output),
-            tft_output, config.transform, config.data)
+        tft_output, data_accessor, train_files, content = trainer_inputs(config, scale, tmp)
 
         def real_dataset() -> tf.data.Dataset:
             return trainer.build_dataset(train_files, data_accessor, tft_output,

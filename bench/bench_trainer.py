@@ -18,7 +18,6 @@ The largest share of the step is printed as the biggest loss.
     .venv/bin/python bench/bench_trainer.py                      # tiny data and model
     .venv/bin/python bench/bench_trainer.py --scale default --experiment default --steps 40
 """
-import dataclasses
 import json
 import os
 import sys
@@ -36,17 +35,13 @@ quiet.native_logs()
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.components.util import tfxio_utils  # noqa: E402
 
-from bench_input_pipeline import run_ingest_and_transform  # noqa: E402
+from bench_input_pipeline import trainer_inputs  # noqa: E402
 from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.components import trainer  # noqa: E402
 from hyperrec.components.model.image_encoder import decode_png_batch  # noqa: E402
-from hyperrec.data import synthetic as datagen  # noqa: E402
 from hyperrec.schemas import features  # noqa: E402
 
 quiet.python_logs()
@@ -107,20 +102,7 @@ def main(scale: str, experiment: str, steps: int, repeats: int) -> None:
     tf.keras.utils.set_random_seed(config.model.seed)
     batch_size = config.model.batch_size
     with tempfile.TemporaryDirectory() as tmp:
-        data_root = os.path.join(tmp, "data")
-        datagen.generate(scale, 42, data_root)
-        examples, transform_graph = run_ingest_and_transform(config, data_root, tmp)
-        tft_output = tft.TFTransformOutput(transform_graph)
-        accessor = tfx.components.DataAccessor(
-            tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact([examples], []),
-            record_batch_factory=tfxio_utils.get_record_batch_factory_from_artifact(
-                [examples], []),
-            data_view_decode_fn=None)
-        train_files = [os.path.join(examples.uri, f"Split-{features.TRAIN_SPLIT}", "*")]
-        content = trainer.catalog_content(
-            trainer.build_catalog_batches(trainer.catalog_file_patterns(train_files),
-                                          accessor, tft_output),
-            tft_output, config.transform, config.data)
+        tft_output, accessor, train_files, content = trainer_inputs(config, scale, tmp)
         dataset = trainer.build_dataset(train_files, accessor, tft_output, batch_size,
                                         shuffle=True, seed=config.model.seed, num_epochs=None)
         iterator = iter(dataset)
