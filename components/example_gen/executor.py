@@ -583,13 +583,15 @@ def in_stable_order(examples: beam.PCollection, name: str, buckets: int) -> beam
     distributed runner; each bucket is still sorted, so the order stays mixed, but which file
     holds which bucket is up to the runner.
     """
-    def bucket(example: bytes) -> Tuple[int, bytes]:
-        return int.from_bytes(order_key(example)[0][:4], "big") % buckets, example
+    def bucket(example: bytes) -> Tuple[int, Tuple[bytes, bytes]]:
+        key = order_key(example)  # hashed once: it picks the bucket and sorts within it
+        return int.from_bytes(key[0][:4], "big") % buckets, key
 
     return (examples
             | f"{name}OrderBucket" >> beam.Map(bucket)
             | f"{name}GatherBucket" >> beam.GroupByKey()
-            | f"{name}SortBucket" >> beam.FlatMap(lambda kv: sorted(kv[1], key=order_key)))
+            | f"{name}SortBucket" >> beam.FlatMap(
+                lambda kv: [example for _, example in sorted(kv[1])]))
 
 
 def _span_of(span_dir: str) -> int:
