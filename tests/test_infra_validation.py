@@ -252,5 +252,5 @@ def test_the_limits_come_from_the_run_config():
                                       "infra_validation.requests=7"])
     property_ = infra_component.executor_config(
         "digest", model_name="m", **dataclasses.asdict(config.infra_validation))
-    settings = infra_probe.Settings.from_dict(json_lib.loads(property_))
+    settings = config_lib.from_dict(infra_probe.Settings, json_lib.loads(property_))
     assert (settings.memory_limit_mb, settings.requests, settings.model_name) == (123, 7, "m")

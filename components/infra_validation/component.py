@@ -31,6 +31,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils, path_utils
 
+from hyperrec.components import config as config_lib
 from hyperrec.components.infra_validation import probe
 
 MODEL = "model"
@@ -77,7 +78,7 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
-        settings = probe.Settings.from_dict(json.loads(exec_properties.get(CONFIG) or "{}"))
+        settings = config_lib.from_dict(probe.Settings, json.loads(exec_properties.get(CONFIG) or "{}"))
         model = artifact_utils.get_single_instance(input_dict[MODEL])
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING])
         evaluators = input_dict.get(MODEL_BLESSING) or []

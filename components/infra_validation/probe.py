@@ -66,11 +66,6 @@ class Settings(config_lib.InfraValidationConfig):
 
     model_name: str = "hyperrec"
 
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "Settings":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
 
 @dataclasses.dataclass
 class Report:
