@@ -45,7 +45,7 @@ print(shlex.join(args))
 endef
 export UV_FLAGS_FROM_PIP
 
-.PHONY: demo test install lock clean test-packages uv-flags
+.PHONY: demo test install lock clean test-packages uv-flags airflow-scheduler docker-tiny
 
 install: $(STAMP)
 
@@ -72,18 +72,36 @@ test:
 	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Debian packages the tests start, installed where missing (root or sudo) with one apt-get
-# update: mariadb-server for the MLMD-on-MariaDB test (tests/test_orchestrators_airflow.py
-# runs its binaries on a loopback port) and headless chromium for the run report's browser
-# test (tests/test_report.py).
+# update: mariadb-server (MLMD) and postgresql (Airflow's metadata database) for the Airflow
+# scheduler test (tests/test_airflow_scheduler.py runs their binaries on loopback ports) and
+# headless chromium for the run report's browser test (tests/test_report.py).
 test-packages:
 	@PACKAGES=""; \
 	command -v mariadbd >/dev/null 2>&1 || PACKAGES="$$PACKAGES mariadb-server mariadb-client"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || PACKAGES="$$PACKAGES postgresql"; \
 	command -v chromium >/dev/null 2>&1 || PACKAGES="$$PACKAGES chromium"; \
 	[ -z "$$PACKAGES" ] || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  echo "==> installing Debian's$$PACKAGES for the tests (about 1-3 minutes, once)"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 	    --no-install-recommends $$PACKAGES >/dev/null; }
+
+# Airflow for real, alone (it is also part of `make test`): `airflow scheduler` with
+# LocalExecutor, metadata in PostgreSQL, MLMD in MariaDB, both on loopback ports; the
+# monitor's Airflow trigger starts the tiny DAG, one task is killed midway and retried, and
+# the test reads the task states, the pushed model and its lineage.
+airflow-scheduler:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) test-packages
+	$(PYTHON) -m pytest tests/test_airflow_scheduler.py $(PYTEST_ARGS)
+
+# The pipeline image (Dockerfile) and the tiny pipeline run inside it, where a docker daemon
+# answers; elsewhere one line says that nothing was built or run.
+docker-tiny:
+	@if docker info >/dev/null 2>&1; then \
+	  set -x; docker build -t hyperrec:local . && \
+	  docker run --rm --entrypoint hyperrec hyperrec:local demo --experiment tiny; \
+	else echo "docker-tiny: no docker daemon answers here (docker info failed): the image was" \
+	  "not built and nothing ran in it"; fi
 
 # Re-resolve the lock from the top-level pins (needs the package registry).
 lock:

@@ -1,5 +1,5 @@
 """Beam runner presets: where the Beam-powered components run (ExampleGen, StatisticsGen,
-Transform, the Evaluator, ...), chosen by name (`--beam direct|dataflow|flink|spark`).
+Transform, the Evaluator, ...), chosen by name (`--beam direct|dataflow|flink|spark|portable`).
 
 A preset only produces `beam_pipeline_args`; the pipeline definition is the same for all of
 them. Two lists come out: arguments for every Beam-powered component, and the extra arguments
@@ -13,6 +13,12 @@ DirectRunner because that is where data volume lives.
             (`--job_endpoint`); the SDK harness runs in the pipeline image (DOCKER), in a
             worker pool beside the task managers (EXTERNAL, `--environment_config` is its
             address) or as a process (PROCESS).
+- portable: the same PortableRunner against Beam's own Python job service (`--job-endpoint`
+            default `embed`: in the component's process) and an EXTERNAL SDK worker pool
+            (`--environment-config host:port` of `python -m
+            apache_beam.runners.worker.worker_pool_main --service_port=PORT`): every function
+            and coder crosses a process boundary, as on Flink or Spark, with no cluster. The
+            tests' stand-in for those runners (pipeline/runners/README.md).
 
 Every missing or malformed setting is a `BeamSettingsError` naming the flag, raised before
 anything is compiled or run.
@@ -25,9 +31,10 @@ from typing import List, Tuple
 
 from hyperrec.components.config import HyperrecConfig
 
-PRESETS = ("direct", "dataflow", "flink", "spark")
+PRESETS = ("direct", "dataflow", "flink", "spark", "portable")
 DIRECT_RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 PORTABLE_ENVIRONMENTS = ("DOCKER", "EXTERNAL", "PROCESS", "LOOPBACK")
+EMBEDDED_JOB_SERVICE = "embed"  # Beam's Python job service, in the submitting process
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 
 
@@ -50,9 +57,9 @@ class BeamSettings:
     temp_location: str = ""  # gs://...; Dataflow also stages there
     # dataflow and the portable runners: the image whose SDK harness runs the user code
     image: str = ""
-    # flink / spark
-    job_endpoint: str = ""  # host:port of the runner's job server
-    environment_type: str = "DOCKER"
+    # flink / spark / portable
+    job_endpoint: str = ""  # host:port of the runner's job server (portable: default embed)
+    environment_type: str = ""  # "": the preset's (DOCKER; portable: EXTERNAL)
     environment_config: str = ""  # DOCKER: the image (default: `image`); EXTERNAL: host:port
 
 
@@ -108,31 +115,41 @@ def _dataflow(settings: BeamSettings) -> Tuple[List[str], List[str]]:
 
 
 def _portable(settings: BeamSettings) -> Tuple[List[str], List[str]]:
+    if settings.preset == "portable":
+        # Beam's Python job service in the component's process unless one is named.
+        settings = dataclasses.replace(
+            settings, job_endpoint=settings.job_endpoint or EMBEDDED_JOB_SERVICE,
+            environment_type=settings.environment_type or "EXTERNAL")
     _require(settings, "job_endpoint")
-    if not _HOST_PORT.match(settings.job_endpoint):
+    if (settings.job_endpoint != EMBEDDED_JOB_SERVICE
+            and not _HOST_PORT.match(settings.job_endpoint)):
         raise BeamSettingsError(
             f"--job-endpoint must be host:port, got {settings.job_endpoint!r}")
-    if settings.environment_type not in PORTABLE_ENVIRONMENTS:
+    environment_type = settings.environment_type or "DOCKER"
+    if environment_type not in PORTABLE_ENVIRONMENTS:
         raise BeamSettingsError(
-            f"--environment-type {settings.environment_type!r} is not one of "
+            f"--environment-type {environment_type!r} is not one of "
             f"{', '.join(PORTABLE_ENVIRONMENTS)}")
     args = ["--runner=PortableRunner", f"--job_endpoint={settings.job_endpoint}",
-            f"--environment_type={settings.environment_type}"]
-    if settings.environment_type == "DOCKER":
+            f"--environment_type={environment_type}"]
+    if environment_type == "DOCKER":
         image = settings.environment_config or settings.image
         if not image:
             raise BeamSettingsError(
                 f"--beam {settings.preset} with DOCKER workers needs --image "
                 "(or --environment-config)")
         args.append(f"--environment_config={image}")
-    elif settings.environment_type == "EXTERNAL":
+    elif environment_type == "EXTERNAL":
         _require(settings, "environment_config")
+        if not _HOST_PORT.match(settings.environment_config):
+            raise BeamSettingsError("--environment-config of EXTERNAL workers must be the "
+                                    f"pool's host:port, got {settings.environment_config!r}")
         args.append(f"--environment_config={settings.environment_config}")
     return args, []
 
 
 _BUILDERS = {"direct": _direct, "dataflow": _dataflow, "flink": _portable,
-             "spark": _portable}
+             "spark": _portable, "portable": _portable}
 
 
 def pipeline_args(settings: BeamSettings) -> Tuple[List[str], List[str]]:

@@ -29,6 +29,20 @@ def _as_root():
     return ["--user=root"] if os.geteuid() == 0 else []
 
 
+def until_accepted(name, server, log, statement, seconds=60):
+    """Runs `statement` (a client call returning a CompletedProcess) until the server that
+    is starting accepts it; the server's exit or the deadline is an error with its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        ready = statement()
+        if ready.returncode == 0:
+            return
+        if server.poll() is not None or time.monotonic() > deadline:
+            with open(log, errors="replace") as f:
+                raise RuntimeError(f"{name} did not start: {ready.stderr}\n{f.read()}")
+        time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def running(workdir):
     """Yields `mysql://USER:PASSWORD@127.0.0.1:PORT` (no database part) of a fresh server."""
@@ -44,19 +58,11 @@ def running(workdir):
          f"--pid-file={os.path.join(workdir, 'mysqld.pid')}", *_as_root()],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            ready = subprocess.run(
-                [CLIENT, "--no-defaults", f"--socket={sock}", "-uroot", "-e",
-                 f"CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
-                 f"GRANT ALL ON *.* TO '{USER}'@'127.0.0.1';"],
-                capture_output=True, text=True)
-            if ready.returncode == 0:
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                with open(log, errors="replace") as f:
-                    raise RuntimeError(f"MariaDB did not start: {ready.stderr}\n{f.read()}")
-            time.sleep(0.3)
+        until_accepted("MariaDB", server, log, lambda: subprocess.run(
+            [CLIENT, "--no-defaults", f"--socket={sock}", "-uroot", "-e",
+             f"CREATE USER IF NOT EXISTS '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}';"
+             f"GRANT ALL ON *.* TO '{USER}'@'127.0.0.1';"],
+            capture_output=True, text=True))
         yield f"mysql://{USER}:{PASSWORD}@127.0.0.1:{port}"
     finally:
         server.terminate()

@@ -5,13 +5,16 @@ import json
 import re
 
 import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
+import click
 import pytest
+from click.testing import CliRunner
 from tfx.dsl.components.base import executor_spec
 
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline import beam
 from hyperrec.pipeline import pipeline as pipeline_def
-from hyperrec.pipeline.runners import kubeflow
+from hyperrec.pipeline.cli import options as options_lib
+from hyperrec.pipeline.runners import commands, kubeflow
 
 # The components whose work is a Beam pipeline (hand-listed: a component that stops being
 # Beam-powered, or a new one that is, should be a decision, not an accident).
@@ -38,6 +41,11 @@ PRESETS = {
                                 environment_config="localhost:50000"),
               ["--runner=PortableRunner", "--job_endpoint=10.0.0.5:8099",
                "--environment_type=EXTERNAL", "--environment_config=localhost:50000"], []),
+    # Beam's Python job service in the component's process, SDK workers in a pool
+    # (tests/test_beam_portable.py runs it).
+    "portable": (beam.BeamSettings(preset="portable", environment_config="localhost:50000"),
+                 ["--runner=PortableRunner", "--job_endpoint=embed",
+                  "--environment_type=EXTERNAL", "--environment_config=localhost:50000"], []),
 }
 
 
@@ -93,6 +101,11 @@ def test_kubeflow_spec_carries_the_preset_to_each_beam_task(tmp_path):
      "is not one of DOCKER, EXTERNAL, PROCESS, LOOPBACK"),
     (beam.BeamSettings(preset="spark", job_endpoint="h:8099", environment_type="EXTERNAL"),
      "--beam spark needs --environment-config"),
+    (beam.BeamSettings(preset="portable"), "--beam portable needs --environment-config"),
+    (beam.BeamSettings(preset="portable", environment_config="50000"),
+     "--environment-config of EXTERNAL workers must be the pool's host:port, got '50000'"),
+    (beam.BeamSettings(preset="portable", job_endpoint="jobserver",
+                       environment_config="localhost:50000"), "must be host:port"),
     (beam.BeamSettings(preset="direct", running_mode="multi_processes"),
      "'multi_processes' is not one of"),
     (beam.BeamSettings(preset="direct", num_workers=-2), "must be >= 0"),
@@ -101,3 +114,38 @@ def test_kubeflow_spec_carries_the_preset_to_each_beam_task(tmp_path):
 def test_incomplete_or_malformed_settings_name_the_flag(settings, message):
     with pytest.raises(beam.BeamSettingsError, match=re.escape(message)):
         beam.pipeline_args(settings)
+
+
+def _cli_args(*argv):
+    """The Beam arguments a command with the shared Beam flags gets from a command line."""
+    @click.command()
+    @options_lib.beam_options
+    def command(**options):
+        settings = commands.beam_settings(config_lib.load("tiny"), **options)
+        click.echo(json.dumps(beam.pipeline_args(settings)))
+
+    result = CliRunner().invoke(command, list(argv))
+    # A bad setting: a click usage error, or the error the CLI's wrapper turns into one.
+    return result.exit_code, result.output + str(result.exception or "")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--beam", "portable", "--environment-config", "localhost:50000"],
+     [["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+       "--environment_config=localhost:50000"], []]),
+    (["--beam", "portable", "--job-endpoint", "localhost:8099", "--environment-config",
+      "localhost:50000"],
+     [["--runner=PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=EXTERNAL",
+       "--environment_config=localhost:50000"], []]),
+    # Flink/Spark users change only these flags; the SDK harness defaults to the image.
+    (["--beam", "flink", "--job-endpoint", "jobserver:8099", "--beam-image", IMAGE],
+     [["--runner=PortableRunner", "--job_endpoint=jobserver:8099", "--environment_type=DOCKER",
+       f"--environment_config={IMAGE}"], []]),
+])
+def test_command_line_flags_choose_the_preset(argv, expected):
+    assert _cli_args(*argv) == (0, json.dumps(expected) + "\n")
+
+
+def test_a_portable_preset_without_a_worker_pool_is_a_usage_error():
+    code, output = _cli_args("--beam", "portable")
+    assert code != 0 and "--beam portable needs --environment-config" in output

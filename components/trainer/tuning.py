@@ -1,4 +1,5 @@
-"""Hyperparameter search: the `tuner_fn` that TFX's Tuner component calls.
+"""Hyperparameter search: the `tuner_fn` that TFX's Tuner component calls (exposed by the
+package, `hyperrec.components.trainer.tuner_fn`).
 
 keras-tuner's RandomSearch samples model sizes, the batch size and the learning rate around
 the configured values, trains each trial for a tiny budget (one epoch on the real input
@@ -8,7 +9,7 @@ Trainer's validation slice (the end of the TRAIN split, never the eval split the
 judge): by the ranking metric `val_<validation_metric>` (components/model/validation.py),
 else by the validation loss.
 The Tuner component writes the best trial's HyperParameters; the Trainer receives them as
-fn_args.hyperparameters and `trainer.apply_hyperparameters` overrides the ModelConfig
+fn_args.hyperparameters and `habits.apply_hyperparameters` overrides the ModelConfig
 fields they name, so every hyperparameter here is named after a ModelConfig field.
 
 Keras: keras-tuner is pinned below 1.4 (requirements.in). From 1.4 it imports Keras 3
@@ -25,10 +26,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from hyperrec.components import distribution
-from hyperrec.components import trainer
-from hyperrec.components.model import validation
 from hyperrec.components import config as config_lib
+from hyperrec.components.evaluation import ranking_validation as validation
+from hyperrec.components.trainer import build, callbacks, distribution, habits
+from hyperrec.components.trainer.input import (
+    TrainingData, build_catalog_batches, build_dataset, build_sampled_negatives,
+    catalog_content, catalog_file_patterns, recent_count_table, with_sampled_negatives)
 
 LOSS_OBJECTIVE = "val_loss"
 PROJECT_NAME = "hyperrec_tuning"
@@ -71,7 +74,7 @@ def search_space(model_config: config_lib.ModelConfig) -> kt.HyperParameters:
 
 
 class TwoTowerHyperModel(kt.HyperModel):
-    """Builds the Trainer's model (trainer.build_model) for a trial's hyperparameters."""
+    """Builds the Trainer's model (build.build_model) for a trial's hyperparameters."""
 
     def __init__(self, model_config: config_lib.ModelConfig, data_config: config_lib.DataConfig,
                  transform_config: config_lib.TransformConfig,
@@ -79,7 +82,7 @@ class TwoTowerHyperModel(kt.HyperModel):
                  events: Optional[validation.protocol.Events] = None,
                  sampled_negatives: Optional[Tuple[tf.data.Dataset, int]] = None) -> None:
         super().__init__(name="two_tower")
-        # trainer.build_sampled_negatives' (batches, pool size), joined to each trial's
+        # input.build_sampled_negatives' (batches, pool size), joined to each trial's
         # batches after they are cut to the trial's batch size; None: in-batch negatives.
         self.sampled_negatives = sampled_negatives
         self.model_config = model_config
@@ -97,46 +100,47 @@ class TwoTowerHyperModel(kt.HyperModel):
             return None
         days = model_config.recent_popularity_days
         if days not in self._recent_counts:
-            self._recent_counts[days] = trainer.recent_count_table(
+            self._recent_counts[days] = recent_count_table(
                 model_config, self.tft_output, self.transform_config, self.events)
         return self._recent_counts[days]
 
     def build(self, hp: kt.HyperParameters) -> tf.keras.Model:
-        model_config = trainer.apply_hyperparameters(self.model_config, hp.get_config())
+        model_config = habits.apply_hyperparameters(self.model_config, hp.get_config())
         # The schedule spans the trial's steps, as it spans the full run in the Trainer.
-        return trainer.build_model(model_config, self.data_config, self.transform_config,
-                                   self.tft_output,
-                                   total_steps=trial_steps(self.model_config,
-                                                           model_config.batch_size),
-                                   content=self.content,
-                                   recent_counts=self.recent_counts(model_config),
-                                   catalogue_size=(self.sampled_negatives[1]
-                                                   if self.sampled_negatives else 0))
+        return build.build_model(model_config, self.data_config, self.transform_config,
+                                 self.tft_output,
+                                 total_steps=trial_steps(self.model_config,
+                                                         model_config.batch_size),
+                                 content=self.content,
+                                 recent_counts=self.recent_counts(model_config),
+                                 catalogue_size=(self.sampled_negatives[1]
+                                                 if self.sampled_negatives else 0))
 
     def fit(self, hp: kt.HyperParameters, model: tf.keras.Model, *args: Any,
             **kwargs: Any) -> Any:
         """model.fit on batches of the trial's size, for the trial's steps (trial_steps)."""
-        batch_size = trainer.apply_hyperparameters(self.model_config,
-                                                   hp.get_config()).batch_size
+        batch_size = habits.apply_hyperparameters(self.model_config,
+                                                  hp.get_config()).batch_size
         if batch_size != self.model_config.batch_size:
             kwargs["x"] = kwargs["x"].unbatch().batch(batch_size)
             kwargs["steps_per_epoch"] = trial_steps(self.model_config, batch_size)
         if self.sampled_negatives is not None:
-            kwargs["x"] = trainer.with_sampled_negatives(kwargs["x"], self.sampled_negatives[0])
+            kwargs["x"] = with_sampled_negatives(kwargs["x"], self.sampled_negatives[0])
         return model.fit(*args, **kwargs)
 
 
-# TFX's Tuner component calls this function (`tuner_fn="hyperrec.components.tuner.tuner_fn"`).
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
-    """Returns the keras-tuner search and the arguments of its `search` (fit) call.
+    """TFX's Tuner component calls this function: the keras-tuner search and the arguments
+    of its `search` (fit) call.
 
     fn_args: as for run_fn (train/eval files, data accessor, transform graph,
     custom_config {"model", "data", "transform"}) plus working_dir for the trials' state.
     """
-    model_config, data_config, transform_config = trainer.configs_from_custom_config(
-        fn_args.custom_config)
-    trainer.seed_everything(model_config)
-    tft_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    model_config, data_config, transform_config = habits.read_configs(
+        fn_args.custom_config, hyperparameters=None)
+    habits.seed_everything(model_config)
+    train_files, accessor = fn_args.train_files, fn_args.data_accessor
+    data = TrainingData(tft_output=tft.TFTransformOutput(fn_args.transform_graph_path))
     strategy_name = model_config.strategy
     if strategy_name == "multi_worker_mirrored" or (
             strategy_name == "auto"
@@ -144,42 +148,41 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
         strategy_name = "one_device"  # trials are single-host (no distributed oracle here)
     strategy = distribution.create_strategy(strategy_name, model_config.tpu)
 
-    content = trainer.catalog_content(
-        trainer.build_catalog_batches(trainer.catalog_file_patterns(fn_args.train_files),
-                                      fn_args.data_accessor, tft_output),
-        tft_output, transform_config, data_config)
+    catalog_patterns = catalog_file_patterns(train_files)
+    data.catalog = build_catalog_batches(catalog_patterns, accessor, data.tft_output)
+    content = catalog_content(data.catalog, data.tft_output, transform_config, data_config)
     if model_config.validation_days <= 0:
         raise ValueError("the Tuner ranks trials on the validation slice: "
                          "ModelConfig.validation_days must be > 0")
-    events = validation.read_events(fn_args.train_files)
-    split = validation.split_time(events.timestamps, model_config.validation_days)
-    callbacks, objective = [], kt.Objective(LOSS_OBJECTIVE, direction="min")
+    data.events = validation.read_events(train_files)
+    data.split = validation.split_time(data.events.timestamps, model_config.validation_days)
+    trial_callbacks, objective = [], kt.Objective(LOSS_OBJECTIVE, direction="min")
     if model_config.validation_metric:
-        callbacks.append(trainer.ranking_validation(model_config, data_config, fn_args,
-                                                    tft_output, events, split))
+        data.validation_catalogue = validation.protocol.read_catalogue(
+            validation.examples_uri(train_files))
+        trial_callbacks.append(callbacks.ranking_validation(model_config, data_config, data))
         objective = kt.Objective(f"val_{model_config.validation_metric}", direction="max")
-    sampled_negatives = (trainer.build_sampled_negatives(
-        trainer.catalog_file_patterns(fn_args.train_files), fn_args.data_accessor, tft_output,
-        model_config.sampled_negatives, model_config.seed)
-        if model_config.sampled_negatives else None)
+    sampled_negatives = (build_sampled_negatives(
+        catalog_patterns, accessor, data.tft_output, model_config.sampled_negatives,
+        model_config.seed) if model_config.sampled_negatives else None)
     tuner = kt.RandomSearch(
-        TwoTowerHyperModel(model_config, data_config, transform_config, tft_output, content,
-                           events, sampled_negatives),
+        TwoTowerHyperModel(model_config, data_config, transform_config, data.tft_output,
+                           content, data.events, sampled_negatives),
         objective=objective,
         max_trials=model_config.tune_max_trials, hyperparameters=search_space(model_config),
         seed=model_config.seed, distribution_strategy=strategy,
         directory=fn_args.working_dir, project_name=PROJECT_NAME, overwrite=True)
-    train_dataset = trainer.build_dataset(
-        fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=True, seed=model_config.seed, num_epochs=None, before=split)
+    train_dataset = build_dataset(train_files, accessor, data.tft_output,
+                                  model_config.batch_size, shuffle=True,
+                                  seed=model_config.seed, num_epochs=None, before=data.split)
     eval_steps = model_config.eval_steps or None
-    validation_dataset = trainer.build_dataset(
-        fn_args.train_files, fn_args.data_accessor, tft_output, model_config.batch_size,
-        shuffle=False, seed=model_config.seed, num_epochs=None if eval_steps else 1,
-        since=split)
+    validation_dataset = build_dataset(train_files, accessor, data.tft_output,
+                                       model_config.batch_size, shuffle=False,
+                                       seed=model_config.seed,
+                                       num_epochs=None if eval_steps else 1, since=data.split)
     fit_kwargs: Dict[str, Any] = dict(
         x=train_dataset, validation_data=validation_dataset, epochs=1,
         steps_per_epoch=model_config.tune_steps, validation_steps=eval_steps,
-        callbacks=callbacks, verbose=2)
+        callbacks=trial_callbacks, verbose=2)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs=fit_kwargs)
 

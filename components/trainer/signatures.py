@@ -1,7 +1,7 @@
-"""Export of the trained two-tower model as a SavedModel with three RAW-feature signatures.
+"""What the exported SavedModel holds: `ServingModule`, its catalogue and its signatures.
 
 Every signature takes raw features (tf.Example bytes or raw tensors) and applies the SAME
-Transform graph the Trainer used (the TFT Keras layer, tracked on the exported object so its
+Transform graph the Trainer used (the TFT Keras layer, tracked on the module so its
 vocabulary assets are saved), so serving needs no preprocessing of its own:
 
 - `serving_default`: examples (serialized tf.Example, no label) -> {"score"}: the ranking
@@ -10,21 +10,16 @@ vocabulary assets are saved), so serving needs no preprocessing of its own:
   their retrieval scores (cosine similarity + the item's score bias + its freshness at the
   request's timestamp, see model/retrieval.py, + its learned recent-popularity snapshot,
   see model/popularity_prior.py), excluding items in the row's history. The catalogue is
-  embedded ONCE at export and stored as variables in the SavedModel; their size is not fixed,
-  so a catalogue refresh (components/catalogue_refresh.py) can add items to a loaded version
-  without retraining, through two saved functions that are not signatures:
-  `new_catalogue_entries` and `replace_catalogue`.
+  embedded ONCE at export (catalogue_embedding.py) and stored as variables; their size is
+  not fixed, so a catalogue refresh can add items to a loaded version without retraining,
+  through two saved functions that are not signatures: `new_catalogue_entries` and
+  `replace_catalogue`.
 - `recommend_excluding`: `recommend` plus `exclude_item_ids` [batch, n] (any n, "" padding):
   those items are excluded too (e.g. everything the user ever bought, not only the last N
   the history holds). A signature of its own because TF Serving inputs cannot be optional.
 - `embed_items`: raw item features -> {"embedding"} (the item tower).
 - `transformed_features`: examples -> {"user_segment": "new" | "returning"}, the slice TFMA
   reads from a signature of this name (new: nothing engaged before the event).
-
-Warmup. `assets.extra/tf_serving_warmup_requests` holds PredictionLogs (PredictRequests for
-`serving_default` and `recommend`, built from a few real eval examples) that TF Serving (and
-serving/) replays when it loads the version, so the first real requests do not pay for
-lazy initialisation.
 
 Why a `tf.Module` root rather than the Keras model: the signatures are all the SavedModel has
 to offer (TFMA loads it as a generic TF model and calls `serving_default`), and the module
@@ -34,18 +29,16 @@ stock tensorflow/serving binary loads it.
 """
 from __future__ import annotations
 
-import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_log_pb2
 
-from hyperrec.schemas import features
 from hyperrec.components import transform
 from hyperrec.components.model.two_tower import TwoTowerModel
+from hyperrec.components.trainer.catalogue_embedding import item_score_terms, prior_logits
+from hyperrec.schemas import features
 
 # A slot `recommend` cannot fill (k exceeds the unseen catalogue) gets id "" and this score;
 # finite so that REST/JSON clients can encode it (JSON has no -inf).
@@ -55,10 +48,6 @@ EXCLUDED_SCORE = -1e9
 CATALOGUE_EMBEDDING = "embedding"
 CATALOGUE_SCORE_BIAS = "score_bias"
 CATALOGUE_PRIOR = "prior"
-
-# Where TF Serving looks for warmup requests, relative to the SavedModel directory.
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-WARMUP_BATCH_SIZES = (1, 4)  # one request per batch size per signature
 
 # Content that may legally be absent from a serving tf.Example (real catalogues have gaps).
 _OPTIONAL_CONTENT = (features.TITLE, features.DESCRIPTION, features.IMAGE)
@@ -94,93 +83,6 @@ def _as_raw_feature(tensor: tf.Tensor, feature_spec: Any) -> Any:
         return tf.sparse.from_dense(tf.cast(tensor, feature_spec.dtype))
     tensor = tf.cast(tensor, feature_spec.dtype)
     return tf.reshape(tensor, [-1] + list(feature_spec.shape))
-
-
-def embed_catalog(model: TwoTowerModel, tft_layer: tf.keras.Model,
-                  catalog_batches: Iterable[Mapping[str, Any]],
-                  popularity_weight: float = 0.0, prior_day: Optional[float] = None,
-                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Embeds every catalogue item from its raw features with the trained item tower.
-
-    Only item features are fed to the TFT layer; it returns the item outputs alone (see
-    components/transform.py). Returns (item ids [C] bytes, embeddings [C, dim] float32,
-    score biases [C] float32: temperature * the item tower's retrieval bias, so that
-    cosine + score bias ranks as the retrieval logits do, plus temperature *
-    popularity_weight * log Q(item), the train popularity the logQ correction removed;
-    first-seen days [C] float32: days since the epoch, for the freshness term; prior [C]
-    float32: temperature * the recent-popularity logit of the counts before `prior_day`
-    (None: the snapshot at the end of the train data), 0 without that term).
-    """
-    popularity = model.recent_popularity
-    if popularity is not None and prior_day is None:
-        prior_day = popularity.first_day + popularity.num_days - 1
-
-    # One graph for all batches (eager map_fn decoding would run per image in Python).
-    @tf.function(autograph=False, reduce_retracing=True)
-    def embed(raw: Dict[str, Any]) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        embedding, bias, item_ids = item_score_terms(model, tft_layer(raw), popularity_weight)
-        counts = (None if popularity is None
-                  else popularity.counts_at(item_ids, [prior_day])[0])
-        return embedding, bias, prior_logits(model, counts, tf.shape(bias))
-
-    ids, embeddings, biases, first_seen, priors = [], [], [], [], []
-    for batch in catalog_batches:
-        embedding, bias, prior = embed({name: batch[name] for name in transform.ITEM_INPUTS})
-        embeddings.append(embedding.numpy())
-        biases.append(bias.numpy())
-        priors.append(prior.numpy())
-        ids.append(tf.reshape(batch[features.ITEM_ID], [-1]).numpy())
-        first_seen.append(first_seen_days(batch, len(ids[-1])))
-    if not ids:
-        raise ValueError("the catalogue split is empty: nothing to recommend from")
-    return (np.concatenate(ids), np.concatenate(embeddings).astype(np.float32),
-            np.concatenate(biases).astype(np.float32), np.concatenate(first_seen),
-            np.concatenate(priors).astype(np.float32))
-
-
-def item_score_terms(model: TwoTowerModel, transformed: Mapping[str, tf.Tensor],
-                     popularity_weight: float) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """(embedding [n, dim], score bias [n], item id rows [n]) of transformed items.
-
-    The score bias is temperature * the item tower's retrieval bias (an id outside the
-    vocabulary gets its OOV bucket's), plus temperature * popularity_weight * log Q(item);
-    with the "affinity" served score, temperature * the affinity task's item bias.
-    """
-    item = model.item_tower.encode(transformed, training=False)
-    item_ids = tf.reshape(transformed[features.ITEM_ID_XF], [-1])
-    if model.served_score == "affinity":
-        # The affinity task's item term: the item's engagement rate when shown (quality).
-        return (item["embedding"], model.retrieval.temperature * item["affinity_bias"],
-                item_ids)
-    log_q = tf.gather(model.retrieval.item_log_q, item_ids)
-    bias = model.retrieval.temperature * (item["bias"] + popularity_weight * log_q)
-    return item["embedding"], bias, item_ids
-
-
-def prior_logits(model: TwoTowerModel, counts: Optional[tf.Tensor],
-                 shape: tf.Tensor) -> tf.Tensor:
-    """temperature * the recent-popularity logit of `counts` (zeros of `shape` without the
-    term: then `counts` is None); with the "affinity" served score, temperature *
-    exposure_weight * log(1 + counts)."""
-    if model.recent_popularity is None:
-        return tf.zeros(shape, tf.float32)
-    if model.served_score == "affinity":
-        # The demand factor: log(1 + recent count), weighted (ModelConfig.exposure_weight).
-        return (model.retrieval.temperature * model.exposure_weight
-                * tf.math.log1p(tf.cast(counts, tf.float32)))
-    return model.retrieval.temperature * model.recent_popularity(counts)
-
-
-def first_seen_days(batch: Mapping[str, Any], size: int) -> np.ndarray:
-    """[size] float32 days since the epoch at which each raw catalogue item was first seen
-    (0 where the batch has no first-seen feature: the item counts as long established)."""
-    value = batch.get(features.FIRST_SEEN)
-    if value is None:
-        return np.zeros(size, np.float32)
-    if isinstance(value, tf.SparseTensor):
-        value = tf.sparse.to_dense(value)
-    seconds = tf.reshape(value, [-1]).numpy().astype(np.float64)
-    return (seconds / features.SECONDS_PER_DAY).astype(np.float32)
 
 
 class ServingModule(tf.Module):
@@ -399,82 +301,3 @@ class ServingModule(tf.Module):
         return {features.SERVING_DEFAULT: serve, features.RECOMMEND: recommend,
                 features.RECOMMEND_EXCLUDING: recommend_excluding,
                 features.EMBED_ITEMS: embed, features.TRANSFORMED_FEATURES: segment}
-
-
-def _parse_query_features(serialized: Sequence[bytes]) -> Dict[str, List[Any]]:
-    """The `recommend` inputs of serialized tf.Examples (their query side), as lists."""
-    rows: Dict[str, List[Any]] = {name: [] for name in transform.QUERY_INPUTS}
-    for data in serialized:
-        feature = tf.train.Example.FromString(data).features.feature
-        for name in transform.QUERY_INPUTS:
-            values = (list(feature[name].int64_list.value) if name == features.TIMESTAMP
-                      else list(feature[name].bytes_list.value))
-            rows[name].append(values if name == features.HISTORY
-                              else (values[0] if values else
-                                    (0 if name == features.TIMESTAMP else b"")))
-    width = max([len(h) for h in rows[features.HISTORY]] + [1])
-    rows[features.HISTORY] = [h + [b""] * (width - len(h)) for h in rows[features.HISTORY]]
-    return rows
-
-
-def warmup_requests(examples: Sequence[bytes], recommend_k: int,
-                    ) -> List[prediction_log_pb2.PredictionLog]:
-    """PredictionLogs for TF Serving's model warmup from serialized serving tf.Examples.
-
-    For each batch size in WARMUP_BATCH_SIZES (capped at the examples available): one
-    `serving_default` request with the examples, one `recommend` request with their query
-    features (user, history right-padded with "", device, timestamp) and k = recommend_k,
-    and one `recommend_excluding` request that also excludes the history items.
-    """
-    logs = []
-    for size in sorted({min(s, len(examples)) for s in WARMUP_BATCH_SIZES} - {0}):
-        batch = list(examples[:size])
-        score = predict_pb2.PredictRequest()
-        score.model_spec.signature_name = features.SERVING_DEFAULT
-        score.inputs[features.EXAMPLES].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
-        query = _parse_query_features(batch)
-        recommend = predict_pb2.PredictRequest()
-        recommend.model_spec.signature_name = features.RECOMMEND
-        dtypes = {features.TIMESTAMP: tf.int64}
-        for name, values in query.items():
-            recommend.inputs[name].CopyFrom(
-                tf.make_tensor_proto(values, dtype=dtypes.get(name, tf.string)))
-        recommend.inputs[features.K].CopyFrom(tf.make_tensor_proto([recommend_k] * size, tf.int32))
-        excluding = predict_pb2.PredictRequest()
-        excluding.CopyFrom(recommend)
-        excluding.model_spec.signature_name = features.RECOMMEND_EXCLUDING
-        # The history doubles as the exclusions: real ids, the shape serving sends.
-        excluding.inputs[features.EXCLUDE_ITEM_IDS].CopyFrom(
-            tf.make_tensor_proto(query[features.HISTORY], dtype=tf.string))
-        for request in (score, recommend, excluding):
-            logs.append(prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)))
-    return logs
-
-
-def write_warmup_requests(serving_model_dir: str, examples: Sequence[bytes],
-                          recommend_k: int) -> str:
-    """Writes assets.extra/tf_serving_warmup_requests (a TFRecord of PredictionLogs)."""
-    path = os.path.join(serving_model_dir, WARMUP_FILE)
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.TFRecordWriter(path) as writer:
-        for log in warmup_requests(examples, recommend_k):
-            writer.write(log.SerializeToString())
-    return path
-
-
-def export_serving_model(model: TwoTowerModel, tft_output: tft.TFTransformOutput,
-                         catalog_batches: Iterable[Mapping[str, Any]],
-                         serving_model_dir: str, warmup_examples: Sequence[bytes] = (),
-                         recommend_k: int = 10,
-                         popularity_weight: float = 0.0) -> ServingModule:
-    """Embeds the catalogue and writes the SavedModel with its signatures, plus warmup
-    requests from `warmup_examples` (serialized serving tf.Examples) when given."""
-    tft_layer = tft_output.transform_features_layer()
-    module = ServingModule(model, tft_output, *embed_catalog(
-        model, tft_layer, catalog_batches, popularity_weight),
-        popularity_weight=popularity_weight)
-    tf.saved_model.save(module, serving_model_dir, signatures=module.signatures())
-    if warmup_examples:
-        write_warmup_requests(serving_model_dir, warmup_examples, recommend_k)
-    return module
