@@ -17,7 +17,7 @@ coverage@10 and train seconds; the recall@10 of the variant / most-popular.
 A variant is a set of ModelConfig overrides (VARIANTS), or several joined by "+"
 (`batch_512+emb64`: both sets, later ones win); `--set model.x=y` applies to all.
 The pretrained_* variants (PRETRAINED_VARIANTS) train with pretrained item-tower encoders
-(components/model/pretraining.py): --pretrained-image / --pretrained-text, or pretrained once
+(components/pretraining/): --pretrained-image / --pretrained-text, or pretrained once
 into WORKDIR/pretrained/ on ../shared/data (clothing photos, Online Retail texts). Rows also
 show recall@50 and recall@50 on cold items (first seen after the cutoff).
 
@@ -184,8 +184,8 @@ def pretrained_encoders(args: argparse.Namespace, config: config_lib.HyperrecCon
     """kind -> directory of the pretrained encoder: --pretrained-* or pretrained once here
     (the clothing photos / Online Retail texts of ../shared/data) with the experiment's
     encoder sizes."""
-    from hyperrec.components.model import pretraining
-    from hyperrec.pipeline import pretrain_cli
+    from hyperrec.components import pretraining
+    from hyperrec.pipeline.cli import pretrain as pretrain_cli
     found = {"image": args.pretrained_image, "text": args.pretrained_text}
     for kind in sorted(kinds):
         if found[kind]:

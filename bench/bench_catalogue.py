@@ -3,7 +3,7 @@
 For each catalogue size (10^4, 10^5, 10^6 synthetic items, `--dim`-d float32 embeddings) it
 saves two SavedModels over the SAME embedding table, as a model server would load them:
 
-- `recommend`: the catalogue half of components/export.py's `recommend` signature, op for op
+- `recommend`: the catalogue half of trainer/signatures.py's `recommend` signature, op for op
   (ServingModule.recommend; its `_exclude` is export's own): matmul with the catalogue + score
   bias + prior, items first seen after the request's timestamp masked (tf.where), the
   request's history ids excluded through the MutableHashTable id -> row index
@@ -38,7 +38,7 @@ MutableHashTable that `recommend` uses to exclude history ids costs 112 MB on it
 bytes an item, 0.91x the 32-d table); the rest (ids, score bias, prior, first-seen days and
 the table) is (285.6 - 111.6) / 122 = 1.43x. So the goal needs an index that is not a
 string hash map, e.g. sorted int64 id fingerprints searched with tf.searchsorted (16 bytes
-an item) -- a change to components/export.py, outside this bench -- or a wider embedding
+an item) -- a change to trainer/signatures.py, outside this bench -- or a wider embedding
 (the overhead per item is fixed: at 64-d the same catalogue would be about 1.7x, estimated
 from these numbers, not measured).
 """
@@ -74,7 +74,7 @@ def build(size: int, dim: int, root: str, seed: int = 0) -> None:
     """Writes root/recommend and root/bare: SavedModels over one random catalogue."""
     import tensorflow as tf
 
-    from hyperrec.components import export
+    from hyperrec.components.trainer import export
 
     excluded_score = export.EXCLUDED_SCORE
 

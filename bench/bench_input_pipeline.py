@@ -4,7 +4,7 @@ Generates sample data, runs the real ExampleGen and Transform components (LocalD
 then trains the two-tower model twice for the same steps, side by side in one process:
 
 - real: raw tf.Examples read by the Trainer's data accessor, the TFT layer applied in
-  `Dataset.map` (trainer.build_dataset, exactly what run_fn trains on);
+  `Dataset.map` (trainer/input.py build_dataset, exactly what run_fn trains on);
 - cached: the very same transformed batches, computed once and cached in memory.
 
 Throughput is examples/s over the timed epochs (the first epoch, which traces the step
@@ -42,7 +42,9 @@ from tfx.types import standard_artifacts  # noqa: E402
 
 from hyperrec.data import synthetic as datagen  # noqa: E402
 from hyperrec.schemas import features  # noqa: E402
-from hyperrec.components import trainer  # noqa: E402
+from hyperrec.components.trainer.build import build_model  # noqa: E402
+from hyperrec.components.trainer.input import (  # noqa: E402
+    build_catalog_batches, build_dataset, catalog_content, catalog_file_patterns)
 from hyperrec.components import config as config_lib  # noqa: E402
 from hyperrec.pipeline import pipeline as pipeline_def  # noqa: E402
 
@@ -135,8 +137,8 @@ def trainer_inputs(config: config_lib.HyperrecConfig, scale: str, workdir: str
             [examples], []),
         data_view_decode_fn=None)
     train_files = [os.path.join(examples.uri, f"Split-{features.TRAIN_SPLIT}", "*")]
-    content = trainer.catalog_content(
-        trainer.build_catalog_batches(trainer.catalog_file_patterns(train_files),
+    content = catalog_content(
+        build_catalog_batches(catalog_file_patterns(train_files),
                                       data_accessor, tft_output),
         tft_output, config.transform, config.data)
     return tft_output, data_accessor, train_files, content
@@ -162,7 +164,7 @@ def train_throughput(dataset: tf.data.Dataset, config: config_lib.HyperrecConfig
                      epochs: int) -> float:
     """Examples/s of `fit` over epochs 2..epochs (epoch 1 traces and is not timed)."""
     tf.keras.utils.set_random_seed(config.model.seed)
-    model = trainer.build_model(config.model, config.data, config.transform, tft_output,
+    model = build_model(config.model, config.data, config.transform, tft_output,
                                 steps * epochs, content)
     timer = EpochTimer()
     model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
@@ -170,9 +172,16 @@ def train_throughput(dataset: tf.data.Dataset, config: config_lib.HyperrecConfig
     return steps * (epochs - 1) * config.model.batch_size / sum(timed)
 
 
+def data_and_model_options(command):
+    """--scale and --experiment: the sample data trained on and the model config."""
+    command = click.option("--experiment", default="tiny", show_default=True,
+                           help="model config")(command)
+    return click.option("--scale", default="tiny", show_default=True,
+                        help="sample-data scale")(command)
+
+
 @click.command()
-@click.option("--scale", default="tiny", show_default=True, help="sample-data scale")
-@click.option("--experiment", default="tiny", show_default=True, help="model config")
+@data_and_model_options
 @click.option("--steps", default=60, show_default=True, help="train steps per epoch")
 @click.option("--epochs", default=4, show_default=True, help="epochs (the first is untimed)")
 def main(scale: str, experiment: str, steps: int, epochs: int) -> None:
@@ -182,7 +191,7 @@ def main(scale: str, experiment: str, steps: int, epochs: int) -> None:
         tft_output, data_accessor, train_files, content = trainer_inputs(config, scale, tmp)
 
         def real_dataset() -> tf.data.Dataset:
-            return trainer.build_dataset(train_files, data_accessor, tft_output,
+            return build_dataset(train_files, data_accessor, tft_output,
                                          config.model.batch_size, shuffle=True,
                                          seed=config.model.seed, num_epochs=None)
 

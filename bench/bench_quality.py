@@ -34,8 +34,6 @@ import argparse
 import glob
 import json
 import os
-import subprocess
-import sys
 import time
 from typing import Dict, List
 
@@ -125,9 +123,8 @@ def main(argv=None) -> None:
         experiment = args.scale if args.scale in config_lib.EXPERIMENTS else "default"
     else:
         if not glob.glob(os.path.join(data_root, "span-*")):
-            subprocess.run([sys.executable, "-m", "hyperrec.data.importers.cli",
-                            "online-retail", os.path.abspath(args.rda), "--out", data_root],
-                           check=True)
+            from hyperrec.data.importers import online_retail
+            online_retail.import_online_retail(os.path.abspath(args.rda), data_root)
         experiment = "online_retail"
     models: Dict[str, str] = {}
     if args.no_model:

@@ -3,7 +3,7 @@
 Generates the synthetic sample data, runs the whole pipeline once (LocalDagRunner, a fresh
 workdir: no cache) -- what a retrain costs for new items to be served today -- then adds
 `--new-items` brand-new items to the pushed version with the catalogue refresh
-(components/catalogue_refresh.py; no training). The new items are copies of the newest
+(pipeline/loop/catalogue_refresh.py; no training). The new items are copies of the newest
 span's catalogue rows (text, category, price, image) under new ids.
 
     python bench/bench_refresh.py --workdir /tmp/bench-refresh --experiment tiny
@@ -25,7 +25,8 @@ from hyperrec.pipeline import quiet  # Keras environment and quiet logs before T
 
 quiet.native_logs()
 
-from hyperrec.components import catalogue_refresh, pusher
+from hyperrec.components import pusher
+from hyperrec.pipeline.loop import catalogue_refresh
 from hyperrec.components import config as config_lib
 from hyperrec.data import contract
 from hyperrec.data import synthetic

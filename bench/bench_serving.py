@@ -14,7 +14,7 @@ table's 1-client cells, measured one after another, are printed beside them.
 From the server's Prometheus histograms the table also shows, per cell, the server's own
 mean request time (so client-side latency splits into server and transport) and, with
 batching on, the mean rows per executed batch, which is what batching's throughput follows.
-The model is a two-layer MLP (serving/testing.py DenseModel) whose 64 MB of weights make a
+The model is a two-layer MLP (tests/standin_models.py DenseModel) whose 64 MB of weights make a
 batch-1 call memory-bound: exactly the per-call cost that batching shares between requests.
 Each server is its own `python -m hyperrec.serving` process (so the clients do not share its GIL);
 everything listens on 127.0.0.1. Total run time is bounded (about 1-1.5 minutes).
@@ -32,7 +32,7 @@ minute): RSS step by step from `python` to a server at rest (imports, model load
 requests); the peak RSS growth for one REST request of `--rows` `recommend` instances
 without the per-request budget (`--request_budget_bytes 0`) and with the default, and RSS
 after it; and the p50 latency of good requests with `--idle` idle sockets open against
-none, each as a ratio.
+none, each as a ratio. Both modes live in bench_serving_footprint.py.
 """
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ import http.client
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,7 +60,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from hyperrec.serving import config as serving_config
-from hyperrec.serving import metrics, testing
+from hyperrec.serving import metrics
+
+# The stand-in models live with the tests (tests/standin_models.py), not in the product.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+import standin_models  # noqa: E402
+from bench_serving_footprint import memory_report, restart_ratios  # noqa: E402
 
 MODEL = "dense"
 CONCURRENCY = (1, 8, 32)
@@ -207,7 +212,7 @@ def run_echo_server(port: int) -> None:
 
 @contextlib.contextmanager
 def echo_server() -> Iterator[int]:
-    port = testing.free_port()
+    port = standin_models.free_port()
     process = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--echo-server",
                                 str(port)], env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     try:
@@ -269,7 +274,7 @@ def cell_metrics(before: Totals, after: Totals, entrypoint: str) -> Dict[str, fl
 
 @contextlib.contextmanager
 def model_server(base: str, work: str, batching: bool) -> Iterator[Tuple[int, int]]:
-    grpc_port, rest_port = testing.free_port(), testing.free_port()
+    grpc_port, rest_port = standin_models.free_port(), standin_models.free_port()
     args = ["--model_name", MODEL, "--model_base_path", base, "--port", str(grpc_port),
             "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0",
             "--grpc_max_threads", "64", "--monitoring_config_file", MONITORING_CONFIG]
@@ -279,11 +284,11 @@ def model_server(base: str, work: str, batching: bool) -> Iterator[Tuple[int, in
             handle.write(BATCHING_PARAMETERS)
         args += ["--enable_batching", "--batching_parameters_file", parameters]
     log = os.path.join(work, f"server-batching-{'on' if batching else 'off'}.log")
-    process, _ = testing.start_until_serving(args, log, rest_port, MODEL, timeout=120)
+    process, _ = standin_models.start_until_serving(args, log, rest_port, MODEL, timeout=120)
     try:
         yield grpc_port, rest_port
     finally:
-        testing.stop_server_process(process)
+        standin_models.stop_server_process(process)
 
 
 def check_same_answer(model_dir: str, row: np.ndarray, grpc_port: int, rest_port: int) -> None:
@@ -351,170 +356,6 @@ def print_ratios(results: Dict[Tuple[str, str, int], Dict[str, float]],
         print(f"  grpc (batching on) / in-process throughput @{clients} clients: {ratio:5.2f}x")
 
 
-def restart_ratios(work: str, repeats: int) -> None:
-    base = os.path.join(work, "restart", "m")
-    testing.save_half_plus_two(os.path.join(base, "1"))
-    broken, hidden = os.path.join(base, "2"), os.path.join(base, ".hidden-2")
-    testing.write_slow_failing_version(broken)
-    os.rename(broken, hidden)  # not an integer name: not a version
-    rest_port = testing.free_port()
-    log = os.path.join(work, "restart", "server.log")
-
-    def ready_seconds(remember: bool) -> float:
-        failures = os.path.join(work, "restart", "failures.json") if remember else ""
-        args = ["--model_name", "m", "--model_base_path", base, "--port",
-                str(testing.free_port()), "--rest_api_port", str(rest_port),
-                "--file_system_poll_wait_seconds", "0.2", "--model_load_failure_file", failures]
-        process, seconds = testing.start_until_serving(args, log, rest_port, "m")
-        testing.stop_server_process(process)
-        return seconds
-
-    times: Dict[str, list] = {"clean start": [], "restart, failure remembered": [],
-                              "restart, failure not remembered": []}
-    os.rename(hidden, broken)
-    ready_seconds(remember=True)  # the first start with it: fails it and remembers
-    os.rename(broken, hidden)
-    for _ in range(repeats):
-        times["clean start"].append(ready_seconds(remember=True))
-        os.rename(hidden, broken)
-        times["restart, failure remembered"].append(ready_seconds(remember=True))
-        times["restart, failure not remembered"].append(ready_seconds(remember=False))
-        os.rename(broken, hidden)
-    clean = statistics.median(times["clean start"])
-    print(f"start until the REST port answers, median of {repeats} interleaved starts:")
-    for label, values in times.items():
-        median = statistics.median(values)
-        print(f"  {label:34s} {median:6.2f} s  ({median / clean:.2f}x clean)  "
-              f"runs: {', '.join(f'{v:.2f}' for v in values)}")
-
-
-# ---- memory and connections (--memory) ----------------------------------------------------
-
-# Run in a fresh interpreter: RSS after each import and step of a server's start.
-_RSS_STEPS = r"""
-import sys, json, threading, http.client
-def rss():
-    with open("/proc/self/status") as handle:
-        fields = dict(line.split(":", 1) for line in handle)
-    return [int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "RssAnon", "RssFile")]
-previous = rss()
-def step(label):
-    global previous
-    now = rss()
-    print(f"  {label:38s} {now[0]:7.1f} MiB (+{now[0] - previous[0]:6.1f}; "
-          f"anon {now[1]:6.1f}, file {now[2]:6.1f})", flush=True)
-    previous = now
-step("python")
-import numpy; step("import numpy")
-import grpc; step("import grpc")
-import hyperrec.serving; step("import hyperrec.serving")
-import tensorflow; step("import tensorflow")
-import tensorflow_serving.apis.prediction_service_pb2_grpc; step("import tensorflow_serving.apis")
-from hyperrec.serving import config
-from hyperrec.serving.server import ModelServer, ServerOptions; step("import the server's modules")
-server = ModelServer(ServerOptions(models=config.single_model("rec", sys.argv[1]), grpc_port=0,
-                                   rest_port=0, poll_seconds=0))
-server.manager.start(); step("model loaded")
-server.start(); step("ports open")
-body = json.dumps({"signature_name": "recommend", "instances": [{"user_id": "u1",
-    "history_item_ids": ["item-01"], "device": "m", "timestamp": 1, "k": 3}]}).encode()
-def call():
-    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port)
-    connection.request("POST", "/v1/models/rec:predict", body)
-    connection.getresponse().read()
-    connection.close()
-call(); step("one REST request")
-clients = [threading.Thread(target=lambda: [call() for _ in range(20)]) for _ in range(32)]
-[client.start() for client in clients]; [client.join() for client in clients]
-step("32 clients x 20 REST requests")
-server.stop()
-"""
-
-
-def _status_mib(pid: int, field: str) -> float:
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for process {pid}")
-
-
-@contextlib.contextmanager
-def recommender_server(base: str, work: str, extra: List[str]) -> Iterator[Tuple[int, int]]:
-    """(pid, REST port) of `python -m hyperrec.serving` on the stand-in recommender."""
-    rest_port = testing.free_port()
-    args = ["--model_name", "rec", "--model_base_path", base, "--port",
-            str(testing.free_port()), "--rest_api_port", str(rest_port),
-            "--file_system_poll_wait_seconds", "0", "--model_load_failure_file", "", *extra]
-    process, _ = testing.start_until_serving(args, os.path.join(work, "rec.log"), rest_port,
-                                             "rec")
-    try:
-        yield process.pid, rest_port
-    finally:
-        testing.stop_server_process(process)
-
-
-def _post(port: int, body: bytes) -> Tuple[int, float]:
-    started = time.perf_counter()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    try:
-        connection.request("POST", "/v1/models/rec:predict", body)
-        answer = connection.getresponse()
-        answer.read()
-        return answer.status, time.perf_counter() - started
-    finally:
-        connection.close()
-
-
-def _recommend_body(rows: int) -> bytes:
-    return json.dumps({"signature_name": "recommend", "instances": [
-        {"user_id": f"u{i:05d}", "history_item_ids": ["item-01", "item-02", "item-03"],
-         "device": "mobile", "timestamp": 1_700_000_000, "k": 10} for i in range(rows)]}).encode()
-
-
-def memory_report(work: str, rows: int, idle: int) -> None:
-    import socket
-    base = os.path.join(work, "rec")
-    testing.save_recommender(os.path.join(base, "1"))
-    print(f"RSS from `python` to a server at rest (stand-in recommender; cpus: {os.cpu_count()}):")
-    subprocess.run([sys.executable, "-c", _RSS_STEPS, base], check=True,
-                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stderr=subprocess.DEVNULL)
-
-    big, small = _recommend_body(rows), _recommend_body(1)
-    print(f"\none REST request of {rows} recommend instances ({len(big) / 2 ** 20:.1f} MiB):")
-    growth = {}
-    for label, extra in (("no budget (before)", ["--request_budget_bytes", "0"]),
-                         ("default budget", [])):
-        with recommender_server(base, work, extra) as (pid, port):
-            _post(port, small)
-            rest_rss, rest_peak = _status_mib(pid, "VmRSS"), _status_mib(pid, "VmHWM")
-            status, seconds = _post(port, big)
-            time.sleep(1)
-            growth[label] = _status_mib(pid, "VmHWM") - rest_peak
-            print(f"  {label:20s} {status} in {seconds:5.2f} s; at rest {rest_rss:6.1f} MiB, "
-                  f"peak +{growth[label]:6.1f} MiB, after {_status_mib(pid, 'VmRSS'):6.1f} MiB")
-    print(f"  peak growth, default budget / none: "
-          f"{growth['default budget'] / max(growth['no budget (before)'], 1e-9):.3f}x")
-
-    print(f"\ngood requests with {idle} idle sockets open (default connection caps):")
-    with recommender_server(base, work, []) as (_, port):
-        def p50(count: int = 20) -> Tuple[float, int]:
-            results = [_post(port, small) for _ in range(count)]
-            return (statistics.median(seconds for _, seconds in results),
-                    sum(status == 200 for status, _ in results))
-        p50(5)
-        alone, answered_alone = p50()
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(idle)]
-        try:
-            crowded, answered = p50()
-        finally:
-            for sock in socks:
-                sock.close()
-        print(f"  none idle: {answered_alone}/20 answered, p50 {alone * 1000:.1f} ms; "
-              f"{idle} idle: {answered}/20 answered, p50 {crowded * 1000:.1f} ms; "
-              f"ratio {crowded / alone:.2f}x")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=2.5, help="measured seconds per cell")
@@ -547,7 +388,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-serving-")
     try:
         base = os.path.join(work, MODEL)
-        model_dir = testing.save_dense(os.path.join(base, "1"), args.width, args.hidden)
+        model_dir = standin_models.save_dense(os.path.join(base, "1"), args.width, args.hidden)
         row = np.random.default_rng(0).standard_normal((1, args.width)).astype(np.float32)
         print(f"model: x[1,{args.width}] -> relu(x W1[{args.width},{args.hidden}]) "
               f"W2[{args.hidden},{args.width}]; cpus: {os.cpu_count()}; "

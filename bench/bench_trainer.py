@@ -1,7 +1,7 @@
 """Where a training step's time goes, and how close it runs to this machine's matmul peak.
 
 Generates sample data, runs the real ExampleGen and Transform (LocalDagRunner, as
-bench_input_pipeline.py does), builds the Trainer's model (trainer.build_model), and then
+bench_input_pipeline.py does), builds the Trainer's model (trainer/build.py), and then
 times, on the same cached batches and in one process:
 
 - input:   the Trainer's real input pipeline (raw tf.Example -> TFT layer), batches/s;
@@ -38,9 +38,10 @@ import tensorflow as tf  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench_input_pipeline import trainer_inputs  # noqa: E402
+from bench_input_pipeline import data_and_model_options, trainer_inputs  # noqa: E402
 from hyperrec.components import config as config_lib  # noqa: E402
-from hyperrec.components import trainer  # noqa: E402
+from hyperrec.components.trainer.build import build_model  # noqa: E402
+from hyperrec.components.trainer.input import build_dataset  # noqa: E402
 from hyperrec.components.model.image_encoder import decode_png_batch  # noqa: E402
 from hyperrec.schemas import features  # noqa: E402
 
@@ -92,8 +93,7 @@ def graph_flops(concrete_function) -> float:
 
 
 @click.command()
-@click.option("--scale", default="tiny", show_default=True, help="sample-data scale")
-@click.option("--experiment", default="tiny", show_default=True, help="model config")
+@data_and_model_options
 @click.option("--steps", default=20, show_default=True, help="cached batches timed")
 @click.option("--repeats", default=2, show_default=True, help="passes over the batches")
 def main(scale: str, experiment: str, steps: int, repeats: int) -> None:
@@ -103,14 +103,14 @@ def main(scale: str, experiment: str, steps: int, repeats: int) -> None:
     batch_size = config.model.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         tft_output, accessor, train_files, content = trainer_inputs(config, scale, tmp)
-        dataset = trainer.build_dataset(train_files, accessor, tft_output, batch_size,
+        dataset = build_dataset(train_files, accessor, tft_output, batch_size,
                                         shuffle=True, seed=config.model.seed, num_epochs=None)
         iterator = iter(dataset)
         next(iterator)  # opening the files and tracing the TFT layer are not per-batch costs
         start = time.perf_counter()
         batches = [next(iterator) for _ in range(steps)]
         input_s = (time.perf_counter() - start) / steps
-        model = trainer.build_model(config.model, config.data, config.transform, tft_output,
+        model = build_model(config.model, config.data, config.transform, tft_output,
                                     10_000, content)
         model(batches[0])  # builds every layer
         item, query = model.item_tower, model.query_tower

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as example_gen_executor
-from hyperrec.components.example_gen import history as history_lib
+from hyperrec.data import history as history_lib
 from hyperrec.pipeline.runners import local as local_runner
 from hyperrec.pipeline import demo_report
 from hyperrec.pipeline import pipeline as pipeline_def

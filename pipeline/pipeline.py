@@ -29,7 +29,7 @@ from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as example_gen_executor
 from hyperrec.components import pusher as pusher_executor
 from hyperrec.components.validation_gate import AnomaliesGate
-from hyperrec.components.monitoring import span_drift
+from hyperrec.components import span_drift
 from hyperrec.components.evaluation import component as ranking_evaluator_lib
 from hyperrec.components.infra_validation import component as infra_validation
 from hyperrec.components.config import HyperrecConfig, project_root
@@ -39,7 +39,7 @@ from ml_metadata.proto import metadata_store_pb2
 MODEL_NAME = "hyperrec"
 TRANSFORM_MODULE = "hyperrec.components.transform"
 TRAINER_MODULE = "hyperrec.components.trainer"
-TUNER_MODULE = "hyperrec.components.tuner"
+TUNER_MODULE = TRAINER_MODULE  # one module file for run_fn and tuner_fn (TFX templates)
 PREPROCESSING_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
 TUNER_FN = f"{TUNER_MODULE}.tuner_fn"
@@ -106,8 +106,9 @@ def eval_config(config: HyperrecConfig) -> tfma.EvalConfig:
 
 def tuner_component(config: HyperrecConfig, example_gen, transform, schema_gen,
                     custom_config: dict) -> tfx.components.Tuner:
-    """keras-tuner search (components/tuner.py) on the Trainer's inputs and custom_config,
-    with ModelConfig.tune_max_trials trials of ModelConfig.tune_steps steps each."""
+    """keras-tuner search (components/trainer/tuning.py) on the Trainer's inputs and
+    custom_config, with ModelConfig.tune_max_trials trials of ModelConfig.tune_steps steps
+    each."""
     return tfx.components.Tuner(
         tuner_fn=TUNER_FN,
         examples=example_gen.outputs["examples"],

@@ -64,7 +64,7 @@ HOUR_XF = xf("hour")
 DAY_OF_WEEK_XF = xf("day_of_week")
 
 # ---- SavedModel contract: signature names and their input/output keys ------------------------
-# The exported model (components/export.py) and its clients (serving/) agree on these.
+# The exported model (components/trainer/export.py) and its clients (serving/) agree on these.
 SERVING_DEFAULT = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 RECOMMEND = "recommend"
 RECOMMEND_EXCLUDING = "recommend_excluding"  # recommend + EXCLUDE_ITEM_IDS

@@ -2,4 +2,4 @@
 from hyperrec.serving.cli import serve
 
 if __name__ == "__main__":
-    serve(prog_name="python -m hyperrec.serving")
+    serve()

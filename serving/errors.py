@@ -8,6 +8,7 @@ so a client sees the same outcome whichever API it speaks.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from typing import Tuple
 
@@ -63,28 +64,13 @@ class ServingError(Exception):
         return f"{self.code.name}: {self.message}"
 
 
-def invalid_argument(message: str) -> ServingError:
-    return ServingError(Code.INVALID_ARGUMENT, message)
-
-
-def not_found(message: str) -> ServingError:
-    return ServingError(Code.NOT_FOUND, message)
-
-
-def failed_precondition(message: str) -> ServingError:
-    return ServingError(Code.FAILED_PRECONDITION, message)
-
-
-def unavailable(message: str) -> ServingError:
-    return ServingError(Code.UNAVAILABLE, message)
-
-
-def unimplemented(message: str) -> ServingError:
-    return ServingError(Code.UNIMPLEMENTED, message)
-
-
-def internal(message: str) -> ServingError:
-    return ServingError(Code.INTERNAL, message)
+# One constructor per status the server answers with: invalid_argument("...") etc.
+invalid_argument = functools.partial(ServingError, Code.INVALID_ARGUMENT)
+not_found = functools.partial(ServingError, Code.NOT_FOUND)
+failed_precondition = functools.partial(ServingError, Code.FAILED_PRECONDITION)
+unavailable = functools.partial(ServingError, Code.UNAVAILABLE)
+unimplemented = functools.partial(ServingError, Code.UNIMPLEMENTED)
+internal = functools.partial(ServingError, Code.INTERNAL)
 
 
 def from_exception(error: BaseException) -> ServingError:

@@ -162,6 +162,8 @@ def _method_signature(servable: Servable, signature_name: str, method: str, what
         raise errors.invalid_argument(
             f"Expected {what} signature method_name to be {method}. Was: "
             f"{signature.method_name}")
+    if len(signature.inputs) != 1:  # classify and regress take serialized tf.Examples only
+        raise errors.invalid_argument("Expected one input Tensor.")
     return name, signature
 
 
@@ -169,8 +171,6 @@ def classify(servable: Servable, request: classification_pb2.ClassificationReque
              ) -> classification_pb2.ClassificationResponse:
     name, signature = _method_signature(servable, request.model_spec.signature_name,
                                         CLASSIFY_METHOD, "classification")
-    if len(signature.inputs) != 1:
-        raise errors.invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) not in (1, 2):
         raise errors.invalid_argument(
             f"Expected one or two output Tensors, found {len(signature.outputs)}")
@@ -222,8 +222,6 @@ def regress(servable: Servable, request: regression_pb2.RegressionRequest
             ) -> regression_pb2.RegressionResponse:
     name, signature = _method_signature(servable, request.model_spec.signature_name,
                                         REGRESS_METHOD, "regression")
-    if len(signature.inputs) != 1:
-        raise errors.invalid_argument("Expected one input Tensor.")
     if len(signature.outputs) != 1:
         raise errors.invalid_argument("Expected one output Tensor.")
     if REGRESS_INPUTS not in signature.inputs:

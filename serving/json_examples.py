@@ -15,8 +15,9 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
 from hyperrec.serving import errors
-from hyperrec.serving.json_request import (FLOAT32_MAX, INT64_RANGE, decode_b64_object,
-                                           is_b64_object, json_type, lossy, value_text)
+from hyperrec.serving.json_parsing import INT64_RANGE, json_type, value_text
+from hyperrec.serving.json_tensors import (FLOAT32_MAX, decode_b64_object, is_b64_object,
+                                           lossy)
 from hyperrec.serving.json_response import float32_text
 
 _CONTEXT_KEY = "context"

@@ -15,7 +15,7 @@ more than doubled the CPU each request cost at 8 clients). A large body (or a la
 is parsed (or written) on an executor thread instead: tens of thousands of instances take
 seconds of Python, which on the loop would stall every other connection. An executor thread
 holds the GIL only for a switch interval at a time, so the loop keeps serving meanwhile; it
-parses member by member (json_request.parse_json_in_pieces) because one orjson call would
+parses member by member (json_parsing.parse_json_in_pieces) because one orjson call would
 hold the GIL for the whole document.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Callable, NamedTuple, Optional, Tuple, TypeVar
 from google.protobuf import json_format
 from tensorflow_serving.apis import classification_pb2, get_model_metadata_pb2, regression_pb2
 
-from hyperrec.serving import (errors, inference, json_examples, json_request, json_response,
-                              model_status, request_budget)
+from hyperrec.serving import (errors, inference, json_examples, json_parsing, json_request,
+                              json_response, model_status, request_budget)
 from hyperrec.serving.http_limits import DEFAULT_REQUEST_BUDGET_BYTES
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.request_tracking import RequestTracker
@@ -162,18 +162,18 @@ class RestApi:
     def _predict_blocking(self, name: str, version: Optional[int], label: Optional[str],
                           body: bytes) -> bytes:
         servable, signature, inputs, request_format = self._predict_request(
-            name, version, label, body, json_request.parse_json_in_pieces)
+            name, version, label, body, json_parsing.parse_json_in_pieces)
         outputs = servable.run(signature, inputs)
         return self._predict_answer(servable, signature, inputs, outputs, request_format,
                                     version, label)
 
     def _predict_request(self, name: str, version: Optional[int], label: Optional[str],
-                         body: bytes, parse: Callable[[bytes], dict] = json_request.parse_json
+                         body: bytes, parse: Callable[[bytes], dict] = json_parsing.parse_json
                          ) -> Tuple[Servable, str, Tensors, str]:
         """The body parsed against the addressed servable: (servable, signature, inputs,
         ROW or COLUMNAR)."""
         doc = parse(body)
-        signature = json_request.signature_name(doc)
+        signature = json_parsing.signature_name(doc)
         servable = self._manager.servable(name, version, label)
         input_dtypes = servable.input_dtypes(signature)
         if not input_dtypes:
@@ -218,7 +218,7 @@ class RestApi:
         an executor thread when the body is large."""
         def parse(parse_json: Callable[[bytes], dict]) -> Servable:
             doc = parse_json(body)
-            self._fill_spec(request, name, version, label, json_request.signature_name(doc))
+            self._fill_spec(request, name, version, label, json_parsing.signature_name(doc))
             request.input.CopyFrom(json_examples.classify_regress_input(doc))
             return self._manager.servable(name, version, label)
 
@@ -228,12 +228,12 @@ class RestApi:
             return text
 
         def blocking() -> bytes:
-            servable = parse(json_request.parse_json_in_pieces)
+            servable = parse(json_parsing.parse_json_in_pieces)
             return answer(servable, kind.run(servable, request))
 
         if len(body) > OFF_LOOP_BODY_BYTES:
             return await self._off_loop(blocking)
-        servable = parse(json_request.parse_json)
+        servable = parse(json_parsing.parse_json)
         return answer(servable, await self._off_loop(kind.run, servable, request))
 
     # -- model APIs ----------------------------------------------------------------------------

@@ -50,9 +50,9 @@ def synthetic_data(tmp_path_factory) -> dict:
 # first, the long modules run side by side and the short ones fill the tail, instead of a
 # long module starting last on one worker while the other idles.
 SLOWEST_MODULES = (
-    "test_loop.py", "test_distribution.py", "test_pipeline_e2e.py", "test_model_quality.py",
-    "test_import_table_e2e.py",
-    "test_online_retail_pipeline.py", "test_orchestrators_airflow.py",
+    "test_airflow_scheduler.py", "test_loop.py", "test_distribution.py", "test_pipeline_e2e.py",
+    "test_model_quality.py", "test_beam_portable.py", "test_import_table_e2e.py",
+    "test_online_retail_pipeline.py", "test_kubeflow_entrypoint.py",
     "test_evaluation_pipeline.py", "test_training_habits.py", "test_pretrained_encoders.py",
     "test_tuner.py", "test_model.py", "test_reproducibility.py", "test_monitoring_span_drift.py",
     "test_catalogue_refresh.py", "test_export_lite.py", "test_infra_validation.py",

@@ -91,7 +91,7 @@ class FakeRecommender(tf.Module):
     """The pipeline's `recommend` signature over a fixed 20-item catalogue.
 
     Scores fall with catalogue position, shifted per user; history items are excluded and
-    `k` is the batch's max, like components/export.py.
+    `k` is the batch's max, like components/trainer/signatures.py.
     """
 
     def __init__(self, offset: float = 0.0):

@@ -1,4 +1,4 @@
-"""Catalogue refresh (components/catalogue_refresh.py): new items served with no retraining.
+"""Catalogue refresh (pipeline/loop/catalogue_refresh.py): new items served with no retraining.
 
 A model is trained in-process on the synthetic data tests/test_model.py uses (Transform's
 analysis on Beam, then run_fn), where the hidden taste is known: user u engages with category
@@ -33,7 +33,7 @@ import pytest
 import tensorflow as tf
 
 from hyperrec.schemas import features
-from hyperrec.components import catalogue_refresh as refresh_lib
+from hyperrec.pipeline.loop import catalogue_refresh as refresh_lib
 from hyperrec.components import pusher
 from hyperrec.components import trainer
 
@@ -373,11 +373,11 @@ def test_no_served_version_or_no_items_file_is_refused(served_base, tmp_path):
 
 
 def test_a_version_exported_without_replace_catalogue_is_refused(tmp_path):
-    """A recommender whose catalogue is baked in (serving/testing.py's stand-in, as every
+    """A recommender whose catalogue is baked in (tests/standin_models.py's stand-in, as every
     export before the resizable catalogue) is named, not half-refreshed."""
-    from hyperrec.serving import testing
+    import standin_models
     base = os.path.join(str(tmp_path), "m")
-    testing.save_recommender(os.path.join(base, "1"))
+    standin_models.save_recommender(os.path.join(base, "1"))
     write_png(os.path.join(str(tmp_path), "images", "a.png"), (1, 2, 3))
     text = CSV_HEADER + "n1,T,d,shoes,3.0,images/a.png,\n"
     assert "replace_catalogue" in refused(tmp_path, base, text, refresh_lib.NotRefreshable)

@@ -23,7 +23,7 @@ import portpicker
 import pytest
 import tensorflow as tf
 
-from hyperrec.components import distribution
+from hyperrec.components.trainer import distribution
 
 import test_model
 

@@ -13,6 +13,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import proto_utils
 
 from hyperrec.schemas import features
+from hyperrec.components.example_gen import examples as example_gen_examples
 from hyperrec.components.example_gen import executor as executor_lib
 
 DAY = 86400
@@ -242,7 +243,7 @@ def test_splits_are_written_in_one_mixed_order_on_every_run_and_runner(busy_root
         assert sorted(in_memory[split]) == sorted(workers[split]), split
         assert in_memory[split] == workers[split], split  # the same bytes in the same order
     train = in_memory["train"]
-    assert train == sorted(train, key=executor_lib.order_key) and len(train) > 100
+    assert train == sorted(train, key=example_gen_examples.order_key) and len(train) > 100
     items = [tf.train.Example.FromString(r).features.feature[features.ITEM_ID]
              .bytes_list.value[0] for r in train]
     changes = sum(a != b for a, b in zip(items, items[1:]))

@@ -11,11 +11,11 @@ def test_each_component_reaches_its_own_code_and_not_the_others():
     transform = fingerprint.project_modules([pipeline_def.TRANSFORM_MODULE])
     example_gen = fingerprint.project_modules([EXAMPLE_GEN])
     assert "hyperrec.components.model.towers" in trainer
-    assert "hyperrec.components.export" in trainer
+    assert "hyperrec.components.trainer.export" in trainer
     assert pipeline_def.TRANSFORM_MODULE in trainer  # run_fn applies the transform graph
     assert "hyperrec.components.config" in trainer and "hyperrec.components.config" in example_gen
     assert not any(m.startswith("hyperrec.components.model") for m in transform + example_gen)
-    assert "hyperrec.components.example_gen.history" in example_gen
+    assert "hyperrec.data.history" in example_gen
     # Nothing a component runs comes from the layers above it.
     assert not any(m.startswith(("hyperrec.pipeline", "hyperrec.serving"))
                    for m in trainer + transform + example_gen)

@@ -1,5 +1,5 @@
 """Point-in-time history on hand-built cases: ties, first events, the N cap, impressions."""
-from hyperrec.components.example_gen.history import last_engaged, with_history
+from hyperrec.data.history import last_engaged, with_history
 
 
 def _ev(ts, item, event="click"):

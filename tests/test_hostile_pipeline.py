@@ -20,7 +20,8 @@ from PIL import Image
 from hyperrec.components import config as config_lib
 from hyperrec.schemas import features
 from hyperrec.components.example_gen import executor as executor_lib
-from hyperrec.components.example_gen import images, layout
+from hyperrec.components.example_gen import layout
+from hyperrec.data import image_normaliser as images
 from test_example_gen import DAY, T0, _iso, _png, _read_split, _run_executor, _write_csv
 
 HYPERREC = os.path.join(os.path.dirname(sys.executable), "hyperrec")
@@ -179,7 +180,7 @@ def test_a_10000x10000_png_is_too_large_without_being_decoded(tmp_path):
     """Its outcome is image_too_large, and the check never holds the 400 MB of pixels."""
     path = tmp_path / "huge.png"
     path.write_bytes(big_png(10_000, 10_000))
-    code = ("import resource, sys; from hyperrec.components.example_gen import images; "
+    code = ("import resource, sys; from hyperrec.data import image_normaliser as images; "
             "raw = open(sys.argv[1], 'rb').read(); "
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
             "_, status, outcome = images.normalise(raw, 32); "
@@ -266,11 +267,11 @@ def test_span_folders_without_csv_files_are_named(tmp_path):
 def test_long_epochs_print_progress_lines_inside_the_epoch():
     import numpy as np
     import tensorflow as tf
-    from hyperrec.components import training_progress
+    from hyperrec.components.trainer.callbacks import EpochProgress
 
     ticks = iter(range(1000))  # one second per clock reading
     lines = []
-    callback = training_progress.EpochProgress(interval_s=2, write=lines.append,
+    callback = EpochProgress(interval_s=2, write=lines.append,
                                                clock=lambda: next(ticks))
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
@@ -284,9 +285,9 @@ def test_long_epochs_print_progress_lines_inside_the_epoch():
 
 
 def test_the_trainer_uses_the_progress_callback(tmp_path):
-    from hyperrec.components import trainer, training_progress
-    callbacks = trainer.training_callbacks(config_lib.ModelConfig(), str(tmp_path))
-    assert any(isinstance(c, training_progress.EpochProgress) for c in callbacks)
+    from hyperrec.components.trainer.callbacks import EpochProgress, training_callbacks
+    callbacks = training_callbacks(config_lib.ModelConfig(), str(tmp_path))
+    assert any(isinstance(c, EpochProgress) for c in callbacks)
 
 
 # ---- one pipeline run --------------------------------------------------------------------------

@@ -21,7 +21,8 @@ import zlib
 
 import pytest
 
-from hyperrec.serving import config, errors, testing
+from hyperrec.serving import config, errors
+import standin_models
 from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.load_failures import LoadFailureRecord
 from hyperrec.serving.manager import ModelManager
@@ -125,8 +126,8 @@ def version_states(port: int, model: str):
 def server(tmp_path_factory):
     """In this process: framing and the connection cap."""
     version_dir = tmp_path_factory.mktemp("hostile") / HPT / "1"
-    testing.save_half_plus_two(str(version_dir))
-    options = testing.rest_only_options(HPT, str(version_dir.parent),
+    standin_models.save_half_plus_two(str(version_dir))
+    options = standin_models.rest_only_options(HPT, str(version_dir.parent),
                                         http=HttpLimits(max_connections=CONNECTION_CAP))
     with ModelServer(options) as running:
         yield running
@@ -138,19 +139,19 @@ def process_server(tmp_path_factory):
     timeouts and default connection caps and request budget: memory, event-loop delay and
     timeouts are measured on a process of its own."""
     root = tmp_path_factory.mktemp("hostile_process")
-    testing.save_recommender(str(root / REC / "1"))
-    rest_port = testing.free_port()
+    standin_models.save_recommender(str(root / REC / "1"))
+    rest_port = standin_models.free_port()
     args = ["--model_name", REC, "--model_base_path", str(root / REC),
-            "--port", str(testing.free_port()), "--rest_api_port", str(rest_port),
+            "--port", str(standin_models.free_port()), "--rest_api_port", str(rest_port),
             "--file_system_poll_wait_seconds", "0",
             "--rest_api_header_timeout_in_ms", str(TIMEOUT_MS),
             "--rest_api_idle_timeout_in_ms", str(TIMEOUT_MS),
             "--model_load_failure_file", str(root / "failures.json")]
-    process, _ = testing.start_until_serving(args, str(root / "server.log"), rest_port, REC)
+    process, _ = standin_models.start_until_serving(args, str(root / "server.log"), rest_port, REC)
     try:
         yield process, rest_port
     finally:
-        testing.stop_server_process(process)
+        standin_models.stop_server_process(process)
 
 
 # ---- framing (RFC 9112) --------------------------------------------------------------------
@@ -159,7 +160,7 @@ def test_content_length_with_chunked_is_400_and_nothing_is_smuggled(server):
     smuggled = f"GET /v1/models/{HPT} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
            "Transfer-Encoding: chunked\r\n\r\n").encode() + chunked(hpt_body()) + smuggled
-    assert_refused(testing.raw_exchange(server.rest_port, raw), 400,
+    assert_refused(standin_models.raw_exchange(server.rest_port, raw), 400,
                    "Both Content-Length and Transfer-Encoding")
 
 
@@ -173,14 +174,14 @@ def test_content_length_with_chunked_is_400_and_nothing_is_smuggled(server):
 def test_transfer_codings_other_than_chunked_are_refused(server, coding, status, words):
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n"
            ).encode() + chunked(hpt_body())
-    assert_refused(testing.raw_exchange(server.rest_port, raw), status, words)
+    assert_refused(standin_models.raw_exchange(server.rest_port, raw), status, words)
 
 
 @pytest.mark.parametrize("coding", ["chunked", "Chunked", "CHUNKED", " chunked "])
 def test_chunked_is_a_case_insensitive_token(server, coding):
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
            f"Transfer-Encoding: {coding}\r\n\r\n").encode() + chunked(hpt_body(3.0))
-    status, _, body = only_response(testing.raw_exchange(server.rest_port, raw))
+    status, _, body = only_response(standin_models.raw_exchange(server.rest_port, raw))
     assert status == 200 and json.loads(body) == {"predictions": [3.5]}
 
 
@@ -189,14 +190,14 @@ def test_chunked_is_a_case_insensitive_token(server, coding):
 def test_conflicting_or_invalid_content_length_is_400(server, lengths):
     fields = "".join(f"Content-Length: {value}\r\n" for value in lengths)
     raw = f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode() + hpt_body()
-    assert_refused(testing.raw_exchange(server.rest_port, raw), 400, "Invalid Content-Length")
+    assert_refused(standin_models.raw_exchange(server.rest_port, raw), 400, "Invalid Content-Length")
 
 
 def test_repeated_identical_content_lengths_are_one_length(server):
     body = hpt_body(5.0)  # RFC 9112 6.3: a recipient may accept a list of equal values
     raw = (f"POST {HPT_PREDICT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
            f"Content-Length: {len(body)}, {len(body)}\r\n\r\n").encode() + body
-    status, _, answer = only_response(testing.raw_exchange(server.rest_port, raw))
+    status, _, answer = only_response(standin_models.raw_exchange(server.rest_port, raw))
     assert status == 200 and json.loads(answer) == {"predictions": [4.5]}
 
 
@@ -215,7 +216,7 @@ def test_repeated_identical_content_lengths_are_one_length(server):
      400, "Chunk data not followed by CRLF"),
 ])
 def test_ambiguous_framing_is_400(server, raw, status, words):
-    assert_refused(testing.raw_exchange(server.rest_port, raw.encode()), status, words)
+    assert_refused(standin_models.raw_exchange(server.rest_port, raw.encode()), status, words)
 
 
 # ---- connections ---------------------------------------------------------------------------
@@ -233,10 +234,10 @@ def test_connections_over_the_cap_all_active_get_503_and_close(server):
             holders.append(socket.create_connection(("127.0.0.1", port), timeout=30))
             holders[-1].sendall(active)
         time.sleep(0.5)  # read by the server: active, not idle
-        assert_refused(testing.raw_exchange(port, raw), 503, "Too many open connections (limit 4")
+        assert_refused(standin_models.raw_exchange(port, raw), 503, "Too many open connections (limit 4")
         holders[0].sendall(body[3:])  # one request completes; its connection turns idle
         assert holders[0].recv(65536).startswith(b"HTTP/1.1 200 ")
-        status, _, _ = only_response(testing.raw_exchange(port, raw))
+        status, _, _ = only_response(standin_models.raw_exchange(port, raw))
         assert status == 200  # in, by closing the idle one
     finally:
         for sock in holders:
@@ -252,7 +253,7 @@ def test_idle_connections_at_the_cap_make_room_for_new_ones(server):
             holders.append(socket.create_connection(("127.0.0.1", port), timeout=30))
             holders[-1].sendall(raw)
             assert holders[-1].recv(65536).startswith(b"HTTP/1.1 200 ")
-        status, _, _ = only_response(testing.raw_exchange(
+        status, _, _ = only_response(standin_models.raw_exchange(
             port, raw.replace(b"Host: x", b"Connection: close")))
         assert status == 200
         assert holders[0].recv(65536) == b""  # the oldest idle one was closed for it
@@ -311,7 +312,7 @@ def test_a_body_that_stops_arriving_is_408(process_server):
     raw = (f"POST {REC_PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
            ).encode() + body[:10]
     started = time.monotonic()
-    data = testing.raw_exchange(port, raw, wait=10 * TIMEOUT_MS / 1000)
+    data = standin_models.raw_exchange(port, raw, wait=10 * TIMEOUT_MS / 1000)
     assert time.monotonic() - started < 8 * TIMEOUT_MS / 1000
     assert_refused(data, 408, "Timed out reading the request")
 
@@ -356,9 +357,9 @@ def test_a_100k_instance_request_is_refused_before_parsing(process_server):
     process, port = process_server
     big = recommend_body(100_000)
     assert predict_answer(port, REC_PREDICT, recommend_body(1))[0] == 200
-    idle_peak = testing.peak_memory_bytes(process.pid)
+    idle_peak = standin_models.peak_memory_bytes(process.pid)
     status, answer = predict_answer(port, REC_PREDICT, big)
-    growth = testing.peak_memory_bytes(process.pid) - idle_peak
+    growth = standin_models.peak_memory_bytes(process.pid) - idle_peak
     print(f"100,000-instance request ({len(big) / MIB:.1f} MiB): {status}, "
           f"peak memory +{growth / MIB:.1f} MiB")
     assert status == 413
@@ -374,13 +375,13 @@ def test_gzip_bomb_is_413_while_inflating_and_costs_little_memory(process_server
     assert len(bomb) < 2 * MIB
     status, _ = predict_answer(port, REC_PREDICT, recommend_body(1))
     assert status == 200
-    idle_peak = testing.peak_memory_bytes(process.pid)
+    idle_peak = standin_models.peak_memory_bytes(process.pid)
     raw = (f"POST {REC_PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
            f"Content-Length: {len(bomb)}\r\n\r\n").encode() + bomb
     started = time.monotonic()
-    data = testing.raw_exchange(port, raw, wait=120)
+    data = standin_models.raw_exchange(port, raw, wait=120)
     elapsed = time.monotonic() - started
-    growth = testing.peak_memory_bytes(process.pid) - idle_peak
+    growth = standin_models.peak_memory_bytes(process.pid) - idle_peak
     print(f"gzip bomb: {len(bomb)} bytes -> 413 in {elapsed:.2f} s, "
           f"peak memory +{growth / MIB:.1f} MiB")
     assert_refused(data, 413, "Decompressed request body exceeds the limit of 10485760 bytes")
@@ -433,7 +434,7 @@ def test_a_remembered_failure_is_skipped_at_start_and_retried_after(tmp_path):
     until enable_retries(), then tries version 2 once more."""
     base = tmp_path / "m"
     for version in (1, 2):
-        testing.write_corrupt_version(str(base / str(version)))  # only scanned here
+        standin_models.write_corrupt_version(str(base / str(version)))  # only scanned here
     calls = []
 
     def loader(name, version, path):
@@ -467,7 +468,7 @@ def test_a_remembered_failure_is_skipped_at_start_and_retried_after(tmp_path):
     assert calls == [1, 2]  # one retry
     second.stop()
 
-    testing.write_corrupt_version(str(base / "2"))  # same bytes: still remembered
+    standin_models.write_corrupt_version(str(base / "2"))  # same bytes: still remembered
     (base / "2" / "extra").write_bytes(b"new contents")  # other contents: forgotten
     calls.clear()
     third = manager()
@@ -478,26 +479,26 @@ def test_a_remembered_failure_is_skipped_at_start_and_retried_after(tmp_path):
 
 def test_restart_serves_the_good_version_before_retrying_a_broken_one(tmp_path):
     base = tmp_path / "m"
-    testing.save_half_plus_two(str(base / "1"))
-    rest_port = testing.free_port()
+    standin_models.save_half_plus_two(str(base / "1"))
+    rest_port = standin_models.free_port()
     args = ["--model_name", "m", "--model_base_path", str(base),
-            "--port", str(testing.free_port()), "--rest_api_port", str(rest_port),
+            "--port", str(standin_models.free_port()), "--rest_api_port", str(rest_port),
             "--file_system_poll_wait_seconds", "0.2",
             "--model_load_failure_file", str(tmp_path / "failures.json")]
     log = str(tmp_path / "server.log")
 
-    process, clean_start = testing.start_until_serving(args, log, rest_port, "m")
-    testing.stop_server_process(process)
+    process, clean_start = standin_models.start_until_serving(args, log, rest_port, "m")
+    standin_models.stop_server_process(process)
 
     # Version 2 loads, then fails its warmup after seconds of work.
-    testing.write_slow_failing_version(str(base / "2"))
-    process, first_start = testing.start_until_serving(args, log, rest_port, "m")
+    standin_models.write_slow_failing_version(str(base / "2"))
+    process, first_start = standin_models.start_until_serving(args, log, rest_port, "m")
     try:
         assert version_states(rest_port, "m") == {2: "END", 1: "AVAILABLE"}
     finally:
-        testing.stop_server_process(process)
+        standin_models.stop_server_process(process)
 
-    process, restart = testing.start_until_serving(args, log, rest_port, "m")
+    process, restart = standin_models.start_until_serving(args, log, rest_port, "m")
     try:
         # Ready on version 1 while version 2's retry is still to run or running ...
         seen = [version_states(rest_port, "m")]
@@ -513,7 +514,7 @@ def test_restart_serves_the_good_version_before_retrying_a_broken_one(tmp_path):
             seen.append(version_states(rest_port, "m"))
         assert all(states[1] == "AVAILABLE" for states in seen)
     finally:
-        testing.stop_server_process(process)
+        standin_models.stop_server_process(process)
     print(f"start to ready: clean {clean_start:.2f} s, first start with the broken version "
           f"{first_start:.2f} s, restart {restart:.2f} s ({restart / clean_start:.2f}x clean)")
     # The broken version's failure cost (first_start - clean_start) is not paid again.

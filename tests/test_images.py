@@ -3,7 +3,7 @@ import io
 
 from PIL import Image
 
-from hyperrec.components.example_gen import images
+from hyperrec.data import image_normaliser as images
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

@@ -21,7 +21,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from hyperrec.components import config as config_lib
 from hyperrec.data import contract
-from hyperrec.data.importers import cli, generic_table, online_retail, tables
+from hyperrec.data.importers import generic_table, online_retail, table_reading, tables
+from hyperrec.pipeline.cli import data as cli
 from hyperrec.pipeline.runners import commands as runner_commands
 from hyperrec.schemas import derived_schema
 
@@ -188,25 +189,25 @@ def test_import_is_deterministic_and_keeps_the_users_own_files(tmp_path):
 
 
 def test_timestamps_epoch_units_and_iso_zones():
-    seconds, unit = generic_table.parse_times(pd.Series([T0, T0 + 61]), "auto", "UTC", "t")
+    seconds, unit = table_reading.parse_times(pd.Series([T0, T0 + 61]), "auto", "UTC", "t")
     assert unit == "s" and list(seconds) == [T0, T0 + 61]
-    millis, unit = generic_table.parse_times(pd.Series([T0 * 1000 + 999]), "auto", "UTC", "t")
+    millis, unit = table_reading.parse_times(pd.Series([T0 * 1000 + 999]), "auto", "UTC", "t")
     assert unit == "ms" and list(millis) == [T0]  # fractions are cut, not rounded
-    micros, unit = generic_table.parse_times(pd.Series([str(T0 * 10**6 + 5)]), "auto", "UTC",
+    micros, unit = table_reading.parse_times(pd.Series([str(T0 * 10**6 + 5)]), "auto", "UTC",
                                              "t")
     assert unit == "us" and list(micros) == [T0]
     texts = pd.Series(["2024-01-01T01:00:00+01:00", "2024-01-01T00:00:00Z",
                        "2024-01-01 00:00:00.75", "2024-01-01", "2024-01-01T02:00:00"])
-    utc, unit = generic_table.parse_times(texts, "auto", "UTC", "t")
+    utc, unit = table_reading.parse_times(texts, "auto", "UTC", "t")
     assert unit == "iso" and list(utc) == [T0, T0, T0, T0, T0 + 2 * HOUR]
-    berlin, _ = generic_table.parse_times(texts, "iso", "Europe/Berlin", "t")
+    berlin, _ = table_reading.parse_times(texts, "iso", "Europe/Berlin", "t")
     # Zoned times are UTC whatever --timezone says; naive ones are Berlin time (UTC+1).
     assert list(berlin) == [T0, T0, T0 - HOUR, T0 - HOUR, T0 + HOUR]
-    bad, _ = generic_table.parse_times(pd.Series(["yesterday", "31/12/2023", ""]), "iso",
+    bad, _ = table_reading.parse_times(pd.Series(["yesterday", "31/12/2023", ""]), "iso",
                                        "UTC", "t")
     assert bad.isna().all()
     with pytest.raises(Refused, match="not a time zone name"):
-        generic_table.parse_times(texts, "iso", "Mars/Olympus", "t")
+        table_reading.parse_times(texts, "iso", "Mars/Olympus", "t")
 
 
 def test_ratings_become_engaged_or_shown_with_ms_timestamps_in_json_lines(tmp_path):

@@ -29,7 +29,7 @@ from hyperrec.data import contract
 from hyperrec.data.importers import generic_table
 from hyperrec.schemas import derived_schema
 from hyperrec.serving import client as serving_client
-from hyperrec.serving import testing as serving_testing
+import standin_models
 from support import tree_digest
 
 pytestmark = pytest.mark.e2e
@@ -73,14 +73,14 @@ def readme_run(tmp_path_factory):
         timings[name] = time.monotonic() - start
         assert done.returncode == 0, (name, done.stdout[-4000:] + done.stderr[-4000:])
         outputs[name] = done.stdout + done.stderr
-    rest, grpc = serving_testing.free_port(), serving_testing.free_port()
+    rest, grpc = standin_models.free_port(), standin_models.free_port()
     log_path = clone / "serve.log"
     start = time.monotonic()
     with open(log_path, "ab") as log:
         server = subprocess.Popen(argv[2] + ["--port", str(grpc), "--rest_api_port", str(rest)],
                                   cwd=clone, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        serving_testing.wait_until_serving(rest, "hyperrec", timeout=180, process=server)
+        standin_models.wait_until_serving(rest, "hyperrec", timeout=180, process=server)
         timings["serve"] = time.monotonic() - start
         client = serving_client.RestClient(port=rest)
         status = client.status()
@@ -88,7 +88,7 @@ def readme_run(tmp_path_factory):
                                            timestamp=1_706_400_000)  # 2024-01-28
         client.close()
     finally:
-        serving_testing.stop_server_process(server)
+        standin_models.stop_server_process(server)
     print(f"\nREADME commands: import {timings['import']:.1f}s, run {timings['run']:.1f}s, "
           f"serve ready {timings['serve']:.1f}s")
     data = clone / "runs" / "reviews" / "data"
@@ -269,7 +269,7 @@ def test_the_example_without_launch_dates_derives_first_seen_and_sizes_without_f
         tmp_path):
     """The README's import without products.csv's `launched` column: first_seen comes from the
     log before the eval cutoff, and the sized configuration has no freshness term (import
-    level only; measured with a full run in components/config.py: FRESHNESS_DERIVED_SHARE)."""
+    level only; measured with a full run in components/config/sizing.py: FRESHNESS_DERIVED_SHARE)."""
     mapping = generic_table.TableMapping(
         user="reviewer", item="product", timestamp="rated_at_ms", timestamp_unit="ms",
         rating="stars", engaged_if="rating>=4", device="platform",

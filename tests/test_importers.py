@@ -19,9 +19,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hyperrec.schemas import features
-from hyperrec.components.example_gen import images as example_gen_images
+from hyperrec.data import image_normaliser as example_gen_images
 from hyperrec.data import contract
-from hyperrec.data.importers import categories, cli, image_folder, online_retail, rda, tables
+from hyperrec.data.importers import categories, image_folder, online_retail, rda, tables
+from hyperrec.pipeline.cli import data as cli
 from support import tree_digest
 
 INTERACTION_HEADER = list(features.INTERACTION_COLUMNS + features.CONTEXT_COLUMNS)

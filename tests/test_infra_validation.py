@@ -1,7 +1,7 @@
 """Infra validation: a candidate is served by a fresh `python -m hyperrec.serving` process
 before the Pusher may publish it.
 
-Small SavedModels (serving/testing.py's stand-in recommender) stand in for the pipeline's:
+Small SavedModels (tests/standin_models.py's stand-in recommender) stand in for the pipeline's:
 a good one, one whose variables file is corrupted (exports, cannot load), one whose
 `recommend` answers with the wrong shape, and one too large for the memory limit. The
 executors run directly (no pipeline): the InfraValidator's, then our Pusher's with the
@@ -22,12 +22,12 @@ from hyperrec.components import pusher
 from hyperrec.components.infra_validation import component as infra
 from hyperrec.components.infra_validation import probe
 from hyperrec.schemas import features
-from hyperrec.serving import testing
+import standin_models
 
 MODEL_NAME = "hyperrec"
 
 
-class WrongShapeRecommender(testing.FakeRecommender):
+class WrongShapeRecommender(standin_models.FakeRecommender):
     """`recommend` answers its top-k flattened: [batch * k] instead of [batch, k]."""
 
     def signatures(self) -> dict:
@@ -40,7 +40,7 @@ class WrongShapeRecommender(testing.FakeRecommender):
         return {**super().signatures(), features.RECOMMEND: flat}
 
 
-class LargeRecommender(testing.FakeRecommender):
+class LargeRecommender(standin_models.FakeRecommender):
     """The stand-in recommender carrying a `megabytes` MiB weight (restored when loaded)."""
 
     def __init__(self, megabytes: int):
@@ -58,7 +58,7 @@ def _warmup(version_dir: str) -> None:
                         features.TIMESTAMP: np.array([1700000000, 1700000000], np.int64),
                         features.K: np.array([5, 5], np.int32)}.items():
         request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-    testing.write_warmup_file(version_dir, [prediction_log_pb2.PredictionLog(
+    standin_models.write_warmup_file(version_dir, [prediction_log_pb2.PredictionLog(
         predict_log=prediction_log_pb2.PredictLog(request=request))])
 
 
@@ -114,11 +114,11 @@ def served_good_model(tmp_path_factory):
     """The good candidate validated, pushed and served by an in-process server."""
     from hyperrec.serving.server import ModelServer
     root = tmp_path_factory.mktemp("infra")
-    model = _model_artifact(str(root / "good"), testing.FakeRecommender(offset=0.5))
+    model = _model_artifact(str(root / "good"), standin_models.FakeRecommender(offset=0.5))
     blessing = _infra_validate(model, str(root / "good-infra"))
     base = str(root / "serving")
     pushed = _push(model, blessing, base, str(root / "good-push"))
-    server = ModelServer(testing.rest_only_options(MODEL_NAME, base, poll_seconds=0.2)).start()
+    server = ModelServer(standin_models.rest_only_options(MODEL_NAME, base, poll_seconds=0.2)).start()
     yield root, blessing, pushed, base, server
     server.stop()
 
@@ -168,7 +168,7 @@ def test_broken_candidates_are_refused_with_their_reason_and_never_pushed(served
     good_peak = good_blessing.get_float_custom_property("peak_rss_mb")
     before = pusher.pushed_versions(base)
 
-    corrupted = _model_artifact(str(root / "corrupted"), testing.FakeRecommender(offset=9.0))
+    corrupted = _model_artifact(str(root / "corrupted"), standin_models.FakeRecommender(offset=9.0))
     _corrupt_variables(corrupted)
     wrong_shape = _model_artifact(str(root / "wrong-shape"), WrongShapeRecommender(offset=9.0))
     # Twice the good model's whole footprint in one weight, against a limit 200 MiB above it.
@@ -200,7 +200,7 @@ def test_broken_candidates_are_refused_with_their_reason_and_never_pushed(served
 def test_the_pusher_refuses_a_model_without_an_infra_blessing(served_good_model, tmp_path):
     _, _, _, base, _ = served_good_model
     before = pusher.pushed_versions(base)
-    model = _model_artifact(str(tmp_path / "unvalidated"), testing.FakeRecommender(offset=3.0))
+    model = _model_artifact(str(tmp_path / "unvalidated"), standin_models.FakeRecommender(offset=3.0))
     pushed = _push(model, None, base, str(tmp_path / "push"))
     assert pushed.get_int_custom_property("pushed") == 0
     assert pusher.pushed_versions(base) == before

@@ -1,10 +1,10 @@
-"""The retraining loop end to end (pipeline/loop_demo.py, what `hyperrec loop-demo` runs).
+"""The retraining loop end to end (pipeline/loop/demo.py, what `hyperrec loop-demo` runs).
 
 `tiny` data (seed 42: the shift at span 4 brings a batch of one category): v1 trained by the
 local runner on spans 1-3 and served by a real in-process server with a request log; spans
-2 and 3 replayed (quiet); span 4 added and replayed -> `monitor` + trigger -> `hyperrec run`
-in a subprocess trains v2 on spans 1-4 (eval split: the last 3.5 days of span 4) -> the
-ranking gate compares v2 with v1 there -> the Pusher writes v2 -> the server swaps while a
+2 and 3 replayed (quiet); span 4 added and replayed -> `monitor` + trigger -> the local runner
+(pipeline/runners/local.run in a child process) trains v2 on spans 1-4 (eval split: the last
+3.5 days of span 4) -> the ranking gate compares v2 with v1 there -> the Pusher writes v2 -> the server swaps while a
 client thread sends requests; then span 4's traffic again. One loop serves every test here.
 """
 import json
@@ -14,8 +14,8 @@ import hyperrec.pipeline  # noqa: F401  (Keras env before TensorFlow)
 import pytest
 from ml_metadata.metadata_store import metadata_store
 
-from hyperrec.components.monitoring import monitor, trigger
-from hyperrec.pipeline import loop_demo
+from hyperrec.pipeline.loop import monitor, trigger
+from hyperrec.pipeline.loop import demo as loop_demo
 from hyperrec.pipeline.runners import metadata as metadata_lib
 from hyperrec.schemas import features
 

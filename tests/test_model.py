@@ -23,9 +23,10 @@ import pytest
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from hyperrec.components import export
+from hyperrec.components.trainer import export
 from hyperrec.schemas import features
 from hyperrec.components import trainer
+from hyperrec.components.trainer.input import catalog_file_patterns
 from hyperrec.components import transform
 from hyperrec.components.model.freshness import FreshnessBias
 from hyperrec.components.model.image_encoder import decode_png_batch
@@ -60,7 +61,7 @@ def serving_example(row: Dict[str, object], drop: tuple = ()) -> bytes:
 
 
 # The fresh process: TensorFlow only. It runs every signature and writes the results. The
-# request names signatures, inputs and outputs (from components.export / features), so the
+# request names signatures, inputs and outputs (from trainer/export.py / features), so the
 # script spells none; tensors are {"values", "dtype"} with bytes as hex.
 _SERVING_SCRIPT = textwrap.dedent("""
     import json, sys
@@ -410,7 +411,7 @@ def test_training_wrote_tensorboard_logs(trained):
 
 
 def test_catalog_file_patterns_are_the_sibling_split():
-    assert trainer.catalog_file_patterns(["/a/Examples/7/Split-train/*"]) == [
+    assert catalog_file_patterns(["/a/Examples/7/Split-train/*"]) == [
         "/a/Examples/7/Split-catalog/*"]
 
 

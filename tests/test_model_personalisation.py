@@ -94,7 +94,8 @@ def test_served_affinity_score_takes_the_exposure_weight_chosen_on_validation(
     import os
     import sys
 
-    from hyperrec.components import export, trainer
+    from hyperrec.components import trainer
+    from hyperrec.components.trainer import export
 
     sys.path.insert(0, os.path.dirname(__file__))
     import test_model  # noqa: E402  (the model tests' synthetic data and sizes)

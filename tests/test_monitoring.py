@@ -16,10 +16,11 @@ import tensorflow_data_validation as tfdv
 
 from hyperrec.components import config as config_lib
 from hyperrec.schemas import features
-from hyperrec.components.monitoring import drift, logs, monitor, traffic
+from hyperrec.pipeline.loop import drift, logs, monitor, traffic
 from hyperrec.data import synthetic as datagen
 from hyperrec.serving import client as client_lib
-from hyperrec.serving import config, request_log, testing
+from hyperrec.serving import config, request_log
+import standin_models
 from hyperrec.serving.server import ModelServer, ServerOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +51,7 @@ def world(tmp_path_factory):
     truth = json.load(open(os.path.join(data_root, "ground_truth.json")))
     data = config_lib.load("small").data
     base = str(root / "models")
-    testing.save_recommender(os.path.join(base, "1"))
+    standin_models.save_recommender(os.path.join(base, "1"))
     log_dir, workdir = str(root / "requests"), str(root / "work")
     options = ServerOptions(models=config.single_model("hyperrec", base), grpc_port=None,
                             rest_port=0, poll_seconds=0, request_log_dir=log_dir)
@@ -173,7 +174,7 @@ def test_a_torn_tail_ends_its_file_only(tmp_path):
 
 def test_recommend_requests_become_query_rows(tmp_path):
     base = tmp_path / "m"
-    testing.save_recommender(str(base / "3"))
+    standin_models.save_recommender(str(base / "3"))
     options = ServerOptions(models=config.single_model("hyperrec", str(base)), grpc_port=None,
                             rest_port=0, poll_seconds=0, request_log_dir=str(tmp_path / "log"))
     with ModelServer(options) as server:

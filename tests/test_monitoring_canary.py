@@ -1,4 +1,4 @@
-"""Canary against stable (components/monitoring/canary.py): engaged outcomes, intervals and
+"""Canary against stable (pipeline/loop/canary.py): engaged outcomes, intervals and
 decisions computed by hand, every named outcome, and `hyperrec monitor --feedback` over a
 real server's request log followed by `hyperrec promote`."""
 import hyperrec.serving  # noqa: F401  (Keras env before TensorFlow)
@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from hyperrec.components.config import CanaryConfig
-from hyperrec.components.monitoring import canary, monitor
-from hyperrec.pipeline import monitoring_cli
-from hyperrec.serving import cli as serving_cli
-from hyperrec.serving import client, config, routing, testing
+from hyperrec.pipeline.loop import canary, monitor
+from hyperrec.pipeline.cli import loop as monitoring_cli
+from hyperrec.pipeline.cli import serve as serving_cli
+from hyperrec.serving import client, config, routing
+import standin_models
 from hyperrec.serving.server import ModelServer, options_from_flags
 
 pytestmark = pytest.mark.timeout(180)
@@ -179,8 +180,8 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
 
 def test_monitor_feedback_decides_and_promote_moves_stable(tmp_path):
     base = tmp_path / "hyperrec"
-    testing.save_recommender(str(base / "1"))
-    testing.save_recommender(str(base / "2"), offset=1.0)
+    standin_models.save_recommender(str(base / "1"))
+    standin_models.save_recommender(str(base / "2"), offset=1.0)
     config_file = tmp_path / "models.config"
     config_file.write_text(
         'model_config_list { config { name: "hyperrec" base_path: "%s" '
@@ -236,9 +237,9 @@ def test_monitor_feedback_decides_and_promote_moves_stable(tmp_path):
 
 def test_monitor_without_feedback_has_no_canary_block_and_a_bad_span_is_named(tmp_path):
     base = tmp_path / "m"
-    testing.save_recommender(str(base / "1"))
+    standin_models.save_recommender(str(base / "1"))
     log_dir = tmp_path / "requests"
-    with ModelServer(testing.rest_only_options("hyperrec", str(base),
+    with ModelServer(standin_models.rest_only_options("hyperrec", str(base),
                                                request_log_dir=str(log_dir))) as server:
         rest = client.RestClient(port=server.rest_port)
         rest.recommend("u1", [], "", 2, timestamp=T0)

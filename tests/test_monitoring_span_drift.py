@@ -20,7 +20,7 @@ from tfx.orchestration.pipeline import RunOptions
 
 from hyperrec.components import config as config_lib
 from hyperrec.schemas import features
-from hyperrec.components.monitoring import span_drift
+from hyperrec.components import span_drift
 from hyperrec.data import synthetic as datagen
 from hyperrec.pipeline import pipeline as pipeline_def
 from hyperrec.pipeline.runners import local as local_runner

@@ -239,7 +239,7 @@ def test_training_statistics_of_the_pushed_version_are_statistics_gens_train_spl
     """Monitoring's skew baseline: the served version's run -> StatisticsGen's `statistics`
     output, not Transform's pre/post-transform statistics (ExampleStatistics of the same run
     with a higher id and no Split-train)."""
-    from hyperrec.components.monitoring import training_stats
+    from hyperrec.pipeline.loop import training_stats
     paths, store = tiny_run[0], tiny_run[1]
     pushed = [a for a in store.get_artifacts_by_type("PushedModel")
               if a.custom_properties["pushed"].int_value == 1]

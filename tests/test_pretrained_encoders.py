@@ -1,9 +1,9 @@
-"""Pretrained item-tower encoders (components/model/pretraining.py): pretraining on the real
+"""Pretrained item-tower encoders (components/pretraining/): pretraining on the real
 clothing photos and Online Retail descriptions through `hyperrec pretrain`, the saved format,
 loading into the Trainer's model (vocabulary mapping by token, architecture checks, named
 errors for bad locations), frozen and fine-tuned training with a second optimizer.
 
-The model is the Trainer's own (trainer.build_model) on a real Transform output of the shared
+The model is the Trainer's own (trainer/build.py) on a real Transform output of the shared
 synthetic rows (tests/test_transform.py), with images of the pretraining's size.
 """
 from __future__ import annotations
@@ -26,10 +26,12 @@ from click.testing import CliRunner
 
 from hyperrec.components import config as config_lib
 from hyperrec.components import trainer, transform
-from hyperrec.components.model import pretraining
+from hyperrec.components.trainer.build import build_model
+from hyperrec.components.trainer.input import build_dataset
+from hyperrec.components import pretraining
 from hyperrec.components.model.image_encoder import ImageEncoder
 from hyperrec.components.model.text_encoder import TextEncoder
-from hyperrec.pipeline import pretrain_cli
+from hyperrec.pipeline.cli import pretrain as pretrain_cli
 from hyperrec.schemas import features
 
 import test_model
@@ -91,7 +93,7 @@ def env(tmp_path_factory):
         synthetic.transform_custom_config(TRANSFORM_CONFIG, DATA_CONFIG))
     fn_args = trainer.fn_args_for(examples_root, transform_dir,
                                   str(tmp_path_factory.mktemp("model")), {})
-    batch = next(iter(trainer.build_dataset(
+    batch = next(iter(build_dataset(
         fn_args.train_files, fn_args.data_accessor, tft_output, 32, shuffle=False, seed=0,
         num_epochs=1)))
     return {"tft_output": tft_output, "batch": batch, "fn_args": fn_args}
@@ -101,10 +103,10 @@ def _saved(directory, kind):
     """The encoder as saved (restored into the manifest's architecture)."""
     manifest = pretraining.read_manifest(directory, kind)
     if kind == pretraining.IMAGE:
-        encoder = pretraining._image_encoder(manifest["architecture"])
+        encoder = pretraining.new_image_encoder(manifest["architecture"])
     else:
-        encoder = pretraining._text_encoder(manifest["architecture"], manifest["vocab_size"])
-    pretraining._restore(encoder, directory)
+        encoder = pretraining.new_text_encoder(manifest["architecture"], manifest["vocab_size"])
+    pretraining.restore_encoder(encoder, directory)
     return encoder
 
 
@@ -112,7 +114,7 @@ def _model(env, **pretrained):
     model_config = dataclasses.replace(
         MODEL_CONFIG, pretrained=config_lib.PretrainedConfig(**pretrained))
     tf.keras.utils.set_random_seed(MODEL_CONFIG.seed)
-    model = trainer.build_model(model_config, DATA_CONFIG, TRANSFORM_CONFIG, env["tft_output"])
+    model = build_model(model_config, DATA_CONFIG, TRANSFORM_CONFIG, env["tft_output"])
     model(env["batch"])  # builds the rest of the model
     return model
 
@@ -147,7 +149,7 @@ def test_pretraining_tokenises_like_transform():
     assert pretraining.tokenize_texts(["Red-Shoe, SALE!", "it's  50% off."]) == [
         ["red", "shoe", "sale"], ["it", "s", "50", "off"]]
     assert pretraining.build_vocabulary([["b", "a"], ["a", "c"], ["b", "a"]], 2) == ["a", "b"]
-    ids = pretraining._encode([["a", "x", "b"], []], ["a", "b"], 4)
+    ids = pretraining.encode_tokens([["a", "x", "b"], []], ["a", "b"], 4)
     assert ids.tolist() == [[1, 3, 2, 0], [0, 0, 0, 0]]  # OOV = 3
 
 

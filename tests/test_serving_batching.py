@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from hyperrec.serving import config, errors, testing
+from hyperrec.serving import config, errors
+import standin_models
 from hyperrec.serving.batching import BatchScheduler
 from hyperrec.serving.config import BatchingOptions
 from hyperrec.serving.server import ModelServer, ServerOptions
@@ -189,7 +190,7 @@ def test_bad_batching_parameters_are_rejected(tmp_path, text, message):
 
 def test_a_batching_server_answers_concurrent_clients_correctly(tmp_path):
     base = tmp_path / "m"
-    testing.save_half_plus_two(str(base / "1"))
+    standin_models.save_half_plus_two(str(base / "1"))
     batching = BatchingOptions(max_batch_size=16, batch_timeout_micros=5_000, num_batch_threads=2)
     options = ServerOptions(models=config.single_model("m", str(base)), grpc_port=None,
                             rest_port=0, poll_seconds=0, batching=batching,

@@ -15,8 +15,10 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from hyperrec.components.monitoring import logs
-from hyperrec.serving import cli, client, config, request_log, routing, testing
+from hyperrec.pipeline.loop import logs
+from hyperrec.pipeline.cli import serve as cli
+from hyperrec.serving import client, config, request_log, routing
+import standin_models
 from hyperrec.serving.server import ModelServer, options_from_flags
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,8 +93,8 @@ def write_models_config(path, base_path, labels):
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory):
     base = tmp_path_factory.mktemp("canary") / "hyperrec"
-    testing.save_recommender(str(base / "1"))
-    testing.save_recommender(str(base / "2"), offset=CANARY_OFFSET)
+    standin_models.save_recommender(str(base / "1"))
+    standin_models.save_recommender(str(base / "2"), offset=CANARY_OFFSET)
     return base
 
 

@@ -10,7 +10,10 @@ from click.testing import CliRunner
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from hyperrec.serving import cli, client, config, testing
+from hyperrec.pipeline.cli import serve as cli
+from hyperrec.serving import cli as serving_cli
+from hyperrec.serving import client, config
+import standin_models
 from hyperrec.serving.server import ModelServer, ServerOptions, options_from_flags
 
 pytestmark = pytest.mark.timeout(120)
@@ -23,7 +26,7 @@ STOCK_IMAGE = "tensorflow/serving:2.16.1"
 def server(tmp_path_factory):
     """The shipped config files, with models.config pointed at a stand-in recommender."""
     root = tmp_path_factory.mktemp("cli")
-    testing.save_recommender(str(root / "hyperrec" / "1"))
+    standin_models.save_recommender(str(root / "hyperrec" / "1"))
     shipped = text_format.Parse((SERVING_DIR / "models.config").read_text(),
                                 model_server_config_pb2.ModelServerConfig())
     shipped.model_config_list.config[0].base_path = str(root / "hyperrec")
@@ -157,9 +160,9 @@ def test_deployments_run_the_stock_image_with_flags_our_server_accepts(document)
         for remote, here in local.items():
             arg = arg.replace(remote, here)
         translated.append(arg)
-    context = cli.serve.make_context("serve", translated + ["--model_base_path", "/unused"])
-    assert context.params["enable_batching"] is True
-    assert context.params["model_config_file"].endswith("models.config")
+    flags = serving_cli.parse_flags(translated + ["--model_base_path", "/unused"])
+    assert flags.enable_batching is True
+    assert flags.model_config_file.endswith("models.config")
     assert "/models/hyperrec" in json.dumps(mounts)
     services = list(yaml.safe_load_all((SERVING_DIR / "k8s.yaml").read_text()))
     assert {d["kind"] for d in services} == {"Deployment", "Service"}
@@ -167,8 +170,7 @@ def test_deployments_run_the_stock_image_with_flags_our_server_accepts(document)
 
 def test_server_options_default_to_loopback():
     assert ServerOptions(models=[]).host == "127.0.0.1"
-    assert cli.serve.make_context("serve", ["--model_base_path", "/x"]).params["host"] == \
-        "127.0.0.1"
+    assert serving_cli.parse_flags(["--model_base_path", "/x"]).host == "127.0.0.1"
 
 
 def test_serve_rejects_an_unparsable_session_config(tmp_path):
@@ -203,8 +205,7 @@ def test_session_config_reaches_tensorflow_and_thread_flags_override_it(tmp_path
 
 
 def test_rest_threads_flag_reaches_the_server_options(tmp_path):
-    context = cli.serve.make_context("serve", ["--model_base_path", "/x",
-                                               "--rest_api_num_threads", "7"])
-    assert context.params["rest_api_num_threads"] == 7
+    flags = serving_cli.parse_flags(["--model_base_path", "/x", "--rest_api_num_threads", "7"])
+    assert flags.rest_api_num_threads == 7
     options = options_from_flags("m", "/x", None, rest_api_num_threads=7)
     assert options.rest_api_num_threads == 7

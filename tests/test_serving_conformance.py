@@ -20,7 +20,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc, regression_pb2)
 
-from hyperrec.serving import config, testing
+from hyperrec.serving import config
+import standin_models
 from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.server import ModelServer, ServerOptions
 
@@ -33,9 +34,9 @@ SINGLE = "single"  # version 1 only
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("conformance")
-    testing.save_half_plus_two(str(root / "hpt" / "1"), offset=2.0)
-    testing.save_half_plus_two(str(root / "hpt" / "2"), offset=3.0)
-    testing.save_half_plus_two(str(root / "single" / "1"), offset=2.0)
+    standin_models.save_half_plus_two(str(root / "hpt" / "1"), offset=2.0)
+    standin_models.save_half_plus_two(str(root / "hpt" / "2"), offset=3.0)
+    standin_models.save_half_plus_two(str(root / "single" / "1"), offset=2.0)
     config_file = root / "models.config"
     config_file.write_text(textwrap.dedent(f"""\
         model_config_list {{

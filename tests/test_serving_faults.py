@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from hyperrec.serving import config, request_log, testing
+from hyperrec.serving import config, request_log
+import standin_models
 from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(180)
@@ -27,8 +28,8 @@ V1, V2 = 2.0, 3.0  # y(0) of version 1 and version 2
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults-built")
-    return {1: testing.save_half_plus_two(str(root / "1"), offset=V1),
-            2: testing.save_half_plus_two(str(root / "2"), offset=V2)}
+    return {1: standin_models.save_half_plus_two(str(root / "1"), offset=V1),
+            2: standin_models.save_half_plus_two(str(root / "2"), offset=V2)}
 
 
 class Clients:
@@ -90,7 +91,7 @@ def test_a_push_under_load_fails_no_request_and_switches_versions(tmp_path, buil
     with serve(base) as server, Clients(server.rest_port, "m") as clients:
         clients.wait_until_all_see(V1)
         if atomic:
-            testing.push_version(built[2], str(base), 2)
+            standin_models.push_version(built[2], str(base), 2)
         else:
             shutil.copytree(built[2], base / "2")  # appears file by file
         clients.wait_until_all_see(V2)
@@ -108,7 +109,7 @@ def test_a_corrupt_push_under_load_keeps_the_old_version_serving(tmp_path, built
     shutil.copytree(built[1], base / "1")
     with serve(base) as server, Clients(server.rest_port, "m") as clients:
         clients.wait_until_all_see(V1)
-        testing.write_corrupt_version(str(base / "2"))
+        standin_models.write_corrupt_version(str(base / "2"))
         deadline = time.monotonic() + 60
         connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
         while True:
@@ -140,21 +141,21 @@ def predict_once(port: int) -> float:
 def test_a_killed_server_restarts_on_the_latest_good_version(tmp_path, built):
     base, log_dir = tmp_path / "m", tmp_path / "requests"
     shutil.copytree(built[1], base / "1")
-    rest_port, grpc_port = testing.free_port(), testing.free_port()
+    rest_port, grpc_port = standin_models.free_port(), standin_models.free_port()
     args = ["--model_name", "m", "--model_base_path", str(base), "--port", str(grpc_port),
             "--rest_api_port", str(rest_port), "--file_system_poll_wait_seconds", "0.1",
             "--request_log_dir", str(log_dir),
             "--model_load_failure_file", str(tmp_path / "load_failures.json")]
     server_log = str(tmp_path / "server.log")
-    process = testing.start_server_process(args, server_log)
+    process = standin_models.start_server_process(args, server_log)
     try:
-        testing.wait_until_serving(rest_port, "m", timeout=90, process=process)
-        testing.push_version(built[2], str(base), 2)
+        standin_models.wait_until_serving(rest_port, "m", timeout=90, process=process)
+        standin_models.push_version(built[2], str(base), 2)
         deadline = time.monotonic() + 60
         while predict_once(rest_port) != V2:
             assert time.monotonic() < deadline, "version 2 never served"
             time.sleep(0.05)
-        testing.write_corrupt_version(str(base / "3"))  # pushed, but broken
+        standin_models.write_corrupt_version(str(base / "3"))  # pushed, but broken
         with Clients(rest_port, "m") as clients:
             time.sleep(0.5)
             os.kill(process.pid, signal.SIGKILL)  # mid-stream: requests in flight
@@ -165,7 +166,7 @@ def test_a_killed_server_restarts_on_the_latest_good_version(tmp_path, built):
             process.kill()
             process.wait(30)
 
-    restarted, _ = testing.start_until_serving(args, server_log, rest_port, "m", timeout=90)
+    restarted, _ = standin_models.start_until_serving(args, server_log, rest_port, "m", timeout=90)
     try:
         assert predict_once(rest_port) == V2
         connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=30)
@@ -175,7 +176,7 @@ def test_a_killed_server_restarts_on_the_latest_good_version(tmp_path, built):
         connection.close()
         assert states == {"3": "END", "2": "AVAILABLE"}
     finally:
-        testing.stop_server_process(restarted)
+        standin_models.stop_server_process(restarted)
 
     # The request log written before the kill holds only whole PredictionLogs.
     logs = list(request_log.read_prediction_logs(str(log_dir)))

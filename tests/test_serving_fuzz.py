@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hyperrec.serving import config, testing
+from hyperrec.serving import config
+import standin_models
 from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.server import ModelServer, ServerOptions
 
@@ -30,7 +31,7 @@ FUZZ_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, data
 @pytest.fixture(scope="module")
 def connection(tmp_path_factory):
     base = tmp_path_factory.mktemp("fuzz") / MODEL
-    testing.save_half_plus_two(str(base / "1"))
+    standin_models.save_half_plus_two(str(base / "1"))
     options = ServerOptions(models=config.single_model(MODEL, str(base)), grpc_port=None,
                             rest_port=0, poll_seconds=0,
                             http=HttpLimits(max_request_bytes=1 << 20))

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from hyperrec.serving import config, testing
+from hyperrec.serving import config
+import standin_models
 from hyperrec.serving.config import BatchingOptions
 from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.server import ModelServer, ServerOptions
@@ -30,13 +31,13 @@ PREDICT = f"/v1/models/{MODEL}:predict"
 @pytest.fixture(scope="module")
 def model_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("http") / MODEL
-    testing.save_half_plus_two(str(base / "1"))
+    standin_models.save_half_plus_two(str(base / "1"))
     return str(base)
 
 
 @pytest.fixture(scope="module")
 def server(model_base):
-    options = testing.rest_only_options(MODEL, model_base,
+    options = standin_models.rest_only_options(MODEL, model_base,
                                         http=HttpLimits(max_request_bytes=64 * 1024))
     with ModelServer(options) as running:
         yield running
@@ -44,7 +45,7 @@ def server(model_base):
 
 def exchange(port: int, raw: bytes, read_until_close: bool = True) -> bytes:
     """Sends raw bytes and returns everything the server wrote before closing (or 2 s)."""
-    return testing.raw_exchange(port, raw, 10 if read_until_close else 2)
+    return standin_models.raw_exchange(port, raw, 10 if read_until_close else 2)
 
 
 def split_response(data: bytes):

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from hyperrec.serving import errors, json_examples, json_request, json_response
+from hyperrec.serving import (errors, json_examples, json_parsing, json_request, json_response,
+                              json_tensors)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,7 +65,7 @@ _json_values = st.recursive(
        indent=st.sampled_from([None, 0, 2]))
 def test_piecewise_parse_reads_documents_as_the_whole_parse_does(doc, indent):
     body = json.dumps(doc, indent=indent).encode()
-    assert json_request.parse_json_in_pieces(body) == json_request.parse_json(body)
+    assert json_parsing.parse_json_in_pieces(body) == json_parsing.parse_json(body)
 
 
 @pytest.mark.parametrize("body", [
@@ -76,25 +77,25 @@ def test_piecewise_parse_reads_documents_as_the_whole_parse_does(doc, indent):
 ])
 def test_piecewise_parse_answers_bad_bodies_as_the_whole_parse_does(body):
     try:
-        expected = json_request.parse_json(body)
+        expected = json_parsing.parse_json(body)
     except errors.ServingError as err:
         with pytest.raises(errors.ServingError) as caught:
-            json_request.parse_json_in_pieces(body)
+            json_parsing.parse_json_in_pieces(body)
         assert str(caught.value) == str(err)
     else:
-        got = json_request.parse_json_in_pieces(body)
+        got = json_parsing.parse_json_in_pieces(body)
         assert json.dumps(got) == json.dumps(expected)  # NaN != NaN, its text is equal
 
 
 def test_lenient_parse_reads_integers_as_orjson_does_and_names_a_byte_order_mark():
     """NaN sends the body down the standard library's path; its integers beyond int64's
     minimum or uint64's maximum are doubles there too, as orjson reads them."""
-    doc = json_request.parse_json(b'{"a": [NaN, 18446744073709551615, 18446744073709551616]}')
+    doc = json_parsing.parse_json(b'{"a": [NaN, 18446744073709551615, 18446744073709551616]}')
     assert math.isnan(doc["a"][0])
     assert doc["a"][1:] == [18446744073709551615, 18446744073709551616.0]
     assert [type(value) for value in doc["a"][1:]] == [int, float]
     with pytest.raises(errors.ServingError) as caught:
-        json_request.parse_json(b'\xef\xbb\xbf{"a": NaN}')
+        json_parsing.parse_json(b'\xef\xbb\xbf{"a": NaN}')
     assert caught.value.message == ("JSON Parse error: Invalid value. (Unexpected UTF-8 BOM "
                                  "(decode using utf-8-sig)) at offset: 0")
 
@@ -206,18 +207,18 @@ _leaves = st.one_of(
 def test_fast_float_path_and_exact_walk_accept_and_refuse_the_same_tensors(rows, dtype):
     """Whatever the leaves (bools and big ints look like floats to numpy), the numpy path
     either declines or returns exactly what the element-by-element walk returns."""
-    shape = json_request._dense_shape(rows)
-    fast = json_request._dense_floats(rows, shape, dtype)
+    shape = json_tensors.dense_shape(rows)
+    fast = json_tensors._dense_floats(rows, shape, dtype)
     try:
         exact = []
-        json_request._TensorFiller(dtype).fill(rows, shape, exact)
-        expected = json_request._to_array(exact, shape, dtype)
+        json_tensors._TensorFiller(dtype).fill(rows, shape, exact)
+        expected = json_tensors.to_array(exact, shape, dtype)
     except errors.ServingError:
         assert fast is None
         return
     if fast is not None:
-        np.testing.assert_array_equal(json_request._to_array(fast, shape, dtype), expected)
-        assert json_request._to_array(fast, shape, dtype).dtype == expected.dtype
+        np.testing.assert_array_equal(json_tensors.to_array(fast, shape, dtype), expected)
+        assert json_tensors.to_array(fast, shape, dtype).dtype == expected.dtype
 
 
 @pytest.mark.parametrize("array", [

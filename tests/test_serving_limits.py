@@ -20,7 +20,8 @@ from tensorflow_serving.apis import (classification_pb2, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from hyperrec.schemas import features
-from hyperrec.serving import config, request_budget, testing
+from hyperrec.serving import config, request_budget
+import standin_models
 from hyperrec.serving.http_limits import HttpLimits
 from hyperrec.serving.server import ModelServer, ServerOptions
 from test_hostile_serving import predict_answer, recommend_body
@@ -40,8 +41,8 @@ def post(port: int, path: str, body: bytes):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("limits")
-    testing.save_half_plus_two(str(root / HPT / "1"))
-    testing.save_recommender(str(root / REC / "1"))
+    standin_models.save_half_plus_two(str(root / HPT / "1"))
+    standin_models.save_recommender(str(root / REC / "1"))
     return root
 
 
@@ -96,7 +97,7 @@ def test_rest_body_over_budget_in_bytes_is_413_before_it_is_read(budget_server):
     length = 64 * BUDGET  # announced, never sent
     raw = (f"POST /v1/models/{HPT}:predict HTTP/1.1\r\nHost: x\r\n"
            f"Content-Length: {length}\r\n\r\n").encode()
-    data = testing.raw_exchange(budget_server.rest_port, raw)
+    data = standin_models.raw_exchange(budget_server.rest_port, raw)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 ")
     assert (f"Request body of {length} bytes exceeds the limit of {BUDGET} bytes "

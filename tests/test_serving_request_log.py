@@ -15,7 +15,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from hyperrec.serving import config, record_io, request_log, testing
+from hyperrec.serving import config, record_io, request_log
+import standin_models
 from hyperrec.serving.server import ModelServer, ServerOptions
 
 pytestmark = pytest.mark.timeout(120)
@@ -131,7 +132,7 @@ def test_records_survive_a_writer_killed_mid_stream(tmp_path, run):
 
 def test_the_server_logs_requests_and_responses(tmp_path):
     base = tmp_path / "m"
-    testing.save_half_plus_two(str(base / "1"))
+    standin_models.save_half_plus_two(str(base / "1"))
     log_dir = tmp_path / "requests"
     options = ServerOptions(models=config.single_model("m", str(base)), grpc_port=None,
                             rest_port=0, poll_seconds=0, request_log_dir=str(log_dir))

@@ -12,7 +12,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_log_pb2
 
-from hyperrec.serving import config, errors, testing, version_scanner
+from hyperrec.serving import config, errors, version_scanner
+import standin_models
 from hyperrec.serving.config import ModelSettings, VersionPolicy
 from hyperrec.serving.manager import ModelManager
 from hyperrec.serving.server import ModelServer, ServerOptions
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 def built(tmp_path_factory):
     """Version directories built once: offsets 2 (v1), 3 (v2), 4 (v3)."""
     root = tmp_path_factory.mktemp("built")
-    return {offset: testing.save_half_plus_two(str(root / str(offset)), offset=float(offset))
+    return {offset: standin_models.save_half_plus_two(str(root / str(offset)), offset=float(offset))
             for offset in (2, 3, 4)}
 
 
@@ -77,7 +78,7 @@ def test_latest_policy_serves_the_newest_and_unloads_the_old(tmp_path, built):
     manager.start()
     try:
         assert answer(manager) == 2.0
-        testing.push_version(built[3], str(tmp_path), 2)
+        standin_models.push_version(built[3], str(tmp_path), 2)
         manager.reconcile()  # first sight of 2: not ready yet, 1 keeps serving
         assert answer(manager) == 2.0
         manager.reconcile()
@@ -133,7 +134,7 @@ def test_a_corrupt_version_leaves_the_old_one_serving_and_reports_why(tmp_path, 
     manager = make_manager(tmp_path)
     manager.start()
     try:
-        testing.write_corrupt_version(str(tmp_path / "2"))
+        standin_models.write_corrupt_version(str(tmp_path / "2"))
         manager.reconcile()
         manager.reconcile()
         assert answer(manager) == 2.0
@@ -146,7 +147,7 @@ def test_a_corrupt_version_leaves_the_old_one_serving_and_reports_why(tmp_path, 
 
         # A fixed push of the same version number (new contents) is tried again.
         shutil.rmtree(tmp_path / "2")
-        testing.push_version(built[3], str(tmp_path), 2)
+        standin_models.push_version(built[3], str(tmp_path), 2)
         manager.reconcile()
         manager.reconcile()
         assert answer(manager) == 3.0
@@ -158,7 +159,7 @@ def test_a_corrupt_version_leaves_the_old_one_serving_and_reports_why(tmp_path, 
 def test_a_restart_with_a_corrupt_latest_serves_the_latest_good_version(tmp_path, built):
     shutil.copytree(built[2], tmp_path / "1")
     shutil.copytree(built[3], tmp_path / "2")
-    testing.write_corrupt_version(str(tmp_path / "3"))
+    standin_models.write_corrupt_version(str(tmp_path / "3"))
     manager = make_manager(tmp_path)
     manager.start()
     try:
@@ -193,7 +194,7 @@ def predict_log(values):
 
 def test_warmup_requests_are_replayed_before_a_version_serves(tmp_path, built):
     shutil.copytree(built[2], tmp_path / "1")
-    testing.write_warmup_file(str(tmp_path / "1"), [predict_log([1.0]), predict_log([2.0, 3.0])])
+    standin_models.write_warmup_file(str(tmp_path / "1"), [predict_log([1.0]), predict_log([2.0, 3.0])])
     manager = make_manager(tmp_path)
     manager.start()
     try:
@@ -207,7 +208,7 @@ def test_a_failing_warmup_request_fails_the_load(tmp_path, built):
     shutil.copytree(built[3], tmp_path / "2")
     bad = predict_log([1.0])
     bad.predict_log.request.model_spec.signature_name = "nope"
-    testing.write_warmup_file(str(tmp_path / "2"), [bad])
+    standin_models.write_warmup_file(str(tmp_path / "2"), [bad])
     manager = make_manager(tmp_path)
     manager.start()
     try:
@@ -220,7 +221,7 @@ def test_a_failing_warmup_request_fails_the_load(tmp_path, built):
 
 def test_warmup_can_be_disabled(tmp_path, built):
     shutil.copytree(built[2], tmp_path / "1")
-    testing.write_warmup_file(str(tmp_path / "1"), [predict_log([1.0])])
+    standin_models.write_warmup_file(str(tmp_path / "1"), [predict_log([1.0])])
     manager = make_manager(tmp_path, enable_warmup=False)
     manager.start()
     try:
@@ -237,7 +238,7 @@ def test_the_server_polls_the_file_system(tmp_path, built):
     options = ServerOptions(models=config.single_model("m", str(base)), grpc_port=None,
                             rest_port=None, poll_seconds=0.05)
     with ModelServer(options) as server:
-        testing.push_version(built[3], str(base), 2)
+        standin_models.push_version(built[3], str(base), 2)
         deadline = time.monotonic() + 30
         while answer(server.manager) != 3.0:
             assert time.monotonic() < deadline, "new version never served"

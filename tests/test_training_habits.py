@@ -19,13 +19,18 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from hyperrec.components import trainer
+from hyperrec.components.trainer.build import build_model, learning_rate
+from hyperrec.components.trainer.callbacks import monitor_mode
+from hyperrec.components.trainer.fit import best_epoch
+from hyperrec.components.trainer.input import (build_sampled_negatives, catalog_file_patterns,
+                                               recent_count_table)
 from hyperrec.schemas import features
 from hyperrec.components import transform
 from hyperrec.components.model.retrieval import RetrievalTask
 from hyperrec.components import config as config_lib
 from hyperrec.components.evaluation import metrics, model_ranking, protocol
-from hyperrec.components.model import popularity_prior, validation
+from hyperrec.components.evaluation import ranking_validation as validation
+from hyperrec.components.model import popularity_prior
 
 import test_model
 import test_transform as synthetic
@@ -93,7 +98,7 @@ def test_early_stopping_stops_when_the_validation_metric_stops_improving(data, t
 def test_warmup_cosine_learning_rate_schedule():
     model_config = config_lib.ModelConfig(learning_rate=0.01, warmup_fraction=0.1,
                                           min_lr_ratio=0.1)
-    schedule = trainer.learning_rate(model_config, total_steps=100)
+    schedule = learning_rate(model_config, total_steps=100)
     rates = np.array([float(schedule(step)) for step in range(101)])
     assert rates[0] == 0.0
     np.testing.assert_allclose(rates[10], 0.01, rtol=1e-6)  # warmup ends at the peak
@@ -101,7 +106,7 @@ def test_warmup_cosine_learning_rate_schedule():
     assert np.all(np.diff(rates[10:]) <= 1e-9)  # then only decays
     np.testing.assert_allclose(rates[100], 0.001, rtol=1e-5)  # to lr * min_lr_ratio
     constant = dataclasses.replace(model_config, lr_schedule="constant")
-    assert trainer.learning_rate(constant, total_steps=100) == 0.01
+    assert learning_rate(constant, total_steps=100) == 0.01
 
 
 def test_best_epoch_is_an_epoch_number_after_a_resume():
@@ -109,11 +114,11 @@ def test_best_epoch_is_an_epoch_number_after_a_resume():
     history = tf.keras.callbacks.History()
     history.epoch = [2, 3]
     history.history = {"val_loss": [0.3, 0.2], "val_recall@10": [0.5, 0.4]}
-    assert trainer.best_epoch(history, "val_loss") == 3
-    assert trainer.best_epoch(history, "val_recall@10") == 2  # max mode
-    assert trainer.best_epoch(history, "val_auc") == 3  # not recorded: the last epoch
+    assert best_epoch(history, "val_loss") == 3
+    assert best_epoch(history, "val_recall@10") == 2  # max mode
+    assert best_epoch(history, "val_auc") == 3  # not recorded: the last epoch
     history.history = {"val_loss": [0.2, 0.2]}
-    assert trainer.best_epoch(history, "val_loss") == 2  # the first of ties
+    assert best_epoch(history, "val_loss") == 2  # the first of ties
 
 
 # ---- model selection on the validation slice at the end of train --------------------------
@@ -161,9 +166,9 @@ def test_ranking_metric_names_and_depths():
     for bad in ("auc", "recall@0", "recall@x", "precision@10"):
         with pytest.raises(ValueError, match="unknown ranking metric"):
             validation.metrics_depth(bad)
-    assert trainer.monitor_mode("val_loss") == "min"
-    assert trainer.monitor_mode("val_recall@10") == "max"
-    assert trainer.monitor_mode("val_auc") == "max"
+    assert monitor_mode("val_loss") == "min"
+    assert monitor_mode("val_recall@10") == "max"
+    assert monitor_mode("val_auc") == "max"
 
 
 def test_selection_never_reads_the_eval_split_and_ranks_like_the_export(data, tmp_path):  # noqa: F811
@@ -187,7 +192,7 @@ def test_selection_never_reads_the_eval_split_and_ranks_like_the_export(data, tm
     # the slice exactly as logged.
     served = tf.saved_model.load(os.path.join(model_root, "serving_model"))
     tft_output = tft.TFTransformOutput(data["transform"])
-    first_day, table = trainer.recent_count_table(
+    first_day, table = recent_count_table(
         test_model.TEST_MODEL_CONFIG, tft_output, synthetic.TEST_TRANSFORM_CONFIG, events)
     vocabulary = tft_output.vocabulary_by_name(transform.ITEM_VOCAB)
     rows = [vocabulary.index(i) + 1 if i in vocabulary else len(vocabulary) + 1
@@ -265,14 +270,14 @@ def test_sampled_negatives_are_uniform_over_the_catalogue_known_at_training(data
     the same sequence."""
     fn_args = test_model.make_fn_args(data["examples"], data["transform"], str(tmp_path))
     tft_output = tft.TFTransformOutput(data["transform"])
-    patterns = trainer.catalog_file_patterns(fn_args.train_files)
+    patterns = catalog_file_patterns(fn_args.train_files)
     rows = _catalogue_rows(data["examples"])
     known_days = sorted(days for cold, days in rows if not cold)
     cold_days = [days for cold, days in rows if cold]
     assert cold_days and known_days  # the fixture has both kinds
 
     def draws(seed: int) -> dict:
-        batches, size = trainer.build_sampled_negatives(patterns, fn_args.data_accessor,
+        batches, size = build_sampled_negatives(patterns, fn_args.data_accessor,
                                                         tft_output, 7, seed)
         assert size == len(known_days)
         first = next(iter(batches))
@@ -295,12 +300,12 @@ def test_sampled_negatives_lose_their_ids_when_new_at_the_time_they_are_seen(dat
     new_item_days) is embedded without its id, as the rows of new items are."""
     fn_args = test_model.make_fn_args(data["examples"], data["transform"], str(tmp_path))
     tft_output = tft.TFTransformOutput(data["transform"])
-    batches, size = trainer.build_sampled_negatives(
-        trainer.catalog_file_patterns(fn_args.train_files), fn_args.data_accessor,
+    batches, size = build_sampled_negatives(
+        catalog_file_patterns(fn_args.train_files), fn_args.data_accessor,
         tft_output, 4, seed=1)
     model_config = dataclasses.replace(test_model.TEST_MODEL_CONFIG, dropout=0.0,
                                        id_dropout=0.0, sampled_negatives=4, new_item_days=14.0)
-    model = trainer.build_model(model_config, synthetic.TEST_DATA_CONFIG,
+    model = build_model(model_config, synthetic.TEST_DATA_CONFIG,
                                 synthetic.TEST_TRANSFORM_CONFIG, tft_output,
                                 catalogue_size=size)
     sampled = dict(next(iter(batches)))

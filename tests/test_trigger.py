@@ -1,9 +1,9 @@
 """The retraining trigger's decision, its MLMD record and its runners, without a model.
 
 Summaries are monitor.py's shape, written by hand; the store is a real MLMD SQLite file;
-the local runner runs the real `hyperrec run` (on a data root it refuses); the Airflow
-command goes through Airflow's own CLI parser; the Kubeflow call is built from a real
-compiled package and sent to a closed loopback port. The whole loop, with a real triggered
+the local runner runs pipeline/runners/local.run in a real child process (on a data root
+it refuses); the Airflow command goes through Airflow's own CLI parser; the Kubeflow call is
+built from a real compiled package and sent to a closed loopback port. The whole loop, with a real triggered
 run, is tests/test_loop.py.
 """
 import json
@@ -18,10 +18,10 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from hyperrec.components import config as config_lib
-from hyperrec.components.monitoring import trigger
+from hyperrec.pipeline.loop import trigger
 from hyperrec.pipeline import cli
 from hyperrec.pipeline.runners import metadata as metadata_lib
-from hyperrec.serving import testing as serving_testing
+import standin_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -184,7 +184,7 @@ def test_a_failed_local_run_is_recorded_failed_and_the_span_stays_open(store, da
                         experiment="tiny", overrides=["model.epochs=1"], store=store,
                         runner=trigger.LocalRunner(), window_dir=str(window_dir))
     assert entry["started"] is False and entry["run_id"] is None
-    assert entry["error"].startswith("hyperrec run exited with 2 (log: ")
+    assert entry["error"].startswith("the local run exited with 2 (log: ")
     assert "span-1" in entry["error"]  # the run's own one-line reason, from its log
     [execution] = trigger.triggers(store)
     assert execution.last_known_state == metadata_store_pb2.Execution.FAILED
@@ -200,13 +200,6 @@ def _request(tmp_path, **overrides):
                   overrides=("model.epochs=1",), log_path=str(tmp_path / "run.log"))
     values.update(overrides)
     return trigger.RunRequest(**values)
-
-
-def test_local_runner_command_is_hyperrec_run(tmp_path):
-    command = trigger.LocalRunner().command(_request(tmp_path, metadata="mysql://u@h/db"))
-    assert command == [sys.executable, "-m", "hyperrec.pipeline.cli", "run", "--experiment",
-                       "tiny", "--data", "/d", "--workdir", "/w", "--set", "model.epochs=1",
-                       "--metadata", "mysql://u@h/db"]
 
 
 def test_airflow_trigger_command_parses_with_airflows_own_cli(tmp_path):
@@ -230,7 +223,7 @@ def test_airflow_trigger_command_parses_with_airflows_own_cli(tmp_path):
 def test_airflow_rest_request_and_an_unreachable_api(tmp_path, monkeypatch, store):
     monkeypatch.setenv("AIRFLOW_USERNAME", "ops")
     monkeypatch.setenv("AIRFLOW_PASSWORD", "s3cret")
-    port = serving_testing.free_port()
+    port = standin_models.free_port()
     runner = trigger.AirflowRunner("hyperrec-tiny", url=f"http://127.0.0.1:{port}/",
                                    timeout=5)
     request = runner.http_request(_request(tmp_path))
@@ -251,36 +244,48 @@ def test_airflow_cli_failure_is_named(tmp_path, store):
         runner.start(_request(tmp_path), store)
 
 
-def test_kubeflow_run_from_a_real_compiled_package(tmp_path, store):
-    package = tmp_path / "hyperrec-tiny.json"
-    compiled = CliRunner().invoke(cli.main, [
-        "compile", "--experiment", "tiny", "--image", "registry.example.com/hyperrec:1",
-        "--pipeline-root", "gs://b/root", "--data-root", "gs://b/data",
-        "--serving-dir", "gs://b/serving/hyperrec", "--output", str(package)])
-    assert compiled.exit_code == 0, compiled.output
-    port = serving_testing.free_port()
-    runner = trigger.runner_for(config_lib.MonitoringConfig(
-        runner="kubeflow", kubeflow_host=f"http://127.0.0.1:{port}",
-        kubeflow_package=str(package), kubeflow_experiment="retraining"), "tiny")
-    arguments = runner.arguments(_request(tmp_path))
-    assert arguments == {"pipeline_file": str(package), "arguments": {},
-                         "run_name": "hyperrec-retrain-span-4-7",
-                         "experiment_name": "retraining", "enable_caching": True}
-    from kfp.pipeline_spec import pipeline_spec_pb2
-    from google.protobuf import json_format
-    spec = json.load(open(package))["pipelineSpec"]
-    assert json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec()).pipeline_info.name \
-        == "hyperrec-tiny"
-    with pytest.raises(trigger.TriggerError, match=f"Kubeflow Pipelines at http://127.0.0.1:"
-                                                   f"{port}: "):
-        runner.start(_request(tmp_path), store)
+def _kubeflow_runner(host: str = ""):
+    return trigger.runner_for(config_lib.MonitoringConfig(
+        runner="kubeflow", kubeflow_host=host, kubeflow_experiment="retraining",
+        kubeflow_image="registry.example.com/hyperrec:1",
+        kubeflow_pipeline_root="gs://b/root", kubeflow_serving_dir="gs://b/serving/hyperrec"),
+        "tiny")
 
 
-def test_kubeflow_without_a_package_or_host_is_named(tmp_path, store):
-    with pytest.raises(trigger.TriggerError, match="no compiled pipeline at ''"):
-        trigger.KubeflowRunner("http://h", "").arguments(_request(tmp_path))
-    with pytest.raises(trigger.TriggerError, match="kubeflow_host is empty"):
-        trigger.KubeflowRunner("", "x.json").start(_request(tmp_path), store)
+def test_kubeflow_trigger_submits_the_span_run_to_the_endpoint(tmp_path, store):
+    # The data root stays a gs:// URI: the cluster reads it, this machine never looks for it.
+    from test_orchestrators_kubeflow import KfpStandIn
+    import threading
+    server = KfpStandIn()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run_id = _kubeflow_runner(server.url).start(
+            _request(tmp_path, data_root="gs://b/data", workdir=str(tmp_path / "w")), store)
+    finally:
+        server.shutdown()
+        server.server_close()
+    [run] = server.bodies("POST", "/apis/v2beta1/runs")
+    assert run["display_name"] == "hyperrec-retrain-span-4-7" and run_id
+    assert run["runtime_config"]["pipeline_root"] == "gs://b/root"
+    example_gen = run["pipeline_spec"]["root"]["dag"]["tasks"]["FileBasedExampleGen"]
+    assert example_gen["inputs"]["parameters"]["input_base"]["runtimeValue"][
+        "constantValue"]["stringValue"] == "gs://b/data"
+    [experiment] = server.bodies("POST", "/apis/v2beta1/experiments")
+    assert experiment["display_name"] == "retraining"
+
+
+def test_kubeflow_trigger_without_an_endpoint_writes_the_spec_and_its_command(tmp_path, store):
+    run_id = _kubeflow_runner().start(
+        _request(tmp_path, data_root="gs://b/data", workdir=str(tmp_path / "w")), store)
+    script = tmp_path / "w" / "kubeflow" / "hyperrec-retrain-span-4-7" / "submit.sh"
+    assert run_id == f"not submitted: {script}"
+    assert "kfp --endpoint" in script.read_text() and (script.parent / "pipeline.yaml").exists()
+
+
+def test_kubeflow_trigger_failure_is_named(tmp_path, store):
+    with pytest.raises(trigger.TriggerError):
+        _kubeflow_runner(f"http://127.0.0.1:{standin_models.free_port()}").start(
+            _request(tmp_path, data_root="gs://b/data", workdir=str(tmp_path / "w")), store)
 
 
 def test_runner_for_names_an_unknown_runner():
@@ -302,7 +307,7 @@ def test_monitor_trigger_needs_an_existing_data_root(tmp_path):
 def test_airflow_dags_trigger_queues_a_run_of_the_real_dag(tmp_path, store):
     """A real Airflow home (SQLite), the project's DAG file serialized into it, then the
     runner's `airflow dags trigger`: a queued run with the trigger's id and conf (no
-    scheduler runs it here: tests/test_orchestrators_airflow.py runs the DAG itself).
+    scheduler runs it here: tests/test_airflow_scheduler.py runs the DAG under Airflow's scheduler).
     Airflow refuses the same run id twice, a second guard behind MLMD's one run per span."""
     home = tmp_path / "airflow_home"
     env = {**os.environ, "AIRFLOW_HOME": str(home),

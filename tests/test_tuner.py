@@ -19,8 +19,8 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
 from hyperrec.schemas import features
-from hyperrec.components import trainer
-from hyperrec.components import tuner as tuner_lib
+from hyperrec.components.trainer import tuning as tuner_lib
+from hyperrec.components.trainer.habits import apply_hyperparameters
 from hyperrec.components import config as config_lib
 from hyperrec.pipeline import pipeline as pipeline_def
 
@@ -39,12 +39,12 @@ def test_keras_tuner_builds_on_tf_keras():
 def test_apply_hyperparameters_overrides_model_config_fields():
     model_config = config_lib.ModelConfig(embedding_dim=16, learning_rate=0.003)
     best = {"space": [], "values": {"embedding_dim": 32, "learning_rate": 0.001}}
-    tuned = trainer.apply_hyperparameters(model_config, best)
+    tuned = apply_hyperparameters(model_config, best)
     assert (tuned.embedding_dim, tuned.learning_rate) == (32, 0.001)
     assert isinstance(tuned.embedding_dim, int)
-    assert trainer.apply_hyperparameters(model_config, None) == model_config
+    assert apply_hyperparameters(model_config, None) == model_config
     with pytest.raises(ValueError, match="not ModelConfig fields"):
-        trainer.apply_hyperparameters(model_config, {"values": {"units": 3}})
+        apply_hyperparameters(model_config, {"values": {"units": 3}})
 
 
 def test_search_space_is_centred_on_the_config():

@@ -16,7 +16,7 @@ difference's interval reflects how the SAME users would score under the two meth
 from __future__ import annotations
 
 import itertools
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 from scipy import sparse
@@ -24,13 +24,6 @@ from scipy import sparse
 from hyperrec.components.evaluation import protocol
 
 DEFAULT_KS = (10, 50)
-
-
-def metric_names(ks: Sequence[int]) -> List[str]:
-    names = []
-    for k in ks:
-        names += [f"recall@{k}", f"ndcg@{k}", f"coverage@{k}", f"popularity@{k}"]
-    return names + ["mrr"]
 
 
 def _hits(ranked: np.ndarray, targets: Sequence[np.ndarray]) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import sparse
 
 from hyperrec.components.evaluation import protocol
-from hyperrec.components.example_gen import history as history_lib
+from hyperrec.data import history as history_lib
 
 K = 10
 REFERENCE = "recent_popular"  # the list "what sells now" that overlap is measured against

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from hyperrec.schemas import features
-from hyperrec.components.example_gen import history as history_lib
+from hyperrec.data import history as history_lib
 
 SLICES = ("overall", "warm_items", "cold_items", "returning_users", "new_users")
 QUERY_TIMES = ("cutoff", "first_eval_event")

@@ -5,7 +5,7 @@ last `validation_days` of the train split are held out (`split_time`), the model
 what came before, and early stopping / best-weight restoring watch a metric on the slice.
 The ranking metric (`RankingValidation`) follows components/evaluation's protocol one step
 back in time: users with a train positive before the split and a new positive after it, the
-full catalogue ranked by the model's own `recommend` path (components/export.py), each
+full catalogue ranked by the model's own `recommend` path (trainer/signatures.py), each
 user's whole history before the split excluded; it is logged as `val_<metric>` (e.g.
 `val_recall@10`) at the end of every epoch, before early stopping reads the logs.
 """
@@ -60,7 +60,7 @@ class RankingValidation(tf.keras.callbacks.Callback):
     """Logs `val_<metric>` (recall@k / ndcg@k / mrr) on the validation task every epoch.
 
     `serving_module(model)` returns an object whose `recommend` ranks the catalogue with the
-    model's current weights (components/export.ServingModule); it is built once and its
+    model's current weights (trainer/signatures.ServingModule); it is built once and its
     catalogue embeddings refreshed each epoch (`refresh(module)`).
     """
 

@@ -17,7 +17,8 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 
 from hyperrec.components.evaluation import gate, personalisation
-from hyperrec.components.evaluation import report as report_lib
+from hyperrec.components.evaluation.report_html import escape, html_table, not_run
+from hyperrec.components.evaluation.report_ranking import load_ranking, methods_of
 from hyperrec.schemas import features
 
 TITLE = "Personalisation (top-10 lists)"
@@ -74,7 +75,7 @@ def _metrics_table(block: Mapping[str, Any], methods: Sequence[str]) -> str:
     if own:
         rows.append([f"{personalisation.OWN_HISTORY} (their past, not a recommender)"]
                     + [_value(own.get(c)) for c in columns])
-    return ('<div class="wide">' + report_lib._table(["method"] + columns, rows, "ranking")
+    return ('<div class="wide">' + html_table(["method"] + columns, rows, "ranking")
             + "</div>")
 
 
@@ -92,7 +93,7 @@ def _favourites(item: Mapping[str, Any], taste: Mapping[str, Any]) -> List[str]:
 
 def _item_card(item_id: str, card: Optional[ItemCard], traits: Mapping[str, Any],
                taste: Optional[Mapping[str, Any]]) -> str:
-    e = report_lib._e
+    e = escape
     if card is not None and card.png:
         image = (f'<img alt="item {e(item_id)}" src="data:image/png;base64,'
                  f'{base64.b64encode(card.png).decode("ascii")}">')
@@ -112,7 +113,7 @@ def _item_card(item_id: str, card: Optional[ItemCard], traits: Mapping[str, Any]
 
 def _sample_user(sample: Mapping[str, Any], method: str, cards: Mapping[str, ItemCard],
                  traits: Mapping[str, Mapping[str, Any]]) -> str:
-    e = report_lib._e
+    e = escape
     taste = sample.get("taste")
     history = list(sample["history"])[-HISTORY_SHOWN:]
     listed = sample["lists"].get(method, [])
@@ -138,17 +139,17 @@ def section(ranking: Optional[metadata_store_pb2.Artifact],
     did not run)."""
     if ranking is None:
         return ""
-    result = report_lib.load_ranking(ranking)
+    result = load_ranking(ranking)
     block = result.get("personalisation")
     if not block:
-        return report_lib._not_run(TITLE, "this RankingEvaluation's metrics.json has no "
+        return not_run(TITLE, "this RankingEvaluation's metrics.json has no "
                                           "personalisation block (written by an older "
                                           "evaluator)")
-    methods = report_lib._methods(result)
+    methods = methods_of(result)
     samples = block.get("sample_users", [])
     shown = next((m for m in (gate.CANDIDATE, *methods)
                   if samples and m in samples[0]["lists"]), None)
-    parts = [f"<section><h2>{report_lib._e(TITLE)}</h2>",
+    parts = [f"<section><h2>{escape(TITLE)}</h2>",
              f"<p>Over {block['n_users']} evaluated users: taste_* is the share of a user's "
              "top-k in their hidden favourite category, colour and style (synthetic data "
              "only); jaccard_distance is the mean pairwise Jaccard distance between users' "

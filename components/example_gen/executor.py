@@ -21,18 +21,17 @@ Where data enters the pipeline. TFX's FileBasedExampleGen driver resolves the la
    hash of them, `in_stable_order`): the joins above emit an item's events together, and a
    Trainer whose 10,000-row shuffle buffer reads that order trains on a few dozen items at a
    time; the hash order is mixed and the same on every run and runner.
+
+Row parsing and checks live in contract_rows.py, tf.Example building, heavy-user caps and
+the split order in examples.py; this module wires them into one Beam pipeline.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import datetime as dt
-import io
 import json
 import os
-import re
 import time
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, List
 
 import apache_beam as beam
 import tensorflow as tf
@@ -49,7 +48,11 @@ from tfx.utils import proto_utils
 from hyperrec.components import config as config_lib
 from hyperrec.data import contract
 from hyperrec.schemas import features
-from hyperrec.components.example_gen import history, images
+from hyperrec.components.example_gen.contract_rows import (
+    ContractError, EvalSplitTooSmallError, check_header, outcome_counts, parse_interaction,
+    parse_item, parse_timestamp, quarantine_future, read_csv_rows)
+from hyperrec.components.example_gen.examples import (
+    catalog_example, in_stable_order, interaction_examples, user_history, user_shares)
 from hyperrec.components.example_gen.layout import SPAN_DIR as _SPAN_DIR
 
 REPORT_FILE = "ingest_report.json"
@@ -88,251 +91,6 @@ def window_span_dirs(input_base: str, latest_span: int, window_spans: int) -> Li
             found[int(match.group(1))] = os.path.join(input_base, name.rstrip("/"))
     first = latest_span - max(window_spans, 1) + 1
     return [found[s] for s in sorted(found) if first <= s <= latest_span]
-
-
-# ---- parsing ---------------------------------------------------------------------------------
-NOT_UTF8 = "__not_utf8__"  # marks a row whose bytes were not valid UTF-8
-
-
-class ContractError(ValueError):
-    """A file breaks the data contract in a way no row-level rule can repair."""
-
-
-class EvalSplitTooSmallError(ValueError):
-    """The eval split is below `min_eval_examples`; the message says why it is small."""
-
-
-def check_header(path: str, required: Sequence[str], optional: Sequence[str] = ()
-                 ) -> List[str]:
-    """Fails on missing required columns; returns the extra columns (ignored, reported)."""
-    with tf.io.gfile.GFile(path, "rb") as f:
-        first_line = f.readline().decode("utf-8", errors="replace")
-    header = next(csv.reader([first_line]), [])
-    header = [h.strip().lstrip("\ufeff") for h in header]
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ContractError(f"{path}: missing required column(s) {missing}; "
-                            f"found {header} (data/README.md lists the contract)")
-    return [c for c in header if c not in required and c not in optional]
-
-
-def read_csv_rows(path: str) -> Iterator[Dict[str, str]]:
-    """Rows of one CSV file as dicts (whole-file read: quoted fields may span lines).
-
-    Bytes that are not UTF-8 are replaced by U+FFFD and the row is marked NOT_UTF8, so the
-    row survives and is counted instead of failing the file or vanishing.
-    """
-    with tf.io.gfile.GFile(path, "rb") as f:
-        raw = f.read()
-    try:
-        text, lossy = raw.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, lossy = raw.decode("utf-8", errors="replace"), True
-    for row in csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline="")):
-        row = {(k or "").strip(): v for k, v in row.items()}
-        if lossy and any("\ufffd" in (v or "") for v in row.values()
-                         if isinstance(v, str)):
-            row[NOT_UTF8] = "1"
-        yield row
-
-
-# The contract's one timestamp form: UTC, whole seconds, a Z suffix.
-_CONTRACT_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-
-
-class NotContractTimestamp(ValueError):
-    """A timestamp that parses as ISO-8601 but is not the contract's form (a date only, no
-    zone, an offset, fractions): its meaning is a guess (whose midnight?), so it is refused."""
-
-
-def parse_contract_timestamp(text: str) -> int:
-    """`YYYY-MM-DDTHH:MM:SSZ` -> epoch seconds; NotContractTimestamp for other ISO-8601 forms,
-    ValueError for text that is no timestamp at all."""
-    text = text.strip()
-    seconds = parse_timestamp(text)
-    if not _CONTRACT_TIMESTAMP.fullmatch(text):
-        raise NotContractTimestamp(text)
-    return seconds
-
-
-def parse_timestamp(text: str) -> int:
-    """ISO-8601 (a trailing Z or an offset; naive means UTC) -> epoch seconds."""
-    text = text.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    parsed = dt.datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return int(parsed.timestamp())
-
-
-class Parsed(NamedTuple):
-    """One parsed CSV row: the record (None when skipped), why it was skipped, and flags.
-
-    Every row is counted as read; `skipped` names the rule that dropped it; `flags` are
-    counted for rows that are kept but imperfect (corrupt image, replaced bytes, ...).
-    """
-    record: Any
-    skipped: str = ""
-    flags: Tuple[str, ...] = ()
-    quarantined: Any = None  # a skipped record kept aside (QUARANTINE_DIR)
-
-
-def parse_interaction(row: Dict[str, str]) -> Parsed:
-    """An interactions.csv row -> Parsed(record) or Parsed(None, reason)."""
-    user_id = (row.get("user_id") or "").strip()
-    item_id = (row.get("item_id") or "").strip()
-    event = (row.get("event") or "").strip()
-    if not user_id or not item_id:
-        return Parsed(None, "interaction_missing_id")
-    if event not in features.EVENTS:
-        return Parsed(None, "interaction_unknown_event")
-    try:
-        timestamp = parse_contract_timestamp(row.get("timestamp") or "")
-    except NotContractTimestamp:
-        return Parsed(None, "interaction_timestamp_not_contract")
-    except (ValueError, TypeError, OverflowError):
-        return Parsed(None, "interaction_bad_timestamp")
-    context = {c: (row.get(c) or "").strip() or features.UNKNOWN
-               for c in features.CONTEXT_COLUMNS}
-    record = {"user_id": user_id, "item_id": item_id, "timestamp": timestamp, "event": event,
-              **context}
-    return Parsed(record, flags=("text_not_utf8",) if row.get(NOT_UTF8) else ())
-
-
-def parse_item(row: Dict[str, str], data_root: str, image_size: int) -> Parsed:
-    """An items.csv row -> Parsed((item_id, record)) with the normalised image."""
-    item_id = (row.get("item_id") or "").strip()
-    if not item_id:
-        return Parsed(None, "item_missing_id")
-    try:
-        first_seen = parse_contract_timestamp(row.get("first_seen") or "")
-    except NotContractTimestamp:
-        return Parsed(None, "item_first_seen_not_contract")
-    except (ValueError, TypeError, OverflowError):
-        return Parsed(None, "item_bad_first_seen")
-    price_text = (row.get("price") or "").strip()
-    if not price_text:
-        return Parsed(None, "item_missing_price")
-    try:
-        # NaN and negative prices pass through on purpose: the schema's float_domain turns
-        # them into anomalies that stop the span with the feature named (validation_gate).
-        price = float(price_text)
-    except ValueError:
-        return Parsed(None, "item_bad_price")
-    image_bytes, status, image_outcome = images.load_image(
-        data_root, (row.get("image") or "").strip(), image_size)
-    item = {
-        features.ITEM_ID: item_id,
-        features.TITLE: (row.get("title") or "").strip(),
-        features.DESCRIPTION: (row.get("description") or "").strip(),
-        features.CATEGORY: (row.get("category") or "").strip() or features.UNKNOWN,
-        features.PRICE: price,
-        features.IMAGE: image_bytes,
-        features.IMAGE_STATUS: status,
-        features.FIRST_SEEN: first_seen,
-    }
-    flags = [f"image_{image_outcome}"]
-    flags += ["item_empty_title"] if not item[features.TITLE] else []
-    flags += ["item_empty_description"] if not item[features.DESCRIPTION] else []
-    flags += ["text_not_utf8"] if row.get(NOT_UTF8) else []
-    return Parsed((item_id, item), flags=tuple(flags))
-
-
-def quarantine_future(parsed: Parsed, horizon: int) -> Parsed:
-    """Sets aside an interaction later than `horizon` (clock skew, test rows, typos like 2099)."""
-    if parsed.record is not None and parsed.record["timestamp"] > horizon:
-        return Parsed(None, "interaction_future_timestamp", parsed.flags,
-                      quarantined=parsed.record)
-    return parsed
-
-
-def outcome_counts(parsed: Parsed, read_counter: str) -> List[str]:
-    """The report counters one parsed row adds to."""
-    return [read_counter] + ([parsed.skipped] if parsed.skipped else []) + list(parsed.flags)
-
-
-# ---- tf.Example building -----------------------------------------------------------------------
-def _feature(value: Any) -> tf.train.Feature:
-    if isinstance(value, (list, tuple)):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[v.encode("utf-8") for v in value]))
-    if isinstance(value, bytes):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-    if isinstance(value, str):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
-    if isinstance(value, float):
-        return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-
-
-def to_example(values: Dict[str, Any]) -> bytes:
-    """Serialized with map keys sorted, so equal values give equal bytes on every worker
-    (the write order, `order_key`, hashes them)."""
-    return tf.train.Example(features=tf.train.Features(
-        feature={k: _feature(v) for k, v in values.items()})).SerializeToString(
-            deterministic=True)
-
-
-def catalog_example(item: Dict[str, Any], cutoff: int) -> bytes:
-    return to_example({**item, features.COLD_START: int(item[features.FIRST_SEEN] >= cutoff)})
-
-
-def interaction_examples(joined: Tuple[str, Dict[str, List[Any]]], cutoff: int
-                         ) -> Iterator[Tuple[str, Any]]:
-    """Joins one item's events with the item; yields (split, example) or ('count', name)."""
-    _, groups = joined
-    item_rows, events = groups["item"], groups["events"]
-    if not item_rows:
-        for _ in events:
-            yield "count", "interaction_unknown_item"
-        return
-    item = item_rows[0]
-    for record, past in events:
-        split = features.TRAIN_SPLIT if record["timestamp"] < cutoff else features.EVAL_SPLIT
-        yield split, (record["user_id"], record["timestamp"], to_example({
-            features.USER_ID: record["user_id"],
-            features.TIMESTAMP: record["timestamp"],
-            features.EVENT: record["event"],
-            features.LABEL: int(record["event"] in features.POSITIVE_EVENTS),
-            features.DEVICE: record["device"],
-            features.HISTORY: list(past),
-            **item,
-            features.COLD_START: int(item[features.FIRST_SEEN] >= cutoff),
-        }))
-
-
-def heavy_users(counts: List[Tuple[str, int]], total: int, threshold: float
-                ) -> Dict[str, Dict[str, Any]]:
-    """Users above `threshold` of a split's `total` rows, each with the rows it may keep when
-    capped: c with c / (others + |heavy| * c) <= threshold, where others are the rows of the
-    users below the threshold (so a capped user ends at or under the threshold)."""
-    heavy = {user: n for user, n in counts if total and n / total > threshold}
-    others = total - sum(heavy.values())
-    room = 1.0 - len(heavy) * threshold
-    cap = int(threshold * others / room) if room > 0 else 0
-    return {user: {"examples": n, "share": round(n / total, 4), "cap": min(n, cap)}
-            for user, n in sorted(heavy.items())}
-
-
-def cap_user_rows(grouped: Tuple[str, Iterable[Tuple[int, bytes]]],
-                  heavy: Dict[str, Dict[str, Any]]) -> Iterator[Tuple[str, Any]]:
-    """A heavy user's latest `cap` rows as ("keep", example); the rest ("count", name)."""
-    user, rows = grouped
-    ordered = sorted(rows)
-    cap = heavy[user]["cap"]
-    for _ in ordered[:len(ordered) - cap]:
-        yield "count", "interaction_user_capped"
-    for _, example in ordered[len(ordered) - cap:]:
-        yield "keep", example
-
-
-def user_history(grouped: Tuple[str, Iterable[Dict[str, Any]]], history_length: int
-                 ) -> Iterator[Tuple[str, Tuple[Dict[str, Any], List[str]]]]:
-    _, records = grouped
-    events = [(r["timestamp"], r["item_id"], r["event"], r) for r in records]
-    for (_, item_id, _, record), past in history.with_history(events, history_length):
-        yield item_id, (record, past)
 
 
 # ---- what the report must say out loud --------------------------------------------------------
@@ -495,9 +253,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
         splits = joined | "BySplit" >> beam.Partition(
             lambda kv, n: {features.TRAIN_SPLIT: 0, features.EVAL_SPLIT: 1}.get(kv[0], 2), 3)
-        train, train_shares, train_capped = _user_shares(
+        train, train_shares, train_capped = user_shares(
             splits[0], features.TRAIN_SPLIT, config.max_user_share, config.cap_user_share)
-        evals, eval_shares, eval_capped = _user_shares(
+        evals, eval_shares, eval_capped = user_shares(
             splits[1], features.EVAL_SPLIT, config.max_user_share, config.cap_user_share)
         catalog = (items
                    | "CatalogExamples" >> beam.Map(lambda kv, c: catalog_example(kv[1], c),
@@ -532,66 +290,6 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             name: in_stable_order(split, name, config.order_buckets)
             for name, split in ((features.TRAIN_SPLIT, train), (features.EVAL_SPLIT, evals),
                                 (features.CATALOG_SPLIT, catalog))}
-
-
-def _user_shares(split: beam.PCollection, name: str, threshold: float, cap: bool
-                 ) -> Tuple[beam.PCollection, beam.PCollection, beam.PCollection]:
-    """(examples, {user: share} of users above `threshold`, capped-row counter names).
-
-    `split` holds (split, (user, timestamp, example)); with `cap` a heavy user keeps only its
-    latest rows (heavy_users says how many), otherwise the split is unchanged.
-    """
-    rows = split | f"{name}Rows" >> beam.Values()
-    total = beam.pvalue.AsSingleton(rows | f"{name}Total" >> beam.combiners.Count.Globally())
-    shares = (rows
-              | f"{name}UserOnes" >> beam.Map(lambda r: (r[0], 1))
-              | f"{name}PerUser" >> beam.CombinePerKey(sum)
-              | f"{name}AboveShare" >> beam.Filter(
-                  lambda kv, t: t > 0 and kv[1] / t > threshold, total)
-              | f"{name}HeavyList" >> beam.combiners.ToList()
-              | f"{name}Heavy" >> beam.Map(heavy_users, total, threshold))
-    if not cap:
-        return (rows | f"{name}Examples" >> beam.Map(lambda r: r[2]), shares,
-                rows | f"{name}NoneCapped" >> beam.Filter(lambda _: False))
-    heavy = beam.pvalue.AsSingleton(shares)
-    light = (rows
-             | f"{name}Light" >> beam.Filter(lambda r, h: r[0] not in h, heavy)
-             | f"{name}LightExamples" >> beam.Map(lambda r: r[2]))
-    capped = (rows
-              | f"{name}HeavyRows" >> beam.Filter(lambda r, h: r[0] in h, heavy)
-              | f"{name}ByUser" >> beam.Map(lambda r: (r[0], (r[1], r[2])))
-              | f"{name}GroupHeavy" >> beam.GroupByKey()
-              | f"{name}Cap" >> beam.FlatMap(cap_user_rows, heavy))
-    parts = capped | f"{name}CapParts" >> beam.Partition(
-        lambda kv, n: 0 if kv[0] == "keep" else 1, 2)
-    kept = parts[0] | f"{name}KeptExamples" >> beam.Values()
-    examples = (light, kept) | f"{name}AllExamples" >> beam.Flatten()
-    return examples, shares, parts[1] | f"{name}CappedCount" >> beam.Values()
-
-
-def order_key(example: bytes) -> Tuple[bytes, bytes]:
-    """Where a serialized example goes in its split: a hash of its bytes (mixes items,
-    users and times), then the bytes (a total order: equal keys are equal examples)."""
-    return hashlib.blake2b(example, digest_size=8).digest(), example
-
-
-def in_stable_order(examples: beam.PCollection, name: str, buckets: int) -> beam.PCollection:
-    """`examples` sorted by `order_key` within each of `buckets` hash buckets.
-
-    One bucket: the split is written as one file in one order, the same on every run (what
-    makes a training run reproducible). More buckets spread a large split over workers on a
-    distributed runner; each bucket is still sorted, so the order stays mixed, but which file
-    holds which bucket is up to the runner.
-    """
-    def bucket(example: bytes) -> Tuple[int, Tuple[bytes, bytes]]:
-        key = order_key(example)  # hashed once: it picks the bucket and sorts within it
-        return int.from_bytes(key[0][:4], "big") % buckets, key
-
-    return (examples
-            | f"{name}OrderBucket" >> beam.Map(bucket)
-            | f"{name}GatherBucket" >> beam.GroupByKey()
-            | f"{name}SortBucket" >> beam.FlatMap(
-                lambda kv: [example for _, example in sorted(kv[1])]))
 
 
 def _span_of(span_dir: str) -> int:

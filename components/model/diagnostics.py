@@ -1,6 +1,6 @@
 """How personal a served score is, and whether the embeddings have collapsed.
 
-The served score of user u and catalogue item i (components/export.py `recommend`) is a sum
+The served score of user u and catalogue item i (trainer/signatures.py `recommend`) is a sum
 of terms: the query-item dot product (the only term that depends on u), the item's retrieval
 bias, its recent-popularity prior and its freshness at the request time. A recommender whose
 lists follow each user's tastes needs the dot product to move the ranking: its spread over

@@ -12,7 +12,7 @@ In training, in-batch candidates come from other rows' events, so a candidate's 
 at the QUERY's time: age = query day - (candidate event day - candidate age at its event).
 A candidate first seen after the query's time was not in the shop then: it is no negative for
 that query (the retrieval task masks it). At serving, an item first seen after the request's
-time does not exist yet: `recommend` excludes it (components/export.py), and the term itself
+time does not exist yet: `recommend` excludes it (trainer/signatures.py), and the term itself
 gives a negative age no logit (0, not the brand-new bucket's), so it never rewards the future.
 """
 from __future__ import annotations

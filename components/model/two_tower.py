@@ -75,14 +75,14 @@ class TwoTowerModel(tf.keras.Model):
         # The engaged-vs-shown loss on the retrieval cosine (model/affinity.py).
         self.affinity = affinity
         self.affinity_weight = affinity_weight if affinity is not None else 0.0
-        # What `recommend` ranks by (ModelConfig.served_score; components/export.py). The
+        # What `recommend` ranks by (ModelConfig.served_score; trainer/signatures.py). The
         # exposure weight is a variable, so the SavedModel carries the value the Trainer
         # chose on the validation slice.
         self.served_score = served_score
         self.exposure_weight = tf.Variable(float(exposure_weight), trainable=False,
                                            name="exposure_weight")
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
-        # Fine-tuned pretrained encoders (model/pretraining.py): their variables step with
+        # Fine-tuned pretrained encoders (components/pretraining/): their variables step with
         # their own optimizer at a lower rate. A second optimizer, not scaled gradients:
         # Adam's step is (nearly) invariant to the gradient's scale. Tracked as an attribute,
         # so checkpoints (BackupAndRestore) hold its slots too.

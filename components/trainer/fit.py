@@ -4,7 +4,7 @@
   train_steps is unset), so every replica and worker runs the same number of steps and a
   learning-rate schedule knows the total (`plan_training`);
 - model selection on a validation slice carved from the END of the train split (the last
-  ModelConfig.validation_days; components/model/validation.py), never on the eval split the
+  ModelConfig.validation_days; components/evaluation/ranking_validation.py), never on the eval split the
   gates judge: early stopping and best-weight restoring watch `early_stopping_monitor`
   (by default the ranking metric val_recall@10, computed with the evaluation protocol);
 - then, with `refit_full_train`, a fresh model trains on the WHOLE train split (the most

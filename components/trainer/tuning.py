@@ -6,7 +6,7 @@ the configured values, trains each trial for a tiny budget (one epoch on the rea
 pipeline over as many rows as ModelConfig.tune_steps batches of the configured size: a
 larger batch takes fewer steps, so it is not also a longer run) and ranks trials on the
 Trainer's validation slice (the end of the TRAIN split, never the eval split the gates
-judge): by the ranking metric `val_<validation_metric>` (components/model/validation.py),
+judge): by the ranking metric `val_<validation_metric>` (components/evaluation/ranking_validation.py),
 else by the validation loss.
 The Tuner component writes the best trial's HyperParameters; the Trainer receives them as
 fn_args.hyperparameters and `habits.apply_hyperparameters` overrides the ModelConfig

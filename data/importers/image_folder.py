@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Set, Tuple
 import pandas as pd
 
 from hyperrec.schemas import features
-from hyperrec.components.example_gen import images as example_gen_images
+from hyperrec.data import image_normaliser
 from hyperrec.data import contract
 from hyperrec.data.importers import synthetic_log, tables
 
@@ -82,8 +82,8 @@ def scan_folder(path: str) -> Tuple[List[Dict[str, str]], Dict[str, Any]]:
     return photos, skipped
 
 
-IMAGE_OUTCOMES = (example_gen_images.STATUS_OK, example_gen_images.STATUS_CORRUPT,
-                  example_gen_images.OUTCOME_TOO_LARGE)
+IMAGE_OUTCOMES = (image_normaliser.STATUS_OK, image_normaliser.STATUS_CORRUPT,
+                  image_normaliser.OUTCOME_TOO_LARGE)
 
 
 def image_outcome(path: str) -> str:
@@ -95,7 +95,7 @@ def image_outcome(path: str) -> str:
     """
     with open(path, "rb") as handle:
         raw = handle.read()
-    return example_gen_images.normalise(raw, _CHECK_SIZE)[2]
+    return image_normaliser.normalise(raw, _CHECK_SIZE)[2]
 
 
 def title_of(class_name: str) -> str:

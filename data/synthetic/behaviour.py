@@ -17,11 +17,15 @@ arrivals" shelf. For each shown item a logistic choice model decides the deepest
 
 So the logs carry personal taste (learnable from a user's history and the item's image/text),
 context effects, popularity, and a dated drift.
+
+This is the project's one impression simulator: the importers' synthetic log over a real
+catalogue (data/importers/synthetic_log.py) runs the same users, sessions and choice model on
+an `ItemTable.from_categories` table, where the category is the only attribute an item has.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -74,6 +78,22 @@ class ChoiceModel:
 CHOICE_MODEL = ChoiceModel()
 
 
+class ShopScale(Protocol):
+    """What the simulation reads of a scale (DatagenScale has it; so does an importer's log)."""
+
+    n_users: int
+    sessions_per_week: float  # mean sessions of an active user per week
+    min_impressions: int  # impressions per session are uniform in [min, max]
+    max_impressions: int
+    late_users_fraction: float  # users whose first visit is inside the timeline
+
+    @property
+    def start_ts(self) -> int: ...
+
+    @property
+    def end_ts(self) -> int: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Shift:
     """What changes at the shift date."""
@@ -114,7 +134,9 @@ def _pick_some(rng: np.random.Generator, options: Sequence[str], low: int,
     return tuple(options[i] for i in chosen)
 
 
-def build_users(seed: int, scale: DatagenScale) -> List[User]:
+def build_users(seed: int, scale: ShopScale,
+                categories: Sequence[str] = attributes.CATEGORIES) -> List[User]:
+    """`scale.n_users` users whose favourite categories are 1-3 of `categories`."""
     rng = streams.stream(seed, streams.USERS)
     width = id_width(scale.n_users)
     duration = scale.end_ts - scale.start_ts
@@ -130,7 +152,7 @@ def build_users(seed: int, scale: DatagenScale) -> List[User]:
             index=index,
             user_id=f"u{index + 1:0{width}d}",
             fav_colours=_pick_some(rng, attributes.COLOUR_NAMES, 1, 2),
-            fav_categories=_pick_some(rng, attributes.CATEGORIES, 1, 3),
+            fav_categories=_pick_some(rng, categories, 1, min(3, len(categories))),
             fav_style=attributes.STYLES[int(rng.integers(len(attributes.STYLES)))],
             price_sensitivity=float(rng.uniform(0.1, 1.2)),
             primary_device=attributes.DEVICES[int(rng.choice(len(attributes.DEVICES),
@@ -143,20 +165,45 @@ def build_users(seed: int, scale: DatagenScale) -> List[User]:
 
 
 class ItemTable:
-    """The catalogue as arrays (items are in arrival order), for vectorised utilities."""
+    """The catalogue as arrays (items are in arrival order), for vectorised utilities.
+
+    Colour, category and style are indices into attributes' vocabularies (the category into
+    `categories`); -1 is an attribute the item does not have, which matches no taste.
+    """
 
     def __init__(self, items: Sequence[Item]):
-        self.first_seen = np.array([item.first_seen for item in items], dtype=np.int64)
-        if np.any(np.diff(self.first_seen) < 0):
+        self._fill(np.array([item.first_seen for item in items], dtype=np.int64),
+                   np.array([attributes.COLOUR_NAMES.index(i.colour) for i in items]),
+                   np.array([attributes.CATEGORIES.index(i.category) for i in items]),
+                   np.array([attributes.STYLES.index(i.style) for i in items]),
+                   np.array([item.price_z for item in items]),
+                   np.array([item.quality for item in items]), attributes.CATEGORIES)
+
+    @classmethod
+    def from_categories(cls, first_seen: Sequence[int], item_categories: Sequence[str]
+                        ) -> "ItemTable":
+        """A real catalogue that knows only each item's category and arrival: no colour or
+        style, average price and quality (so the shop shows popular and random items alike)."""
+        categories = tuple(sorted(set(item_categories)))
+        none, zeros = np.full(len(item_categories), -1), np.zeros(len(item_categories))
+        table = cls.__new__(cls)
+        table._fill(np.asarray(first_seen, dtype=np.int64), none,
+                    np.array([categories.index(c) for c in item_categories]), none, zeros,
+                    zeros, categories)
+        return table
+
+    def _fill(self, first_seen: np.ndarray, colour: np.ndarray, category: np.ndarray,
+              style: np.ndarray, price_z: np.ndarray, quality: np.ndarray,
+              categories: Sequence[str]) -> None:
+        if np.any(np.diff(first_seen) < 0):
             raise ValueError("items must be in arrival order")
-        self.colour = np.array([attributes.COLOUR_NAMES.index(i.colour) for i in items])
-        self.category = np.array([attributes.CATEGORIES.index(i.category) for i in items])
-        self.style = np.array([attributes.STYLES.index(i.style) for i in items])
-        self.price_z = np.array([item.price_z for item in items])
-        self.quality = np.array([item.quality for item in items])
+        self.first_seen, self.colour, self.category, self.style = (first_seen, colour, category,
+                                                                   style)
+        self.price_z, self.quality, self.categories = price_z, quality, tuple(categories)
         self.popularity = np.exp(CHOICE_MODEL.popularity_temperature * self.quality)
-        self.evening = np.isin(self.category, [attributes.CATEGORIES.index(c)
-                                               for c in EVENING_CATEGORIES])
+        self.evening = np.isin(self.category, [self.categories.index(c)
+                                               for c in EVENING_CATEGORIES
+                                               if c in self.categories])
 
     def available(self, timestamp: int) -> int:
         """How many items (a prefix, in arrival order) exist at `timestamp`."""
@@ -167,7 +214,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _session_starts(rng: np.random.Generator, user: User, scale: DatagenScale) -> List[int]:
+def _session_starts(rng: np.random.Generator, user: User, scale: ShopScale) -> List[int]:
     """Session start times: random days in the user's active period, hours by HOUR_WEIGHTS."""
     active_from = max(user.first_active, scale.start_ts)
     active_weeks = (scale.end_ts - active_from) / SECONDS_PER_WEEK
@@ -181,13 +228,13 @@ def _session_starts(rng: np.random.Generator, user: User, scale: DatagenScale) -
     return sorted(int(s) for s in starts if s >= active_from)
 
 
-def simulate_user(seed: int, user: User, table: ItemTable, scale: DatagenScale,
+def simulate_user(seed: int, user: User, table: ItemTable, scale: ShopScale,
                   shift: Shift) -> List[Tuple[int, int, int, int, str]]:
     """One user's impressions as (timestamp, user index, item index, depth 0..3, device)."""
     rng = streams.stream(seed, streams.SESSIONS, user.index)
     model = CHOICE_MODEL
     fav_colours = [attributes.COLOUR_NAMES.index(c) for c in user.fav_colours]
-    fav_categories = [attributes.CATEGORIES.index(c) for c in user.fav_categories]
+    fav_categories = [table.categories.index(c) for c in user.fav_categories]
     fav_style = attributes.STYLES.index(user.fav_style)
     trendy = attributes.COLOUR_NAMES.index(shift.trendy_colour)
     sporty = attributes.STYLES.index("sporty")
@@ -262,14 +309,14 @@ def simulate_user(seed: int, user: User, table: ItemTable, scale: DatagenScale,
     return rows
 
 
-def simulate(seed: int, users: Sequence[User], items: Sequence[Item], scale: DatagenScale,
-             shift: Shift) -> List[Tuple[int, int, int, int, str]]:
+def simulate(seed: int, users: Sequence[User], items: Sequence[Item] | ItemTable,
+             scale: ShopScale, shift: Shift) -> List[Tuple[int, int, int, int, str]]:
     """Every impression of every user, sorted by (timestamp, user, item).
 
     Rows are (timestamp, user index, item index, funnel depth 0..3, device); ids are
     zero-padded in index order, so this sort equals sorting by the id strings.
     """
-    table = ItemTable(items)
+    table = items if isinstance(items, ItemTable) else ItemTable(items)
     rows: List[Tuple[int, int, int, int, str]] = []
     for user in users:
         rows.extend(simulate_user(seed, user, table, scale, shift))

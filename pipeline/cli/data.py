@@ -2,7 +2,7 @@
 
 A click group that the `hyperrec` command mounts; each subcommand is a thin wrapper around one
 importer module, imported inside the command so that `hyperrec --help` stays fast. Also
-runnable alone: `python -m hyperrec.data.importers.cli online-retail PATH --out DIR`.
+runnable as `python -m hyperrec.pipeline.cli import online-retail PATH --out DIR`.
 """
 from __future__ import annotations
 
@@ -245,5 +245,5 @@ def _run(name: str, do_import: Callable[[], Dict[str, Any]], out_dir: str,
     console.print(f"  details: {out_dir}/import_report.json")
 
 
-if __name__ == "__main__":
-    import_data()
+GROUP = "Import data"
+COMMANDS = (import_data,)

@@ -1,5 +1,5 @@
-"""`hyperrec monitor` (and, beside it, the loop's other commands): thin wrappers over
-components/monitoring/ and the refresh module."""
+"""`hyperrec monitor | loop-demo | refresh-catalogue`: the production loop's commands, thin
+wrappers over pipeline/loop/."""
 from __future__ import annotations
 
 import json
@@ -7,24 +7,23 @@ import os
 import sys
 
 import click
-from rich.console import Console
 
 from hyperrec.components import config as config_lib
+from hyperrec.pipeline.cli.common import EXPERIMENTS, console, usage_errors
+from hyperrec.pipeline.runners.commands import UsageProblem
 
-console = Console(width=None if sys.stdout.isatty() else 120)
 DEFAULT_SCHEMA = os.path.join("schemas", "schema.pbtxt")
 
 
 def trigger_options(command):
     """--trigger and what a triggered run needs (the data root, the experiment and overrides,
     which also set MonitoringConfig: --set monitoring.airflow_url=...)."""
-    from hyperrec.pipeline.runners import commands as runner_commands
     options = [
         click.option("--trigger", is_flag=True, help="Start a retraining run when the "
                      "window is above threshold and the data root has a new span."),
         click.option("--data", "data_root", type=click.Path(file_okay=False), default=None,
                      help="The data root the run reads (required with --trigger)."),
-        click.option("--experiment", type=runner_commands.EXPERIMENTS, default="default",
+        click.option("--experiment", type=EXPERIMENTS, default="default",
                      show_default=True, help="The triggered run's experiment."),
         click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
                      help="Config override of the triggered run (repeatable)."),
@@ -36,39 +35,6 @@ def trigger_options(command):
     for option in reversed(options):
         command = option(command)
     return command
-
-
-def trigger_window(summary: dict, workdir: str, *, data_root: str, experiment: str,
-                   overrides=(), runner: str = "", metadata: str = "", announce: bool = True,
-                   **_) -> dict:
-    """Decides and starts (components/monitoring/trigger.py); the decision joins the window's
-    summary.json and report.html; returns the decision (summary["trigger"])."""
-    from ml_metadata.metadata_store import metadata_store
-    from hyperrec.components.monitoring import monitor as monitor_lib
-    from hyperrec.components.monitoring import trigger as trigger_lib
-    from hyperrec.pipeline.runners import commands as runner_commands
-    from hyperrec.pipeline.runners import metadata as metadata_lib
-    overrides = list(overrides) + ([f"monitoring.runner={runner}"] if runner else [])
-    config = runner_commands.load_config(experiment, overrides)
-    try:
-        store = metadata_store.MetadataStore(metadata_lib.connection_config(
-            metadata or os.path.join(workdir, "metadata.sqlite")))
-        chosen = trigger_lib.runner_for(config.monitoring, config.name)
-        out = monitor_lib.window_dir(workdir, summary["window"])
-        trigger_lib.run(summary, data_root=data_root, workdir=workdir, experiment=experiment,
-                        overrides=overrides, store=store, runner=chosen, window_dir=out,
-                        trigger_on=config.monitoring.trigger_on, metadata=metadata,
-                        announce=(lambda line: console.print(line, markup=False)) if announce
-                        else None)
-    except (ValueError, FileNotFoundError) as err:
-        raise click.UsageError(str(err)) from err
-    trigger_lib.write_to_window(out, summary)
-    return summary["trigger"]
-
-
-def _trigger_lines(summary: dict) -> list:
-    from hyperrec.components.monitoring import trigger as trigger_lib
-    return trigger_lib.text_lines(summary["trigger"]) if "trigger" in summary else []
 
 
 @click.command("monitor")
@@ -86,13 +52,17 @@ def _trigger_lines(summary: dict) -> list:
               "canary label with stable and say promote / roll back (monitoring.canary.*).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @trigger_options
+@usage_errors
 def monitor(serving_log: str, workdir: str, schema_path: str, training_statistics: str,
             feedback: str, as_json: bool, **trigger) -> None:
     """Profiles the requests logged since the last window: skew against training, drift
     against the previous window, report under WORKDIR/monitoring/window-N/; with --trigger,
     starts a retraining run when the window is above threshold and a new span arrived."""
-    from hyperrec.components.monitoring import monitor as monitor_lib
-    if trigger["trigger"] and not (trigger["data_root"] and os.path.isdir(trigger["data_root"])):
+    from hyperrec.pipeline.loop import monitor as monitor_lib
+    data_root = trigger["data_root"] or ""
+    # A cluster reads a gs:// or s3:// root itself; the other runners read a local one.
+    remote_root = "://" in data_root and trigger.get("runner") == "kubeflow"
+    if trigger["trigger"] and not (remote_root or (data_root and os.path.isdir(data_root))):
         # Checked before the window is profiled: a usage error must not consume the window.
         raise click.UsageError(f"--trigger needs --data, an existing data root (got "
                                f"{trigger['data_root']!r})")
@@ -109,11 +79,19 @@ def monitor(serving_log: str, workdir: str, schema_path: str, training_statistic
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     if trigger["trigger"]:
-        trigger_window(summary, workdir, announce=not as_json, **trigger)
+        from hyperrec.pipeline.loop import retrain
+        try:
+            retrain.trigger_window(summary, workdir, announce=None if as_json else (
+                lambda line: console.print(line, markup=False)), **trigger)
+        except UsageProblem:
+            raise  # a bad --set: usage_errors names the flag
+        except (ValueError, FileNotFoundError) as err:
+            raise click.UsageError(str(err)) from err
     if as_json:
         click.echo(json.dumps(summary, indent=1, sort_keys=True))
     else:
-        for line in monitor_lib.text_lines(summary) + _trigger_lines(summary):
+        from hyperrec.pipeline.loop import retrain
+        for line in monitor_lib.text_lines(summary) + retrain.trigger_lines(summary):
             console.print(line, markup=False)
         report = os.path.join(monitor_lib.window_dir(workdir, summary["window"]),
                               monitor_lib.REPORT_FILE)
@@ -131,7 +109,7 @@ def monitor(serving_log: str, workdir: str, schema_path: str, training_statistic
 def loop_demo(workdir: str, experiment: str, seed: int, overrides) -> None:
     """The retraining loop end to end: v1 -> serve -> shifted traffic -> monitor -> trigger
     -> v2 gated against v1 -> swap under traffic -> recall@10 of both."""
-    from hyperrec.pipeline import loop_demo as loop_lib
+    from hyperrec.pipeline.loop import demo as loop_lib
     result = loop_lib.run_loop(workdir, experiment=experiment, seed=seed,
                                overrides=overrides, console=console)
     for line in loop_lib.summary_lines(result):
@@ -154,7 +132,7 @@ def refresh_catalogue(items_csv: str, images_dir: str, serving_dir: str, model_n
                       as_json: bool) -> None:
     """Adds new items to the served model's catalogue without retraining: embeds them with
     the newest version's item tower and pushes the result as the next version."""
-    from hyperrec.components import catalogue_refresh
+    from hyperrec.pipeline.loop import catalogue_refresh
     try:
         summary = catalogue_refresh.refresh(
             items_csv, images_dir, os.path.join(serving_dir, model_name),
@@ -165,7 +143,5 @@ def refresh_catalogue(items_csv: str, images_dir: str, serving_dir: str, model_n
         click.echo(json.dumps(summary, indent=1, sort_keys=True))
 
 
-def register(group: click.Group) -> None:
-    group.add_command(monitor)
-    group.add_command(loop_demo)
-    group.add_command(refresh_catalogue)
+GROUP = "Production loop"
+COMMANDS = (monitor, loop_demo, refresh_catalogue)

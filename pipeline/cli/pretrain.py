@@ -1,6 +1,6 @@
 """`hyperrec pretrain image|text`: pretrained item-tower encoders for transfer learning.
 
-Thin wrappers over components/model/pretraining.py. The encoder sizes come from the
+Thin wrappers over components/pretraining/. The encoder sizes come from the
 experiment's config (`--experiment`, `--set model.cnn_filters=...`), so the Trainer of that
 experiment can load the result: point `model.pretrained.image` / `model.pretrained.text` at
 the output directory.
@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple
 
 import click
 
+from hyperrec.pipeline.cli.common import EXPERIMENTS, usage_errors
 from hyperrec.pipeline.runners import commands as runner_commands
 
 ONLINE_RETAIL_SOURCE = "online_retail"
@@ -36,7 +37,7 @@ def _shared_options(command):
     options = [
         click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
                      help="Directory to write (manifest.json, weights, vocab.txt for text)."),
-        click.option("--experiment", type=runner_commands.EXPERIMENTS, default="default",
+        click.option("--experiment", type=EXPERIMENTS, default="default",
                      show_default=True, help="Whose encoder sizes (and image size / text "
                      "length) to pretrain."),
         click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
@@ -60,10 +61,11 @@ def pretrain() -> None:
 @click.option("--photos", type=click.Path(exists=True, file_okay=False), required=True,
               help="A folder of class subfolders of JPEG/PNG photos.")
 @_shared_options
+@usage_errors
 def pretrain_image(photos: str, out_dir: str, experiment: str, overrides: Tuple[str, ...],
                    epochs: int, seed: int) -> None:
     """Trains the CNN image encoder to classify the photos; reports held-out accuracy."""
-    from hyperrec.components.model import pretraining
+    from hyperrec.components import pretraining
     config = runner_commands.load_config(experiment, overrides)
     _echo(f"pretraining the image encoder (filters {list(config.model.cnn_filters)}, "
           f"{config.model.embedding_dim}-d, {config.data.image_size}px) on {photos}")
@@ -82,11 +84,12 @@ def pretrain_image(photos: str, out_dir: str, experiment: str, overrides: Tuple[
 @click.option("--max-texts", type=click.IntRange(min=10), default=None,
               help="Use N evenly spaced texts (of the sorted texts), for quick runs.")
 @_shared_options
+@usage_errors
 def pretrain_text(rda: str, max_texts: int, out_dir: str, experiment: str,
                   overrides: Tuple[str, ...], epochs: int, seed: int) -> None:
     """Masked-token pretraining of the Transformer text encoder on product descriptions;
     reports held-out masked-token accuracy against the most-frequent-token baseline."""
-    from hyperrec.components.model import pretraining
+    from hyperrec.components import pretraining
     config = runner_commands.load_config(experiment, overrides)
     texts, source = online_retail_texts(rda)
     if max_texts and max_texts < len(texts):
@@ -104,3 +107,7 @@ def pretrain_text(rda: str, max_texts: int, out_dir: str, experiment: str,
         raise click.ClickException(str(error)) from error
     _echo(f"wrote {os.path.abspath(out_dir)}: use --set model.pretrained.text="
           f"{os.path.abspath(out_dir)}")
+
+
+GROUP = "Pretrain"
+COMMANDS = (pretrain,)

@@ -29,7 +29,7 @@ import os
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from hyperrec.components.config import CanaryConfig
-from hyperrec.components.example_gen import executor as example_gen
+from hyperrec.components.example_gen import contract_rows
 from hyperrec.data import contract
 from hyperrec.schemas import features
 
@@ -118,7 +118,7 @@ def read_feedback(path: str) -> Feedback:
                 read += 1
                 user, item, event = (row.get(c) or "" for c in ("user_id", "item_id", "event"))
                 try:
-                    timestamp = example_gen.parse_contract_timestamp(
+                    timestamp = contract_rows.parse_contract_timestamp(
                         row.get("timestamp") or "")
                 except ValueError:
                     timestamp = None

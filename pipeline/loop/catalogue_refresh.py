@@ -9,7 +9,7 @@ score; the server polling the base path swaps to the new version as it swaps to 
 Input: an items CSV in the data contract's item format (data/README.md: item_id, title,
 description, category, price, image; first_seen may be present and is ignored) and the
 folder holding the images it references. Each new item gets what the export gives a
-catalogue item (components/export.py embed_catalog): its embedding, its score bias (an id
+catalogue item (trainer/catalogue_embedding.py): its embedding, its score bias (an id
 the model never trained on gets the OOV bucket's bias), first seen = the refresh time (it is
 new to the served catalogue now: the freshness term treats it as brand new) and a
 recent-popularity count of 0.
@@ -33,8 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from hyperrec.schemas import features
-from hyperrec.components import export, pusher, transform
-from hyperrec.components.example_gen import executor as example_gen, images
+from hyperrec.components import pusher, transform
+from hyperrec.components.trainer import export
+from hyperrec.components.example_gen import executor as example_gen
+from hyperrec.data import image_normaliser as images
 
 # The contract's item columns a refresh needs (first_seen is the refresh time instead).
 REQUIRED_COLUMNS = tuple(c for c in features.ITEM_COLUMNS if c != "first_seen")

@@ -33,9 +33,8 @@ from rich.console import Console
 from hyperrec.components import config as config_lib
 from hyperrec.components.evaluation import component as ranking_component
 from hyperrec.components.evaluation import gate
-from hyperrec.components.monitoring import monitor as monitor_lib
-from hyperrec.components.monitoring import traffic
-from hyperrec.pipeline import monitoring_cli
+from hyperrec.pipeline.loop import monitor as monitor_lib
+from hyperrec.pipeline.loop import retrain, traffic
 from hyperrec.pipeline import pipeline as pipeline_def
 from hyperrec.pipeline.runners import local as local_runner
 from hyperrec.schemas import features
@@ -187,9 +186,10 @@ def ranking_numbers(workdir: str) -> Dict[str, Any]:
 def _window(console: Console, log_dir: str, workdir: str, schema: str, data_root: str,
             experiment: str, overrides: Sequence[str]) -> Dict[str, Any]:
     summary = monitor_lib.run(log_dir, workdir, schema)
-    monitoring_cli.trigger_window(summary, workdir, data_root=data_root,
-                                  experiment=experiment, overrides=overrides)
-    for line in monitor_lib.text_lines(summary) + monitoring_cli._trigger_lines(summary):
+    retrain.trigger_window(summary, workdir, data_root=data_root, experiment=experiment,
+                           overrides=overrides,
+                           announce=lambda line: console.print(line, markup=False))
+    for line in monitor_lib.text_lines(summary) + retrain.trigger_lines(summary):
         console.print(line, markup=False)
     return summary
 

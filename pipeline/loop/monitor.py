@@ -17,7 +17,7 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 
 from hyperrec.components.config import CanaryConfig
-from hyperrec.components.monitoring import canary, drift, logs, report, training_stats
+from hyperrec.pipeline.loop import canary, drift, logs, report, training_stats
 
 MONITORING_DIR = "monitoring"
 STATE_FILE = "state.json"

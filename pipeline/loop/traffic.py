@@ -14,8 +14,9 @@ import os
 from typing import Dict, List, Optional
 
 from hyperrec.schemas import features
-from hyperrec.components.example_gen import executor as example_gen
-from hyperrec.components.example_gen import history as history_lib
+from hyperrec.components.example_gen import contract_rows
+from hyperrec.components.example_gen.examples import to_example
+from hyperrec.data import history as history_lib
 
 INTERACTIONS_FILE = "interactions.csv"
 ITEMS_FILE = "items.csv"
@@ -32,8 +33,8 @@ def _interactions(data_root: str, spans: List[int]) -> List[dict]:
     records = []
     for span in spans:
         path = os.path.join(_span_dir(data_root, span), INTERACTIONS_FILE)
-        for row in example_gen.read_csv_rows(path):
-            parsed = example_gen.parse_interaction(row)
+        for row in contract_rows.read_csv_rows(path):
+            parsed = contract_rows.parse_interaction(row)
             if parsed.record is not None:
                 records.append(parsed.record)
     return records
@@ -49,9 +50,9 @@ def span_requests(data_root: str, span: int, history_length: int, image_size: in
     if not os.path.isdir(_span_dir(data_root, span)):
         raise FileNotFoundError(f"no span-{span} under {data_root}")
     items: Dict[str, dict] = {}
-    for row in example_gen.read_csv_rows(os.path.join(_span_dir(data_root, span), ITEMS_FILE)):
-        parsed = example_gen.parse_item(row, data_root, image_size) if with_images else \
-            example_gen.parse_item({**row, "image": ""}, data_root, image_size)
+    for row in contract_rows.read_csv_rows(os.path.join(_span_dir(data_root, span), ITEMS_FILE)):
+        parsed = contract_rows.parse_item(row, data_root, image_size) if with_images else \
+            contract_rows.parse_item({**row, "image": ""}, data_root, image_size)
         if parsed.record is not None:
             item_id, item = parsed.record
             items[item_id] = item
@@ -68,7 +69,7 @@ def span_requests(data_root: str, span: int, history_length: int, image_size: in
                 continue
             item = {name: items[item_id][name] for name in _SERVED_ITEM_FEATURES
                     if with_images or name != features.IMAGE}
-            requests.append((timestamp, user, item_id, example_gen.to_example({
+            requests.append((timestamp, user, item_id, to_example({
                 features.USER_ID: user, features.TIMESTAMP: timestamp,
                 features.DEVICE: record["device"], features.HISTORY: list(past), **item})))
     requests.sort(key=lambda r: r[:3])

@@ -8,10 +8,11 @@ span, however many windows see the shift. Each start is an MLMD Execution of typ
 written before the runner is called and completed (or failed) after; every decision, started
 or not, is added to the window's summary.json and report.html.
 
-Runners share one small interface (`start(request) -> run id`): LocalRunner (`hyperrec run`
-in a subprocess, waited for), AirflowRunner (`airflow dags trigger` or the REST API, with the
-trigger in the run's conf) and KubeflowRunner (kfp.Client().create_run_from_pipeline_package
-with the compiled pipeline).
+Runners share one small interface (`start(request) -> run id`): LocalRunner
+(pipeline/runners/local.run in a child process, waited for), AirflowRunner (`airflow dags
+trigger` or the REST API, with the trigger in the run's conf) and KubeflowRunner
+(pipeline/runners/kubeflow.py: compiled for the span's data root, submitted to the KFP
+endpoint or written with the command that would submit it).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import base64
 import dataclasses
 import html
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -85,11 +87,19 @@ class RunRequest:
 
 
 def spans(data_root: str) -> List[int]:
-    """The span numbers of the data root's span-N folders, ascending."""
-    if not os.path.isdir(data_root):
+    """The span numbers of the data root's span-N folders, ascending (a gs:// or s3:// root
+    is read with tf.io.gfile)."""
+    import tensorflow as tf
+    if not tf.io.gfile.isdir(data_root):
         raise FileNotFoundError(f"no data root at {data_root}")
-    return sorted(int(m.group(1)) for m in map(layout.SPAN_DIR.match, os.listdir(data_root))
-                  if m and os.path.isdir(os.path.join(data_root, m.group(0))))
+    names = [name.rstrip("/") for name in tf.io.gfile.listdir(data_root)]
+    return sorted(int(m.group(1)) for m in map(layout.SPAN_DIR.match, names)
+                  if m and tf.io.gfile.isdir(os.path.join(data_root, m.group(0))))
+
+
+def absolute_root(data_root: str) -> str:
+    """A local root made absolute; a URI (gs://, s3://, ...) as given."""
+    return data_root if "://" in data_root else os.path.abspath(data_root)
 
 
 def above(summary: Dict[str, Any], trigger_on: str) -> List[str]:
@@ -174,7 +184,7 @@ def decide(summary: Dict[str, Any], data_root: str, store: metadata_store.Metada
     newest = found[-1]
     for execution in triggers(store):
         if (_prop(execution, "span") == newest and execution.last_known_state in _HOLDING
-                and _prop(execution, "data_root") == os.path.abspath(data_root)):
+                and _prop(execution, "data_root") == absolute_root(data_root)):
             return Decision(False, f"window {window}: span {newest} already triggered run "
                                    f"{_prop(execution, 'run_id') or '(starting)'} at window "
                                    f"{_prop(execution, 'window')}: no run started",
@@ -195,37 +205,32 @@ def decide(summary: Dict[str, Any], data_root: str, store: metadata_store.Metada
 
 
 class LocalRunner:
-    """`hyperrec run` in a subprocess (the local runner, LocalDagRunner), waited for; its
-    output goes to the request's log file. The run id is the run's MLMD pipeline_run."""
+    """pipeline/runners/local.run in a child process (multiprocessing, spawn), waited for:
+    the child's output goes to the request's log file, and the run's TensorFlow state and
+    memory end with it. The run id is the run's MLMD pipeline_run."""
 
     name = "local"
 
-    def __init__(self, python: str = sys.executable):
-        self.python = python
-
-    def command(self, request: RunRequest) -> List[str]:
-        command = [self.python, "-m", "hyperrec.pipeline.cli", "run",
-                   "--experiment", request.experiment, "--data", request.data_root,
-                   "--workdir", request.workdir]
-        for override in request.overrides:
-            command += ["--set", override]
-        if request.metadata:
-            command += ["--metadata", request.metadata]
-        return command
+    def __init__(self, start_method: str = "spawn"):
+        # spawn, not fork: the parent may hold TensorFlow, gRPC or server threads.
+        self.context = multiprocessing.get_context(start_method)
 
     def start(self, request: RunRequest, store: metadata_store.MetadataStore) -> str:
+        from hyperrec.pipeline.loop import local_run
         before = {c.id for c in _run_contexts(store)}
-        with open(request.log_path or os.devnull, "w") as log:
-            result = subprocess.run(self.command(request), stdout=log,
-                                    stderr=subprocess.STDOUT, check=False)
-        if result.returncode != 0:
+        child = self.context.Process(target=local_run.run_in_child,
+                                     args=(dataclasses.asdict(request),),
+                                     name=f"hyperrec-{request.run_name}")
+        child.start()
+        child.join()
+        if child.exitcode != 0:
             tail = _tail(request.log_path)
-            raise TriggerError(f"hyperrec run exited with {result.returncode}"
+            raise TriggerError(f"the local run exited with {child.exitcode}"
                                f"{' (log: ' + request.log_path + ')' if request.log_path else ''}"
                                f"{': ' + tail if tail else ''}")
         new = [c for c in _run_contexts(store) if c.id not in before]
         if not new:
-            raise TriggerError("hyperrec run finished but recorded no pipeline run in the "
+            raise TriggerError("the local run finished but recorded no pipeline run in the "
                                "metadata store")
         return max(new, key=lambda c: c.id).name
 
@@ -295,33 +300,32 @@ class AirflowRunner:
 
 
 class KubeflowRunner:
-    """kfp.Client(host).create_run_from_pipeline_package(compiled pipeline JSON)."""
+    """Compiles the run for the request's data root and submits it through
+    pipeline/runners/kubeflow.py: to monitoring.kubeflow_host, or, with none, writes the spec
+    and its submit.sh under WORKDIR/kubeflow/<run> (the run id is then that script)."""
 
     name = "kubeflow"
 
-    def __init__(self, host: str, package: str, experiment: str = "hyperrec"):
-        self.host, self.package, self.experiment = host, package, experiment
-
-    def arguments(self, request: RunRequest) -> Dict[str, Any]:
-        if not self.package or not os.path.isfile(self.package):
-            raise TriggerError(f"no compiled pipeline at {self.package!r} (monitoring."
-                               "kubeflow_package; write it with `hyperrec compile`)")
-        return {"pipeline_file": self.package, "arguments": {},
-                "run_name": f"hyperrec-{request.run_name}",
-                "experiment_name": self.experiment, "enable_caching": True}
+    def __init__(self, config: MonitoringConfig):
+        self.config = config
 
     def start(self, request: RunRequest, store: metadata_store.MetadataStore) -> str:
         del store  # KFP keeps its own MLMD
-        if not self.host:
-            raise TriggerError("monitoring.kubeflow_host is empty: no KFP endpoint to call")
-        arguments = self.arguments(request)
-        import kfp  # the kfp SDK is only needed on this path
+        from hyperrec.components import config as config_lib
+        from hyperrec.pipeline.runners import kubeflow
+        runner = kubeflow.KubeflowRunner(
+            image=self.config.kubeflow_image, pipeline_root=self.config.kubeflow_pipeline_root,
+            serving_dir=self.config.kubeflow_serving_dir,
+            out_dir=os.path.join(request.workdir, "kubeflow"),
+            endpoint=self.config.kubeflow_host, experiment_name=self.config.kubeflow_experiment)
         try:
-            result = kfp.Client(host=self.host).create_run_from_pipeline_package(**arguments)
-        except Exception as err:  # noqa: BLE001 (kfp raises urllib3/ApiException/ValueError)
-            raise TriggerError(f"Kubeflow Pipelines at {self.host}: "
-                               f"{type(err).__name__}: {err}") from err
-        return result.run_id
+            result = runner.submit(config_lib.load(request.experiment or "default",
+                                                   request.overrides),
+                                   data_root=request.data_root,
+                                   run_name=f"hyperrec-{request.run_name}")
+        except (kubeflow.KubeflowCompileError, kubeflow.KubeflowSubmitError) as err:
+            raise TriggerError(str(err)) from err
+        return result.run_id if result.submitted else f"not submitted: {result.script}"
 
 
 def runner_for(config: MonitoringConfig, experiment: str):
@@ -332,8 +336,7 @@ def runner_for(config: MonitoringConfig, experiment: str):
         return AirflowRunner(config.airflow_dag_id or f"hyperrec-{experiment}",
                              config.airflow_url)
     if config.runner == "kubeflow":
-        return KubeflowRunner(config.kubeflow_host, config.kubeflow_package,
-                              config.kubeflow_experiment)
+        return KubeflowRunner(config)
     raise ValueError(f"monitoring.runner must be one of {RUNNERS}, got {config.runner!r}")
 
 
@@ -346,7 +349,7 @@ def _record(store, decision: Decision, summary: Dict[str, Any], runner_name: str
         type_id=_trigger_type(store), last_known_state=metadata_store_pb2.Execution.RUNNING)
     values = {"span": decision.span, "reason": decision.reason,
               "features": ",".join(decision.features), "window": summary["window"],
-              "runner": runner_name, "data_root": os.path.abspath(data_root), "run_id": ""}
+              "runner": runner_name, "data_root": absolute_root(data_root), "run_id": ""}
     for name, value in values.items():
         if isinstance(value, int):
             execution.custom_properties[name].int_value = value
@@ -370,7 +373,7 @@ def run(summary: Dict[str, Any], *, data_root: str, workdir: str, experiment: st
         execution = _record(store, decision, summary, runner.name, data_root)
         request = RunRequest(span=decision.span, reason=decision.reason,
                              window=summary["window"], execution_id=execution.id,
-                             data_root=os.path.abspath(data_root),
+                             data_root=absolute_root(data_root),
                              workdir=os.path.abspath(workdir), experiment=experiment,
                              overrides=tuple(overrides), metadata=metadata,
                              log_path=os.path.join(window_dir, RUN_LOG))
@@ -408,7 +411,7 @@ def text_lines(entry: Dict[str, Any]) -> List[str]:
 
 def write_to_window(window_dir: str, summary: Dict[str, Any]) -> None:
     """summary.json and report.html of the window, with the trigger's decision in both."""
-    from hyperrec.components.monitoring import report
+    from hyperrec.pipeline.loop import report
     staging = os.path.join(window_dir, "summary.json.tmp")
     with open(staging, "w") as f:
         json.dump(summary, f, indent=1, sort_keys=True)
