@@ -19,6 +19,7 @@ from PIL import Image
 
 from hyperrec.components import config as config_lib
 from hyperrec.schemas import features
+from hyperrec.components.example_gen import contract_rows
 from hyperrec.components.example_gen import executor as executor_lib
 from hyperrec.components.example_gen import layout
 from hyperrec.data import image_normaliser as images
@@ -109,9 +110,9 @@ def test_date_only_and_other_non_contract_timestamps_are_rejected_and_counted(ho
     assert report["interaction_timestamp_not_contract"] == 3
     assert report["interaction_bad_timestamp"] == 1
     assert report["item_first_seen_not_contract"] == 1
-    with pytest.raises(executor_lib.NotContractTimestamp):
-        executor_lib.parse_contract_timestamp("2024-01-24")
-    assert executor_lib.parse_contract_timestamp("2024-01-24T00:00:01Z") == 1706054401
+    with pytest.raises(contract_rows.NotContractTimestamp):
+        contract_rows.parse_contract_timestamp("2024-01-24")
+    assert contract_rows.parse_contract_timestamp("2024-01-24T00:00:01Z") == 1706054401
 
 
 def test_a_user_above_the_share_threshold_is_reported_and_capped(hostile):
