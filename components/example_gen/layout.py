@@ -12,12 +12,31 @@ from typing import List
 SPAN_DIR = re.compile(r"^span-(\d+)$")
 
 
-def _listdir(path: str) -> List[str]:
+def absolute(path: str) -> str:
+    """A local path made absolute; a URI (gs://, s3://, ...) as given."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def is_dir(path: str) -> bool:
     if "://" in path:  # gs://, s3://: only TensorFlow's file system knows them
         import tensorflow as tf
-        return [n.rstrip("/") for n in tf.io.gfile.listdir(path)] if tf.io.gfile.isdir(
-            path) else []
-    return os.listdir(path) if os.path.isdir(path) else []
+        return tf.io.gfile.isdir(path)
+    return os.path.isdir(path)
+
+
+def _listdir(path: str) -> List[str]:
+    if not is_dir(path):
+        return []
+    if "://" in path:
+        import tensorflow as tf
+        return [n.rstrip("/") for n in tf.io.gfile.listdir(path)]
+    return os.listdir(path)
+
+
+def span_numbers(data_root: str) -> List[int]:
+    """The numbers of the data root's span-N folders, ascending ([] when there are none)."""
+    return sorted(int(m.group(1)) for m in map(SPAN_DIR.match, _listdir(data_root))
+                  if m and is_dir(os.path.join(data_root, m.group(0))))
 
 
 def data_root_problem(data_root: str) -> str:

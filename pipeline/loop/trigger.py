@@ -89,17 +89,9 @@ class RunRequest:
 def spans(data_root: str) -> List[int]:
     """The span numbers of the data root's span-N folders, ascending (a gs:// or s3:// root
     is read with tf.io.gfile)."""
-    import tensorflow as tf
-    if not tf.io.gfile.isdir(data_root):
+    if not layout.is_dir(data_root):
         raise FileNotFoundError(f"no data root at {data_root}")
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(data_root)]
-    return sorted(int(m.group(1)) for m in map(layout.SPAN_DIR.match, names)
-                  if m and tf.io.gfile.isdir(os.path.join(data_root, m.group(0))))
-
-
-def absolute_root(data_root: str) -> str:
-    """A local root made absolute; a URI (gs://, s3://, ...) as given."""
-    return data_root if "://" in data_root else os.path.abspath(data_root)
+    return layout.span_numbers(data_root)
 
 
 def above(summary: Dict[str, Any], trigger_on: str) -> List[str]:
@@ -184,7 +176,7 @@ def decide(summary: Dict[str, Any], data_root: str, store: metadata_store.Metada
     newest = found[-1]
     for execution in triggers(store):
         if (_prop(execution, "span") == newest and execution.last_known_state in _HOLDING
-                and _prop(execution, "data_root") == absolute_root(data_root)):
+                and _prop(execution, "data_root") == layout.absolute(data_root)):
             return Decision(False, f"window {window}: span {newest} already triggered run "
                                    f"{_prop(execution, 'run_id') or '(starting)'} at window "
                                    f"{_prop(execution, 'window')}: no run started",
@@ -349,7 +341,7 @@ def _record(store, decision: Decision, summary: Dict[str, Any], runner_name: str
         type_id=_trigger_type(store), last_known_state=metadata_store_pb2.Execution.RUNNING)
     values = {"span": decision.span, "reason": decision.reason,
               "features": ",".join(decision.features), "window": summary["window"],
-              "runner": runner_name, "data_root": absolute_root(data_root), "run_id": ""}
+              "runner": runner_name, "data_root": layout.absolute(data_root), "run_id": ""}
     for name, value in values.items():
         if isinstance(value, int):
             execution.custom_properties[name].int_value = value
@@ -373,7 +365,7 @@ def run(summary: Dict[str, Any], *, data_root: str, workdir: str, experiment: st
         execution = _record(store, decision, summary, runner.name, data_root)
         request = RunRequest(span=decision.span, reason=decision.reason,
                              window=summary["window"], execution_id=execution.id,
-                             data_root=absolute_root(data_root),
+                             data_root=layout.absolute(data_root),
                              workdir=os.path.abspath(workdir), experiment=experiment,
                              overrides=tuple(overrides), metadata=metadata,
                              log_path=os.path.join(window_dir, RUN_LOG))

@@ -39,6 +39,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx.dsl.components.base import base_driver
 
 from hyperrec.components import config as config_lib
+from hyperrec.components.example_gen import layout
 from hyperrec.pipeline import beam as beam_lib
 from hyperrec.pipeline import pipeline as pipeline_def
 from hyperrec.pipeline.runners import metadata as metadata_lib
@@ -177,11 +178,6 @@ def _airflow_driver(driver_class: type) -> type:
     return Driver
 
 
-def _absolute(path: str) -> str:
-    """Local paths made absolute (Airflow's workers may start elsewhere); URIs as they are."""
-    return path if "://" in path else os.path.abspath(path)
-
-
 def dag_config(config: config_lib.HyperrecConfig, retries: int = 2,
                retry_delay_s: float = 300.0) -> dict:
     """Airflow's DAG arguments: the schedule from the config, every task's retries."""
@@ -200,10 +196,11 @@ def create_dag(settings: AirflowSettings):
     from tfx.orchestration.airflow.airflow_dag_runner import (AirflowDagRunner,
                                                               AirflowPipelineConfig)
     config = settings.config
-    paths = RunPaths(_absolute(settings.workdir))
+    # Absolute local paths: Airflow's workers may start in another directory.
+    paths = RunPaths(layout.absolute(settings.workdir))
     common_args, ingest_args = beam_lib.pipeline_args(settings.beam)
     pipeline = pipeline_def.create_pipeline(
-        config, data_root=_absolute(settings.data_root),
+        config, data_root=layout.absolute(settings.data_root),
         pipeline_root=paths.pipeline_root, serving_dir=paths.serving_dir,
         metadata_connection_config=metadata_lib.connection_config(
             settings.metadata or paths.metadata_path),
